@@ -1,0 +1,74 @@
+"""The `siyu` command line. Commands are thin: they parse options, call a plain
+function that takes paths and config, and print what it returns."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from siyu.config import Config, load_config
+from siyu.errors import SiyuError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="config file (default: the project's mlproject.yaml)")
+
+
+def cfg_from(path: Optional[Path]) -> Config:
+    """Load the config named on the command line (or the default)."""
+    return load_config(path)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks on errors")) -> None:
+    """siyu: private-domain relationship predictions."""
+    _state["debug"] = debug
+
+
+@app.command()
+def validate(
+    events: Path = typer.Argument(..., help="CSV file, Parquet file, or folder of Parquet parts"),
+    out: Path = typer.Option(Path("out/validate"), "--out", help="folder for accepted events and quarantine"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Check an event log against the contract; write accepted rows and the quarantine."""
+    from siyu.features.validate import print_report, validate_file
+
+    report = validate_file(events, cfg_from(config), out)
+    print_report(report, console)
+    report.raise_if_over_threshold()
+
+
+def main() -> None:
+    """Entry point: run the app; user errors become one line and a non-zero exit."""
+    debug = "--debug" in sys.argv
+    try:
+        app(standalone_mode=False)
+    except SiyuError as e:
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - last line of defence: never a raw traceback
+        if debug:
+            raise
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        err_console.print(
+            f"[red]error:[/red] unexpected {type(e).__name__}: {e} (run with --debug for the traceback)",
+            highlight=False, soft_wrap=True,
+        )
+        sys.exit(1)
