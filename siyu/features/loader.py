@@ -1,0 +1,82 @@
+"""Reading event logs (CSV, Parquet file, folder of Parquet parts, DataFrame) into DuckDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from siyu.errors import SiyuError
+from siyu.features.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS
+
+
+def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection set up the way every siyu step expects (UTC session time zone).
+
+    Args:
+        threads: worker threads; None keeps DuckDB's default (all cores).
+    """
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    return con
+
+
+def _source_sql(source: str | Path) -> str:
+    path = Path(source)
+    if not path.exists():
+        raise SiyuError(f"event log not found: {path}")
+    quoted = str(path).replace("'", "''")
+    if path.is_dir():
+        parts = sorted(path.rglob("*.parquet"))
+        if not parts:
+            raise SiyuError(f"folder {path} holds no .parquet files")
+        return f"read_parquet('{quoted}/**/*.parquet', union_by_name = true)"
+    suffix = path.suffix.lower()
+    if suffix in {".parquet", ".pq"}:
+        return f"read_parquet('{quoted}')"
+    if suffix in {".csv", ".tsv", ".txt", ".gz"}:
+        # Everything as text: leading zeros in ids survive and bad values reach validation intact.
+        return f"read_csv('{quoted}', all_varchar = true, header = true)"
+    raise SiyuError(f"unsupported event file type '{suffix}' for {path} (use .csv, .parquet or a folder of parts)")
+
+
+def stage_raw(con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame) -> tuple[str, str]:
+    """Expose the log as view `_raw` with every contract column (missing optional ones NULL) and `_row`.
+
+    Args:
+        con: DuckDB connection.
+        source: a path or a DataFrame.
+
+    Returns:
+        (view name, DuckDB type of the `ts` column).
+
+    Raises:
+        SiyuError: unreadable file or a required column missing.
+    """
+    if isinstance(source, pd.DataFrame):
+        con.register("_raw_src", source)
+        from_sql = "_raw_src"
+    else:
+        from_sql = _source_sql(source)
+    try:
+        cols = {r[0].lower(): (r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {from_sql}").fetchall()}
+    except duckdb.Error as e:
+        raise SiyuError(f"cannot read event log {source}: {str(e).splitlines()[0]}") from e
+    missing = [c for c in REQUIRED_COLUMNS if c not in cols]
+    if missing:
+        raise SiyuError(f"event log {source} lacks required column(s) {missing}; it has {sorted(cols)}")
+    ts_kind = cols["ts"][1]
+    select = []
+    for c in CANONICAL_COLUMNS:
+        if c not in cols:
+            select.append(f"CAST(NULL AS VARCHAR) AS {c}")
+        elif c == "ts":
+            select.append(f'"{cols[c][0]}" AS ts')
+        else:
+            select.append(f'CAST("{cols[c][0]}" AS VARCHAR) AS {c}')
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _raw AS SELECT row_number() OVER () AS _row, "
+                f"{', '.join(select)} FROM {from_sql}")
+    return "_raw", ts_kind

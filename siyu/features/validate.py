@@ -1,0 +1,191 @@
+"""Validation of an event log against the contract (DESIGN §2), in DuckDB.
+
+Every row read ends up in exactly one place: accepted, quarantined (with the
+first rule it breaks), or counted as an exact duplicate of an accepted row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from siyu.config import Config
+from siyu.errors import SiyuError
+from siyu.features.contract import AMOUNT_REQUIRED, CANONICAL_COLUMNS, EVENTS, REQUIRED_COLUMNS
+from siyu.features.loader import connect, stage_raw
+from siyu.features.report import ValidationReport, print_report, write_outputs
+
+# (reason, SQL condition on the parsed columns), checked in this order; a row's
+# reason is the first that holds, so the counts by reason add up to the total.
+_AMOUNT_EVENTS = ", ".join(f"'{e}'" for e in sorted(AMOUNT_REQUIRED))
+_RULES: list[tuple[str, str]] = [
+    ("missing user_id", "user_id IS NULL"),
+    ("missing ts", "ts_raw IS NULL"),
+    ("unparseable ts", "ts IS NULL"),
+    ("missing event", "event_raw IS NULL"),
+    ("unknown event", f"event NOT IN ({', '.join(repr(e) for e in EVENTS)})"),
+    ("amount is not a number", "amount_raw IS NOT NULL AND (amount IS NULL OR NOT isfinite(amount))"),
+    ("missing amount", f"event IN ({_AMOUNT_EVENTS}) AND amount IS NULL"),
+    ("negative amount", "amount < 0"),
+    ("rating is not an integer", "rating_raw IS NOT NULL AND (rating_num IS NULL OR rating_num != floor(rating_num))"),
+    ("missing rating", "event = 'review' AND rating_raw IS NULL"),
+    ("rating outside 1-5", "rating_num < 1 OR rating_num > 5"),
+    ("coupon is not a boolean", "coupon_raw IS NOT NULL AND coupon IS NULL"),
+    ("referral_purchase without ref_user_id", "event = 'referral_purchase' AND ref_user_id IS NULL"),
+]
+
+
+def _text(col: str) -> str:
+    """Trimmed text; empty strings are missing values."""
+    return f"nullif(trim({col}), '')"
+
+
+def _ts_sql(col: str, kind: str) -> str:
+    """Parse a timestamp column to a naive UTC TIMESTAMP (NULL when unparseable)."""
+    if kind == "TIMESTAMP":
+        return col
+    if kind.startswith("TIMESTAMP WITH TIME ZONE"):
+        return f"({col} AT TIME ZONE 'UTC')"
+    if kind in {"BIGINT", "INTEGER", "DOUBLE", "FLOAT", "HUGEINT", "UBIGINT", "DECIMAL"}:
+        x = f"CAST({col} AS DOUBLE)"
+        # Epoch milliseconds are told from seconds by size: 1e11 s is the year 5138.
+        return f"(to_timestamp(CASE WHEN abs({x}) >= 1e11 THEN {x} / 1000 ELSE {x} END) AT TIME ZONE 'UTC')"
+    s = _text(col)
+    num = f"try_cast({s} AS DOUBLE)"
+    epoch = f"(to_timestamp(CASE WHEN abs({num}) >= 1e11 THEN {num} / 1000 ELSE {num} END) AT TIME ZONE 'UTC')"
+    iso = f"(try_cast({s} AS TIMESTAMPTZ) AT TIME ZONE 'UTC')"
+    return f"CASE WHEN regexp_full_match({s}, '-?[0-9]+(\\.[0-9]+)?') THEN {epoch} ELSE {iso} END"
+
+
+def _event_sql(cfg: Config) -> str:
+    raw = _text("event")
+    if not cfg.events.mapping:
+        return f"lower({raw})"
+    whens = " ".join(
+        f"WHEN {raw} = '{k.replace(chr(39), chr(39) * 2)}' THEN '{v}'" for k, v in cfg.events.mapping.items()
+    )
+    return f"lower(CASE {whens} ELSE {raw} END)"
+
+
+def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: str) -> None:
+    """Create table `_checked`: parsed canonical columns, the raw text, and `reason` (NULL = valid)."""
+    parsed = f"""
+        SELECT _row,
+            {_text('user_id')} AS user_id,
+            {_text('CAST(ts AS VARCHAR)')} AS ts_raw,
+            {_ts_sql('ts', ts_kind)} AS ts,
+            {_text('event')} AS event_raw,
+            {_event_sql(cfg)} AS event,
+            {_text('amount')} AS amount_raw,
+            try_cast({_text('amount')} AS DOUBLE) AS amount,
+            {_text('channel')} AS channel,
+            {_text('ref_user_id')} AS ref_user_id,
+            {_text('rating')} AS rating_raw,
+            try_cast({_text('rating')} AS DOUBLE) AS rating_num,
+            {_text('coupon')} AS coupon_raw,
+            try_cast({_text('coupon')} AS BOOLEAN) AS coupon,
+            {_text('content_id')} AS content_id,
+            {_text('order_id')} AS order_id,
+            {', '.join(f'CAST({c} AS VARCHAR) AS raw_{c}' for c in CANONICAL_COLUMNS)}
+        FROM {raw}
+    """
+    reason = "CASE " + " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in _RULES) + " END"
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS SELECT *, {reason} AS reason FROM ({parsed})")
+    except duckdb.Error as e:
+        raise SiyuError(f"cannot read event log: {str(e).splitlines()[0]}") from e
+
+
+def _canonical_select() -> str:
+    cols = {c: c for c in CANONICAL_COLUMNS}
+    cols["rating"] = "CAST(rating_num AS INTEGER)"
+    return ", ".join(f"CAST({expr} AS {CANONICAL_COLUMNS[c]}) AS {c}" if c == "rating" else f"{expr} AS {c}"
+                     for c, expr in cols.items())
+
+
+def run_validation(
+    con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame, cfg: Config, table: str = "events"
+) -> ValidationReport:
+    """Validate a log and leave its accepted, de-duplicated rows in TEMP table `table`.
+
+    Args:
+        con: DuckDB connection (see loader.connect) that receives the tables.
+        source: CSV file, Parquet file, folder of Parquet parts, or a DataFrame.
+        cfg: configuration (event mapping, quarantine threshold).
+        table: name of the table of accepted canonical events.
+
+    Returns:
+        The report; quarantined rows stay in TEMP table `quarantine`.
+    """
+    raw, ts_kind = stage_raw(con, source)
+    _classify(con, cfg, raw, ts_kind)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
+                f"SELECT DISTINCT {_canonical_select()} FROM _checked WHERE reason IS NULL")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE quarantine AS SELECT _row AS source_row, reason, "
+        + ", ".join(f"raw_{c} AS {c}" for c in CANONICAL_COLUMNS)
+        + " FROM _checked WHERE reason IS NOT NULL ORDER BY source_row"
+    )
+    rows_read, valid_rows = con.execute("SELECT count(*), count(*) FILTER (reason IS NULL) FROM _checked").fetchone()
+    con.execute("DROP TABLE _checked")
+    report = ValidationReport.collect(con, table, str(source) if not isinstance(source, pd.DataFrame) else "<frame>",
+                                      rows_read, valid_rows, cfg.quarantine.max_fraction)
+    return report
+
+
+def load_valid_events(
+    con: duckdb.DuckDBPyConnection, path: str | Path, cfg: Config, out_dir: str | Path | None = None
+) -> ValidationReport:
+    """Validate a log file into TEMP table `events`; optionally write outputs; refuse over the threshold.
+
+    Args:
+        con: DuckDB connection that receives table `events` (canonical columns).
+        path: CSV file, Parquet file or folder of Parquet parts.
+        cfg: configuration.
+        out_dir: when given, the quarantine and summary are written there (and the
+            accepted events, if the run passes the threshold).
+
+    Returns:
+        The report.
+
+    Raises:
+        SiyuError: unreadable input, or more bad rows than `quarantine.max_fraction`.
+    """
+    report = run_validation(con, path, cfg)
+    if out_dir is not None:
+        write_outputs(con, report, Path(out_dir))
+    report.raise_if_over_threshold()
+    return report
+
+
+def validate_file(path: str | Path, cfg: Config, out_dir: str | Path) -> ValidationReport:
+    """`siyu validate`: check a log and write accepted events, quarantine and summary to out_dir.
+
+    Unlike load_valid_events this does not raise over the threshold, so the
+    caller can print the report first; call `report.raise_if_over_threshold()`.
+    """
+    con = connect()
+    report = run_validation(con, path, cfg)
+    write_outputs(con, report, Path(out_dir))
+    return report
+
+
+def validate_frame(df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate an in-memory log (e.g. events posted to the API).
+
+    Args:
+        df: rows with (a subset of) the contract's columns; missing required columns raise.
+        cfg: configuration.
+
+    Returns:
+        (accepted canonical events, quarantined rows with `source_row` and `reason`).
+    """
+    con = connect()
+    run_validation(con, df, cfg)
+    return con.table("events").df(), con.table("quarantine").df()
+
+
+__all__ = ["load_valid_events", "print_report", "run_validation", "validate_file", "validate_frame", "ValidationReport",
+           "REQUIRED_COLUMNS", "SiyuError"]
