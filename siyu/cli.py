@@ -59,14 +59,12 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
         sys.exit(130)
+    except typer.TyperException as e:  # usage errors: click's own message, exit 2
+        e.show()
+        sys.exit(e.exit_code)
     except Exception as e:  # noqa: BLE001 - last line of defence: never a raw traceback
         if debug:
             raise
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
         err_console.print(
             f"[red]error:[/red] unexpected {type(e).__name__}: {e} (run with --debug for the traceback)",
             highlight=False, soft_wrap=True,

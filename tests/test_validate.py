@@ -1,0 +1,175 @@
+"""Data-contract tests: every rule of DESIGN §2, counts that add up, outputs that are whole."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from make_samples import BAD_ROWS, COLS
+from siyu.errors import SiyuError
+from siyu.features.loader import connect
+from siyu.features.validate import load_valid_events, run_validation, validate_file, validate_frame
+
+EXPECTED_REASONS = [
+    "missing user_id", "missing ts", "unparseable ts", "missing event", "unknown event",
+    "amount is not a number", "missing amount", "negative amount", "rating is not an integer",
+    "missing rating", "rating outside 1-5", "coupon is not a boolean", "referral_purchase without ref_user_id",
+]
+
+
+def frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{c: r.get(c) for c in COLS} for r in rows], columns=COLS, dtype=object)
+
+
+@pytest.mark.parametrize("row,reason", list(zip(BAD_ROWS, EXPECTED_REASONS)), ids=EXPECTED_REASONS)
+def test_each_rule_quarantines_with_its_reason(cfg, row, reason):
+    good = {"user_id": "u1", "ts": "2026-01-01T00:00:00Z", "event": "visit"}
+    accepted, quarantine = validate_frame(frame([good, row]), cfg)
+    assert len(accepted) == 1 and accepted.user_id.tolist() == ["u1"]
+    assert quarantine.reason.tolist() == [reason]
+    assert quarantine.source_row.tolist() == [2]
+    # original values are kept as they came
+    assert quarantine.event.iloc[0] == row.get("event")
+
+
+def test_timestamps_all_formats_become_the_same_utc_instant(cfg):
+    rows = [{"user_id": f"u{i}", "ts": ts, "event": "visit"} for i, ts in enumerate([
+        "2026-01-01T08:00:00Z", "2026-01-01 08:00:00", "2026-01-01T16:00:00+08:00",
+        "1767254400", "1767254400000", "2026-01-01T03:00:00-05:00"])]
+    accepted, quarantine = validate_frame(frame(rows), cfg)
+    assert quarantine.empty
+    assert set(accepted.ts.astype(str)) == {"2026-01-01 08:00:00"}
+
+
+def test_ids_stay_strings_with_leading_zeros(cfg, tmp_path):
+    p = tmp_path / "e.csv"
+    p.write_text("user_id,ts,event,ref_user_id,amount\n007,2026-01-01,referral_purchase,0042,10\n")
+    con = connect()
+    load_valid_events(con, p, cfg)
+    assert con.execute("SELECT user_id, ref_user_id FROM events").fetchall() == [("007", "0042")]
+
+
+def test_brand_event_names_are_mapped(cfg):
+    rows = [{"user_id": "u", "ts": "2026-01-01", "event": "order_paid", "amount": "5", "order_id": "o1"},
+            {"user_id": "u", "ts": "2026-01-02", "event": "subscribe"}]
+    accepted, q = validate_frame(frame(rows), cfg)
+    assert sorted(accepted.event) == ["follow", "purchase"] and q.empty
+
+
+def test_exact_duplicates_count_once_but_near_duplicates_stay(cfg):
+    a = {"user_id": "u", "ts": "2026-01-01", "event": "purchase", "amount": "5", "order_id": "o1"}
+    same_instant_other_format = dict(a, ts="1767225600")
+    other_amount = dict(a, amount="6")
+    con = connect()
+    r = run_validation(con, frame([a, a, same_instant_other_format, other_amount]), cfg)
+    assert (r.rows_read, r.accepted, r.duplicates, r.quarantined) == (4, 2, 2, 0)
+
+
+def test_parquet_folder_of_parts(cfg, tmp_path):
+    d = tmp_path / "parts"
+    d.mkdir()
+    df = frame([{"user_id": "u1", "ts": "2026-01-01", "event": "visit"}])
+    df.to_parquet(d / "part-0.parquet")
+    frame([{"user_id": "u2", "ts": "2026-01-02", "event": "like"}]).to_parquet(d / "part-1.parquet")
+    r = run_validation(connect(), d, cfg)
+    assert (r.rows_read, r.accepted, r.users) == (2, 2, 2)
+
+
+def test_typed_parquet_timestamps_and_epochs(cfg, tmp_path):
+    df = pd.DataFrame({"user_id": ["a", "b"], "event": ["visit", "visit"],
+                       "ts": pd.to_datetime(["2026-01-01 08:00:00+08:00", "2026-01-01 00:00:00+00:00"], utc=True)})
+    df.to_parquet(tmp_path / "tz.parquet")
+    con = connect()
+    load_valid_events(con, tmp_path / "tz.parquet", cfg)
+    assert con.execute("SELECT DISTINCT CAST(ts AS VARCHAR) FROM events").fetchall() == [("2026-01-01 00:00:00",)]
+    pd.DataFrame({"user_id": ["a"], "event": ["visit"], "ts": [1767225600000]}).to_parquet(tmp_path / "ms.parquet")
+    load_valid_events(con, tmp_path / "ms.parquet", cfg)
+    assert con.execute("SELECT CAST(ts AS VARCHAR) FROM events").fetchall() == [("2026-01-01 00:00:00",)]
+
+
+def test_messy_sample_writes_quarantine_and_events(cfg, tmp_path):
+    from conftest import DATA
+
+    r = validate_file(DATA / "messy_events.csv", cfg, tmp_path)
+    assert not r.over_threshold
+    assert r.by_reason == {reason: 1 for reason in EXPECTED_REASONS}
+    assert (r.rows_read, r.duplicates) == (2018, 5)
+    q = pd.read_parquet(tmp_path / "quarantine.parquet")
+    assert len(q) == 13 and set(q.reason) == set(EXPECTED_REASONS)
+    assert len(pd.read_parquet(tmp_path / "events.parquet")) == r.accepted == 2000
+
+
+def test_over_threshold_is_refused_after_writing_quarantine_only(cfg, tmp_path):
+    from conftest import DATA
+
+    (tmp_path / "events.parquet").write_text("stale output of an older run")
+    with pytest.raises(SiyuError, match=r"13 of 53 rows .* over quarantine.max_fraction"):
+        load_valid_events(connect(), DATA / "too_messy.csv", cfg, out_dir=tmp_path)
+    assert (tmp_path / "quarantine.parquet").exists()
+    assert not (tmp_path / "events.parquet").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".validate-")]
+
+
+def test_threshold_comes_from_config(cfg, tmp_path):
+    from conftest import DATA
+
+    loose = cfg.model_copy(update={"quarantine": cfg.quarantine.model_copy(update={"max_fraction": 0.5})})
+    r = load_valid_events(connect(), DATA / "too_messy.csv", loose)
+    assert r.quarantined == 13
+
+
+@pytest.mark.parametrize("name,content,match", [
+    ("e.csv", "user_id,event\nu,visit\n", r"lacks required column\(s\) \['ts'\]"),
+    ("e.csv", "", r"lacks required column"),
+    ("e.parquet", "this is not parquet", r"cannot read event log"),
+])
+def test_unusable_files_are_one_clear_error(cfg, tmp_path, name, content, match):
+    p = tmp_path / name
+    p.write_text(content)
+    with pytest.raises(SiyuError, match=match):
+        run_validation(connect(), p, cfg)
+
+
+def test_missing_file_and_bad_suffix(cfg, tmp_path):
+    with pytest.raises(SiyuError, match="not found"):
+        run_validation(connect(), tmp_path / "nope.csv", cfg)
+    (tmp_path / "e.xlsx").write_text("x")
+    with pytest.raises(SiyuError, match="unsupported event file type"):
+        run_validation(connect(), tmp_path / "e.xlsx", cfg)
+
+
+# --- property: rows are conserved on any messy log -------------------------------------------------
+cell = st.one_of(st.none(), st.just(""), st.text(max_size=6))
+row_strategy = st.fixed_dictionaries({
+    "user_id": st.one_of(st.sampled_from(["u1", "u2", "007", ""]), cell),
+    "ts": st.one_of(st.sampled_from(["2026-01-01", "2026-01-02T10:00:00+08:00", "1767225600", "1767225600000",
+                                     "not a date", ""]), cell),
+    "event": st.one_of(st.sampled_from(["visit", "purchase", "refund", "review", "referral_purchase",
+                                        "order_paid", "teleport", ""]), cell),
+    "amount": st.one_of(st.sampled_from(["10", "-1", "abc", "nan", "1e3", ""]), cell),
+    "rating": st.one_of(st.sampled_from(["1", "5", "0", "6", "4.5", "x"]), cell),
+    "coupon": st.sampled_from([None, "true", "false", "1", "maybe"]),
+    "ref_user_id": st.sampled_from([None, "", "r1"]),
+    "order_id": st.sampled_from([None, "o1", "o2"]),
+})
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(row_strategy, min_size=1, max_size=30).flatmap(
+    lambda rs: st.lists(st.sampled_from(rs), min_size=len(rs), max_size=len(rs) * 2)))
+def test_rows_read_equals_accepted_plus_quarantined_plus_duplicates(cfg, rows):
+    con = connect()
+    r = run_validation(con, frame(rows), cfg)
+    assert r.rows_read == len(rows)
+    assert r.rows_read == r.accepted + r.quarantined + r.duplicates
+    assert sum(r.by_reason.values()) == r.quarantined
+    accepted = con.table("events").df()
+    assert len(accepted) == len(accepted.drop_duplicates())
+    # accepted rows honour the contract
+    assert accepted.user_id.notna().all() and accepted.ts.notna().all()
+    money = accepted[accepted.event.isin(["purchase", "refund", "referral_purchase"])]
+    assert (money.amount >= 0).all()
+    assert accepted.rating.dropna().between(1, 5).all()
