@@ -1,0 +1,98 @@
+"""One label's data split and LightGBM fit (imbalance, monotone hints, early stopping, calibration)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from siyu.config import Config
+from siyu.features.registry import Feature
+from siyu.training.calibrate import Calibrator, fit_calibrator
+
+
+def matrix(df: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
+    """Float matrix of the named columns (missing -> NaN), the layout LightGBM and serving use."""
+    return df[list(names)].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+@dataclass
+class LabelData:
+    """A label's population, split out of time into fit / holdout / validation rows."""
+
+    label: str
+    fit: pd.DataFrame
+    holdout: pd.DataFrame
+    val: pd.DataFrame
+    X_fit: np.ndarray
+    X_holdout: np.ndarray
+    X_val: np.ndarray
+
+    @classmethod
+    def split(cls, table: pd.DataFrame, label: str, part: dict[str, pd.Series], names: Sequence[str]) -> "LabelData":
+        """Rows of the label's population with a known outcome, per part of the split."""
+        pop = table[f"in_{label}_pop"].fillna(False).astype(bool) & table[label].notna()
+        frames = {k: table[pop & m].reset_index(drop=True) for k, m in part.items()}
+        for f in frames.values():
+            f[label] = f[label].astype(int)
+        return cls(label, frames["fit"], frames["holdout"], frames["validation"],
+                   matrix(frames["fit"], names), matrix(frames["holdout"], names), matrix(frames["validation"], names))
+
+    @property
+    def fit_and_holdout(self) -> pd.DataFrame:
+        """Every training row (what baselines are fitted on)."""
+        return pd.concat([self.fit, self.holdout], ignore_index=True)
+
+    def counts(self) -> dict[str, int]:
+        """Positives and negatives per part (eligibility, run params)."""
+        out = {}
+        for part, df in (("train", self.fit), ("holdout", self.holdout), ("validation", self.val)):
+            pos = int(df[self.label].sum())
+            out[f"{part}_pos"], out[f"{part}_neg"] = pos, len(df) - pos
+        return out
+
+
+def lgbm_params(label: str, cfg: Config, features: Sequence[Feature], n_pos: int, n_neg: int) -> dict:
+    """LightGBM parameters of one label: config, seed, imbalance weight and monotone constraints."""
+    t = cfg.training
+    params = {"objective": "binary", "metric": "auc", "verbosity": -1, "seed": t.seed,
+              "deterministic": True, "force_col_wise": True, **t.lgbm_params}
+    if t.class_weight == "balanced":
+        # Rare positives get the weight of the negatives; the calibrator undoes the shift in probability.
+        params["scale_pos_weight"] = n_neg / max(n_pos, 1)
+    if t.monotone:
+        signs = [dict(f.monotone).get(label, 0) for f in features]
+        if any(signs):
+            params["monotone_constraints"] = signs
+            params.setdefault("monotone_constraints_method", "intermediate")
+    return params
+
+
+def fit_label(label: str, d: LabelData, cfg: Config, features: Sequence[Feature]):
+    """Fit on the older cutoffs, early-stop and calibrate on the held-back cutoff.
+
+    Args:
+        label: churn, promotion or koc.
+        d: the label's split.
+        cfg: the config.
+        features: the registry's features (column order).
+
+    Returns:
+        (booster, calibrator, raw validation probabilities, calibrated validation probabilities).
+    """
+    import lightgbm as lgb
+
+    names = [f.name for f in features]
+    cats = [f.name for f in features if f.kind == "categorical"]
+    y_fit, y_hold = d.fit[label].to_numpy(), d.holdout[label].to_numpy()
+    params = lgbm_params(label, cfg, features, int(y_fit.sum()), int(len(y_fit) - y_fit.sum()))
+    dfit = lgb.Dataset(d.X_fit, y_fit, feature_name=names, categorical_feature=cats or "auto", free_raw_data=True)
+    dhold = lgb.Dataset(d.X_holdout, y_hold, reference=dfit)
+    booster = lgb.train(params, dfit, num_boost_round=cfg.training.num_boost_round, valid_sets=[dhold],
+                        valid_names=["holdout"],
+                        callbacks=[lgb.early_stopping(cfg.training.early_stopping_rounds, verbose=False)])
+    cal: Calibrator = fit_calibrator(booster.predict(d.X_holdout), y_hold, cfg.training.calibration, cfg.training.seed)
+    raw_val = booster.predict(d.X_val)
+    return booster, cal, raw_val, cal.apply(raw_val)
