@@ -46,6 +46,46 @@ def validate(
     report.raise_if_over_threshold()
 
 
+@app.command()
+def train(
+    events: Path = typer.Argument(..., help="event log (CSV, Parquet or folder); oracle.parquet beside it is used"),
+    config: Optional[Path] = ConfigOpt,
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment (default: config)"),
+) -> None:
+    """Train the churn, promotion and KOC models; log to MLflow; register and gate."""
+    from siyu.training.summary import print_train_result
+    from siyu.training.train import train_all
+
+    print_train_result(train_all(events, cfg_from(config), experiment), console)
+
+
+@app.command()
+def promote(
+    label: str = typer.Argument(..., help="churn | promotion | koc"),
+    version: int = typer.Option(..., "--version", help="registered version to make champion"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Make a registered model version the champion by hand."""
+    from siyu.training.registry import model_name, promote as do_promote
+
+    cfg = cfg_from(config)
+    before = do_promote(cfg, label, version)
+    console.print(f"{model_name(cfg, label)}: champion v{before} -> v{version}", highlight=False)
+
+
+@app.command()
+def rollback(
+    label: str = typer.Argument(..., help="churn | promotion | koc"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Move the champion alias back to the version that held it before."""
+    from siyu.training.registry import model_name, rollback as do_rollback
+
+    cfg = cfg_from(config)
+    version = do_rollback(cfg, label)
+    console.print(f"{model_name(cfg, label)}: champion is now v{version}", highlight=False)
+
+
 def main() -> None:
     """Entry point: run the app; user errors become one line and a non-zero exit."""
     debug = "--debug" in sys.argv
