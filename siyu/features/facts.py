@@ -1,0 +1,158 @@
+"""Day buckets and compact fact tables that tiers, labels and features share.
+
+Every later query reads these facts instead of the raw log, so a training
+table over many cutoffs scans the log once. Time is cut into *buckets*: the
+bucket `b` of an event is the number of the first cutoff-aligned day
+boundary at or after its timestamp, so `ts <= T` is exactly `b <= day(T)`
+and `ts in (T - w days, T]` is exactly `b in (day(T) - w, day(T)]` for every
+instant T with the same time of day. Day numbers are plain integers (days
+since 1970-01-01) so DuckDB and Spark agree on all arithmetic.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import pandas as pd
+
+from siyu.errors import SiyuError
+from siyu.features.contract import (
+    BRAND_EVENTS, CONNECT_EVENTS, DISCONNECT_EVENTS, EVENT_FAMILY, MEMBERSHIP_EVENTS,
+)
+
+EPOCH = date(1970, 1, 1)
+
+
+def sql_list(items) -> str:
+    """A SQL literal list: ('a', 'b')."""
+    return "(" + ", ".join(f"'{i}'" for i in items) + ")"
+
+
+def day_sql(expr: str) -> str:
+    """SQL for the integer day number of a TIMESTAMP expression (cast to DATE first: engines agree)."""
+    return f"date_diff('day', DATE '1970-01-01', CAST({expr} AS DATE))"
+
+
+def split_instant(t: datetime) -> tuple[int, int]:
+    """An instant as (day number of its day boundary, seconds after midnight)."""
+    if not isinstance(t, datetime):
+        t = datetime(t.year, t.month, t.day)
+    midnight = datetime(t.year, t.month, t.day)
+    return (midnight.date() - EPOCH).days, int((t - midnight).total_seconds())
+
+
+def instant_of(day: int, offset: int) -> datetime:
+    """Inverse of split_instant."""
+    return datetime(1970, 1, 1) + timedelta(days=day, seconds=offset)
+
+
+class Runner:
+    """Runs SQL written in DuckDB's dialect on an engine; this one is DuckDB."""
+
+    def __init__(self, con) -> None:
+        self.con = con
+
+    def table(self, name: str, sql: str) -> None:
+        """Materialise `sql` as a temporary table `name`."""
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+
+    def df(self, sql: str) -> pd.DataFrame:
+        """Run a query and return a pandas DataFrame."""
+        return self.con.execute(sql).df()
+
+    def drop(self, names) -> None:
+        """Drop temporary tables."""
+        for n in names:
+            self.con.execute(f"DROP TABLE IF EXISTS {n}")
+
+    def columns(self, name: str) -> list[str]:
+        """Column names of a table or view."""
+        return [r[0] for r in self.con.execute(f"SELECT * FROM {name} LIMIT 0").description]
+
+
+@dataclass
+class Facts:
+    """Names of the fact tables built for one set of instants."""
+
+    prefix: str
+    offset: int
+    daily: str   # user_id, b, event, fam, n, amt, n_coupon, rating_sum, rating_n
+    states: str  # user_id, chan, b, b_next, is_open  (chan 'member' = membership)
+    orders: str  # user_id, cday, b, amount, coupon, cancel_b
+    users: str   # user_id, first_b, first_user_b
+
+    def names(self) -> list[str]:
+        return [self.daily, self.states, self.orders, self.users]
+
+
+def _case(mapping: dict[str, str], col: str = "event") -> str:
+    whens = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in mapping.items())
+    return f"CASE {col} {whens} END"
+
+
+def build_facts(run: Runner, events: str, instants: list[datetime]) -> Facts:
+    """Aggregate the log once into the fact tables every instant in `instants` needs.
+
+    Args:
+        run: the engine runner.
+        events: name of the canonical events table.
+        instants: every instant that will be asked about; all share one time of day.
+
+    Returns:
+        The Facts naming the temporary tables (drop them with run.drop(facts.names())).
+    """
+    split = {split_instant(t) for t in instants}
+    offsets = {o for _, o in split}
+    if len(offsets) != 1:
+        raise SiyuError("cutoffs in one call must share the same time of day")
+    offset = offsets.pop()
+    last = max(d for d, _ in split)
+    p = f"_siyu_{uuid.uuid4().hex[:10]}"
+    s = f"(ts - INTERVAL '{offset}' SECOND)" if offset else "ts"
+    bucket = f"({day_sql(s)} + CASE WHEN {s} = CAST(CAST({s} AS DATE) AS TIMESTAMP) THEN 0 ELSE 1 END)"
+    ev = (f"(SELECT * FROM (SELECT user_id, ts, event, amount, coupon, rating, order_id, "
+          f"{bucket} AS b FROM {events}) WHERE b <= {last})")
+    f = Facts(p, offset, f"{p}_daily", f"{p}_states", f"{p}_orders", f"{p}_users")
+    run.table(f.daily, f"""
+        SELECT user_id, b, event, {_case(EVENT_FAMILY)} AS fam, count(*) AS n,
+               sum(amount) AS amt,
+               sum(CASE WHEN coupon THEN 1 ELSE 0 END) AS n_coupon,
+               sum(rating) AS rating_sum, count(rating) AS rating_n
+        FROM {ev} GROUP BY user_id, b, event""")
+    chan = {**CONNECT_EVENTS, **DISCONNECT_EVENTS, **{e: "member" for e in MEMBERSHIP_EVENTS}}
+    opening = sql_list([*CONNECT_EVENTS, *(e for e, v in MEMBERSHIP_EVENTS.items() if v)])
+    # The last state change of each bucket decides; at the same timestamp a close wins.
+    run.table(f.states, f"""
+        SELECT user_id, chan, b, lead(b) OVER (PARTITION BY user_id, chan ORDER BY b) AS b_next, is_open
+        FROM (SELECT user_id, chan, b, is_open, row_number() OVER (
+                  PARTITION BY user_id, chan, b ORDER BY ts DESC, is_open ASC) AS rn
+              FROM (SELECT user_id, b, ts, {_case(chan)} AS chan,
+                           CASE WHEN event IN {opening} THEN 1 ELSE 0 END AS is_open
+                    FROM {ev} WHERE event IN {sql_list(chan)}) x) y
+        WHERE rn = 1""")
+    # An order is cancelled from the bucket where refunds with its order_id add up to its amount.
+    run.table(f.orders, f"""
+        WITH pur AS (SELECT user_id, order_id, ts, {day_sql('ts')} AS cday, b, amount,
+                            CASE WHEN coupon THEN 1 ELSE 0 END AS coupon
+                     FROM {ev} WHERE event = 'purchase'),
+             ref AS (SELECT user_id, order_id, b,
+                            sum(sum(amount)) OVER (PARTITION BY user_id, order_id ORDER BY b
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
+                     FROM {ev} WHERE event = 'refund' AND order_id IS NOT NULL
+                     GROUP BY user_id, order_id, b)
+        SELECT pur.user_id, pur.cday, pur.b, pur.amount, pur.coupon, min(ref.b) AS cancel_b
+        FROM pur LEFT JOIN ref ON ref.user_id = pur.user_id AND ref.order_id = pur.order_id
+                               AND ref.cum >= pur.amount
+        GROUP BY pur.user_id, pur.order_id, pur.ts, pur.cday, pur.b, pur.amount, pur.coupon""")
+    run.table(f.users, f"""
+        SELECT user_id, min(b) AS first_b,
+               min(CASE WHEN event NOT IN {sql_list(BRAND_EVENTS)} THEN b END) AS first_user_b
+        FROM {f.daily} GROUP BY user_id""")
+    return f
+
+
+def instants_table(days: list[int]) -> str:
+    """An inline one-column table `(d)` of day numbers."""
+    return "(" + " UNION ALL ".join(f"SELECT {int(d)} AS d" for d in sorted(set(days))) + ")"

@@ -1,0 +1,100 @@
+"""Prediction targets at a cutoff T (DESIGN §4): churn, promotion and KOC.
+
+Labels compare the tier at T with the tier at T+H and look at user-side
+events in (T, T+H] only; whatever happens after T+H is never read.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from siyu.config import Config
+from siyu.features.contract import BRAND_EVENTS, TIER_RANK
+from siyu.features.facts import Facts, Runner, build_facts, instant_of, instants_table, split_instant, sql_list
+from siyu.features.tiers import tier_sql
+
+LABEL_COLUMNS = ["user_id", "cutoff", "tier", "tier_next", "in_churn_pop", "in_promotion_pop", "in_koc_pop",
+                 "churn", "promotion", "koc"]
+
+
+def label_sql(facts: Facts, tiers: str, days: list[int], cfg: Config) -> str:
+    """SQL for the labels of every user known at each cutoff day in `days`.
+
+    Args:
+        facts: fact tables covering the cutoffs and cutoff + H.
+        tiers: a table with tier_sql output at every d and d + H.
+        days: cutoff day numbers.
+        cfg: config (horizon, churn_mode).
+    """
+    H = cfg.windows.horizon_days
+    mode = cfg.labels.churn_mode
+    gone = {"either": "(n.connected = 0 OR f.n_future = 0)", "disconnect": "n.connected = 0",
+            "inactive": "f.n_future = 0"}[mode]
+    koc = TIER_RANK["koc"]
+    return f"""
+    WITH fut AS (
+        SELECT a.user_id, i.d, sum(a.n) AS n_future
+        FROM {facts.daily} a JOIN {instants_table(days)} i ON a.b > i.d AND a.b <= i.d + {H}
+        WHERE a.event NOT IN {sql_list(BRAND_EVENTS)}
+        GROUP BY a.user_id, i.d),
+    j AS (
+        SELECT t.user_id, t.d, t.tier, n.tier AS tier_next, t.tier_rank, n.tier_rank AS rank_next,
+               n.connected AS connected_next, coalesce(f.n_future, 0) AS n_future,
+               CASE WHEN t.connected = 1 AND t.n_user_events >= 1 THEN 1 ELSE 0 END AS in_churn_pop,
+               CASE WHEN t.connected = 1 AND t.tier_rank < {koc} THEN 1 ELSE 0 END AS in_up_pop,
+               CASE WHEN {gone.replace('f.n_future', 'coalesce(f.n_future, 0)')} THEN 1 ELSE 0 END AS gone
+        FROM {tiers} t
+        JOIN {tiers} n ON n.user_id = t.user_id AND n.d = t.d + {H}
+        LEFT JOIN fut f ON f.user_id = t.user_id AND f.d = t.d
+        WHERE t.d IN ({", ".join(str(d) for d in days)}))
+    SELECT user_id, d, tier, tier_next, in_churn_pop, in_up_pop AS in_promotion_pop, in_up_pop AS in_koc_pop,
+           CASE WHEN in_churn_pop = 1 THEN gone END AS churn,
+           CASE WHEN in_up_pop = 1 THEN CASE WHEN rank_next > tier_rank THEN 1 ELSE 0 END END AS promotion,
+           CASE WHEN in_up_pop = 1 THEN CASE WHEN rank_next = {koc} THEN 1 ELSE 0 END END AS koc
+    FROM j"""
+
+
+def tidy_labels(df: pd.DataFrame, offset: int) -> pd.DataFrame:
+    """Engine output -> LABEL_COLUMNS with stable dtypes (bool flags, nullable Int8 labels)."""
+    df = df.copy()
+    df["cutoff"] = [instant_of(int(d), offset) for d in df["d"]]
+    df["cutoff"] = df["cutoff"].astype("datetime64[us]")
+    for c in ("in_churn_pop", "in_promotion_pop", "in_koc_pop"):
+        df[c] = df[c].astype(bool)
+    for c in ("churn", "promotion", "koc"):
+        df[c] = pd.array(df[c].tolist(), dtype="Int8") if len(df) else pd.Series([], dtype="Int8")
+    df["tier"] = df["tier"].astype(str)
+    df["tier_next"] = df["tier_next"].astype(str)
+    return df[LABEL_COLUMNS].sort_values(["cutoff", "user_id"]).reset_index(drop=True)
+
+
+def labels_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str = "events") -> pd.DataFrame:
+    """Labels at each cutoff on any engine runner (one pass over the log for all cutoffs)."""
+    H = timedelta(days=cfg.windows.horizon_days)
+    facts = build_facts(run, events, [*cutoffs, *(c + H for c in cutoffs)])
+    days = [split_instant(c)[0] for c in cutoffs]
+    tiers = f"{facts.prefix}_tiers"
+    try:
+        run.table(tiers, tier_sql(facts, days + [d + cfg.windows.horizon_days for d in days], cfg))
+        df = run.df(label_sql(facts, tiers, days, cfg))
+    finally:
+        run.drop([*facts.names(), tiers])
+    return tidy_labels(df, facts.offset)
+
+
+def label_table(con, cutoff: datetime, cfg: Config, events: str = "events") -> pd.DataFrame:
+    """Labels of every user with an event at or before `cutoff`.
+
+    Args:
+        con: DuckDB connection holding the canonical events table.
+        cutoff: the instant T (naive UTC).
+        cfg: config (period, horizon, churn mode, tier thresholds).
+        events: name of the events table.
+
+    Returns:
+        DataFrame with LABEL_COLUMNS: tier at T and T+H, population flags (bool), and the
+        churn / promotion / koc labels (Int8 0/1 inside the population, NA outside).
+    """
+    return labels_on(Runner(con), [cutoff], cfg, events)
