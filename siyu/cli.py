@@ -86,6 +86,28 @@ def rollback(
     console.print(f"{model_name(cfg, label)}: champion is now v{version}", highlight=False)
 
 
+@app.command()
+def simulate(
+    users: int = typer.Option(20000, "--users", help="users arriving by public traffic and campaigns"),
+    days: int = typer.Option(365, "--days", help="length of the world in days"),
+    start: Optional[str] = typer.Option(None, "--start", help="first day, YYYY-MM-DD (default 2025-01-01)"),
+    seed: int = typer.Option(42, "--seed", help="random seed: the same seed gives identical events"),
+    oracle_cutoff: Optional[list[str]] = typer.Option(
+        None, "--oracle-cutoff", help="oracle cutoff date YYYY-MM-DD (repeatable; default: start + days - H)"),
+    replicas: Optional[int] = typer.Option(None, "--replicas", help="oracle re-simulations per user; 0: no oracle"),
+    out: Path = typer.Option(Path("out/world"), "--out", help="folder for events, users and oracle Parquet files"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Simulate the built-in private-domain world; write events, users and the oracle."""
+    from siyu.features.sim_report import print_summary
+    from siyu.features.simulator import parse_day, simulate_world
+
+    cutoffs = [parse_day(c, "--oracle-cutoff") for c in oracle_cutoff] if oracle_cutoff else None
+    summary = simulate_world(cfg_from(config), users, days, parse_day(start, "--start") if start else None,
+                             seed, out, cutoffs, replicas)
+    print_summary(summary, console)
+
+
 def main() -> None:
     """Entry point: run the app; user errors become one line and a non-zero exit."""
     debug = "--debug" in sys.argv
