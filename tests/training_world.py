@@ -36,13 +36,14 @@ def make_table(n_users: int = 400, n_cutoffs: int = 4, seed: int = 0) -> tuple[p
         rec = rng.exponential(20, n).round()
         rec[rng.random(n) < 0.05] = np.nan  # never active
         buys = rng.poisson(1.0, n)
-        refs = rng.poisson(0.3, n) * (buys > 1)
+        refs = rng.poisson(0.3, n) * (buys > 0)
         comp, mute = rng.poisson(0.2, n), rng.poisson(0.3, n)
-        rank = np.clip(1 + (buys > 0) + (buys > 1) + (refs > 0), 1, 4)
-        z = -1.5 + 0.06 * np.nan_to_num(rec, nan=90) + 0.8 * comp + 0.6 * mute - 0.4 * buys
-        churn = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
-        promo = (rng.random(n) < 1 / (1 + np.exp(-(-1.2 + 0.5 * buys + 0.8 * refs - 0.02 * np.nan_to_num(rec, nan=90))))).astype(int)
-        koc = (rng.random(n) < 1 / (1 + np.exp(-(-2.5 + 1.5 * refs + 0.3 * buys)))).astype(int)
+        rank = 1 + (buys > 0) + (buys > 1) + ((buys > 1) & (refs > 0))  # koc = repeat + referral
+        sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+        p_churn = sig(-1.5 + 0.06 * np.nan_to_num(rec, nan=90) + 0.8 * comp + 0.6 * mute - 0.4 * buys)
+        p_promo = sig(-1.2 + 0.5 * buys + 0.8 * refs - 0.02 * np.nan_to_num(rec, nan=90))
+        p_koc = sig(-2.5 + 1.5 * refs + 0.3 * buys)
+        churn, promo, koc = ((rng.random(n) < p).astype(int) for p in (p_churn, p_promo, p_koc))
         below_koc = rank < 4
         df = pd.DataFrame({
             "user_id": [f"u{i}" for i in range(n)], "cutoff": c,
@@ -51,6 +52,7 @@ def make_table(n_users: int = 400, n_cutoffs: int = 4, seed: int = 0) -> tuple[p
             "opens_30d": rng.poisson(2, n), "complaints_90d": comp, "mutes_90d": mute,
             "referral_purchases_90d": refs, "tier_rank": rank,
             "in_churn_pop": ~np.isnan(rec), "in_promotion_pop": below_koc, "in_koc_pop": below_koc,
+            "_p_churn": p_churn, "_p_promotion": p_promo, "_p_koc": p_koc,  # the truth, for the oracle
         })
         df["churn"] = pd.array(np.where(df.in_churn_pop, churn, -1), dtype="Int64")
         df.loc[~df.in_churn_pop, "churn"] = pd.NA
@@ -59,3 +61,20 @@ def make_table(n_users: int = 400, n_cutoffs: int = 4, seed: int = 0) -> tuple[p
             df.loc[~below_koc, lab] = pd.NA
         frames.append(df)
     return pd.concat(frames, ignore_index=True), cutoffs
+
+
+def oracle_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """The true probabilities in the simulator's long oracle format (cutoff, user_id, label, p_oracle)."""
+    parts = [table[["cutoff", "user_id"]].assign(label=lab, p_oracle=table[f"_p_{lab}"]) for lab in ("churn", "promotion", "koc")]
+    return pd.concat(parts, ignore_index=True)
+
+
+def small_cfg(tracking_uri: str, **training):
+    """Default config scaled for a few hundred users, tracking to `tracking_uri`."""
+    from siyu.config import load_config
+
+    cfg = load_config()
+    params = {**cfg.training.lgbm_params, "min_data_in_leaf": 20, "num_leaves": 15, "num_threads": 1}
+    t = cfg.training.model_copy(update={"min_class_count": 20, "lgbm_params": params, **training})
+    m = cfg.mlflow.model_copy(update={"tracking_uri": tracking_uri})
+    return cfg.model_copy(update={"training": t, "mlflow": m})
