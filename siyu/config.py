@@ -80,7 +80,7 @@ class TrainingConfig(_Strict):
     monotone: bool = Field(True, description="apply the registry's monotone hints as LightGBM constraints")
     lift_fractions: tuple[float, ...] = Field((0.05, 0.1, 0.2), description="top shares for lift and catch rate")
     gate_metric: Literal["roc_auc", "pr_auc"] = Field("roc_auc", description="challenger must match the champion on it")
-    rule_recency_feature: str = Field("days_since_last_activity", description="churn rule baseline: days since last activity")
+    rule_recency_feature: str = Field("days_since_user_event", description="churn rule baseline: days since last activity")
     rfm_families: tuple[str, ...] = Field(("recency", "frequency", "monetary"), description="logistic baseline inputs")
     shap_sample: int = Field(5000, gt=0, description="validation rows explained for the SHAP summary")
 

@@ -185,7 +185,7 @@ def test_losing_to_the_rule_is_loud(uri):
     """Churn decided by inactivity alone: the operator rule is perfect, the model cannot beat it."""
     table, cutoffs = make_table(300, 3, seed=7)
     pop = table["in_churn_pop"]
-    table.loc[pop, "churn"] = (table.loc[pop, "days_since_last_activity"] > 20).astype(int)
+    table.loc[pop, "churn"] = (table.loc[pop, "days_since_user_event"] > 20).astype(int)
     cfg = small_cfg(uri)
     result = train_table(table, cutoffs, cfg, FEATURES, experiment="t")
     assert result.labels["churn"].baselines["rule"]["roc_auc"] == pytest.approx(1.0)

@@ -13,7 +13,7 @@ import pandas as pd
 from siyu.features.registry import Feature
 
 FEATURES = [
-    Feature("days_since_last_activity", "recency", "days since the last user-side event", "days"),
+    Feature("days_since_user_event", "recency", "days since the last user-side event", "days"),
     Feature("purchases_90d", "frequency", "purchase days in the last 90 days", "count"),
     Feature("spend_90d", "monetary", "spend in the last 90 days", "currency"),
     Feature("opens_30d", "engagement", "pushes opened in the last 30 days", "count"),
@@ -48,7 +48,7 @@ def make_table(n_users: int = 400, n_cutoffs: int = 4, seed: int = 0) -> tuple[p
         df = pd.DataFrame({
             "user_id": [f"u{i}" for i in range(n)], "cutoff": c,
             "tier": [TIER_NAMES[r] for r in rank],
-            "days_since_last_activity": rec, "purchases_90d": buys, "spend_90d": buys * rng.gamma(2, 50, n),
+            "days_since_user_event": rec, "purchases_90d": buys, "spend_90d": buys * rng.gamma(2, 50, n),
             "opens_30d": rng.poisson(2, n), "complaints_90d": comp, "mutes_90d": mute,
             "referral_purchases_90d": refs, "tier_rank": rank,
             "in_churn_pop": ~np.isnan(rec), "in_promotion_pop": below_koc, "in_koc_pop": below_koc,

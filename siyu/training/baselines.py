@@ -34,9 +34,10 @@ def rule_scores(label: str, fit: pd.DataFrame, val: pd.DataFrame, recency_featur
         gap = pd.to_numeric(val[recency_feature], errors="coerce").to_numpy(dtype=float)
         # No activity at all ever counts as the longest gap.
         return np.where(np.isnan(gap), np.nanmax(gap, initial=0.0) + 1.0, gap)
-    rates = fit.groupby("tier", observed=True)[label].mean()
+    tier = "tier_name" if "tier_name" in val.columns else "tier"
+    rates = fit.groupby(tier, observed=True)[label].mean()
     overall = float(fit[label].mean())
-    return val["tier"].map(rates).astype(float).fillna(overall).to_numpy()
+    return val[tier].map(rates).astype(float).fillna(overall).to_numpy()
 
 
 def _signed_log(x: np.ndarray) -> np.ndarray:

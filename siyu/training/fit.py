@@ -18,6 +18,11 @@ def matrix(df: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
     return df[list(names)].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+def tier_column(df: pd.DataFrame) -> str:
+    """The column holding the tier's name (`tier_name` beside an integer `tier` feature, else `tier`)."""
+    return "tier_name" if "tier_name" in df.columns else "tier"
+
+
 @dataclass
 class LabelData:
     """A label's population, split out of time into fit / holdout / validation rows."""

@@ -23,7 +23,7 @@ from siyu.errors import SiyuError
 from siyu.features.contract import LABELS
 from siyu.features.registry import Feature
 from siyu.training import baselines, evaluate, registry
-from siyu.training.fit import LabelData, fit_label, matrix
+from siyu.training.fit import LabelData, fit_label, tier_column
 
 
 @dataclass
@@ -87,7 +87,7 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     """
     import duckdb
 
-    from siyu.features.registry import FEATURES
+    from siyu.features.registry import features_for
     from siyu.features.training_table import training_cutoffs, training_table
     from siyu.features.validate import load_valid_events
 
@@ -97,7 +97,8 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     table = training_table(con, cutoffs, cfg)
     lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchone()
     info = {"events_path": str(events_path), "data_window_start": str(lo), "data_window_end": str(hi)}
-    return train_table(table, cutoffs, cfg, FEATURES, experiment, baselines.load_oracle(Path(events_path)), info)
+    features = features_for(tuple(cfg.windows.feature_windows), cfg.windows.period_days)
+    return train_table(table, cutoffs, cfg, features, experiment, baselines.load_oracle(Path(events_path)), info)
 
 
 def train_table(table: pd.DataFrame, cutoffs: Sequence, cfg: Config, features: Sequence[Feature],
@@ -168,7 +169,7 @@ def _train_label(label: str, d: LabelData, cfg: Config, features: Sequence[Featu
         booster, cal, raw_val, p_val = fit_label(label, d, cfg, features)
         res.trained, res.best_iteration = True, int(booster.best_iteration or booster.current_iteration())
         y = d.val[label].to_numpy(dtype=int)
-        res.metrics = evaluate.all_metrics(y, p_val, t.lift_fractions, tiers=d.val["tier"].astype(str).to_numpy())
+        res.metrics = evaluate.all_metrics(y, p_val, t.lift_fractions, tiers=d.val[tier_column(d.val)].astype(str).to_numpy())
         res.raw_metrics = evaluate.probability_metrics(y, raw_val)
         rfm = [f.name for f in features if f.family in t.rfm_families]
         scores = {"model": p_val,
