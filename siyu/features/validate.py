@@ -37,59 +37,63 @@ _RULES: list[tuple[str, str]] = [
 ]
 
 
-def _text(col: str) -> str:
-    """Trimmed text; empty strings are missing values."""
-    return f"nullif(trim({col}), '')"
-
-
 def _ts_sql(col: str, kind: str) -> str:
-    """Parse a timestamp column to a naive UTC TIMESTAMP (NULL when unparseable)."""
+    """Parse a timestamp column to a naive UTC TIMESTAMP (NULL when unparseable).
+
+    Text columns arrive trimmed; a plain number is epoch seconds, or epoch
+    milliseconds when it is too large to be seconds (1e11 s is the year 5138).
+    """
+    def epoch(x: str) -> str:
+        return f"(to_timestamp(CASE WHEN abs({x}) >= 1e11 THEN {x} / 1000 ELSE {x} END) AT TIME ZONE 'UTC')"
+
     if kind == "TIMESTAMP":
         return col
     if kind.startswith("TIMESTAMP WITH TIME ZONE"):
         return f"({col} AT TIME ZONE 'UTC')"
     if kind in {"BIGINT", "INTEGER", "DOUBLE", "FLOAT", "HUGEINT", "UBIGINT", "DECIMAL"}:
-        x = f"CAST({col} AS DOUBLE)"
-        # Epoch milliseconds are told from seconds by size: 1e11 s is the year 5138.
-        return f"(to_timestamp(CASE WHEN abs({x}) >= 1e11 THEN {x} / 1000 ELSE {x} END) AT TIME ZONE 'UTC')"
-    s = _text(col)
-    num = f"try_cast({s} AS DOUBLE)"
-    epoch = f"(to_timestamp(CASE WHEN abs({num}) >= 1e11 THEN {num} / 1000 ELSE {num} END) AT TIME ZONE 'UTC')"
-    iso = f"(try_cast({s} AS TIMESTAMPTZ) AT TIME ZONE 'UTC')"
-    return f"CASE WHEN regexp_full_match({s}, '-?[0-9]+(\\.[0-9]+)?') THEN {epoch} ELSE {iso} END"
+        return epoch(f"CAST({col} AS DOUBLE)")
+    return (f"CASE WHEN ts_num IS NOT NULL THEN {epoch('ts_num')} "
+            f"ELSE (try_cast({col} AS TIMESTAMPTZ) AT TIME ZONE 'UTC') END")
 
 
-def _event_sql(cfg: Config) -> str:
-    raw = _text("event")
+def _event_sql(cfg: Config, col: str) -> str:
     if not cfg.events.mapping:
-        return f"lower({raw})"
+        return f"lower({col})"
     whens = " ".join(
-        f"WHEN {raw} = '{k.replace(chr(39), chr(39) * 2)}' THEN '{v}'" for k, v in cfg.events.mapping.items()
+        f"WHEN {col} = '{k.replace(chr(39), chr(39) * 2)}' THEN '{v}'" for k, v in cfg.events.mapping.items()
     )
-    return f"lower(CASE {whens} ELSE {raw} END)"
+    return f"lower(CASE {whens} ELSE {col} END)"
 
 
 def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: str) -> None:
     """Create table `_checked`: parsed canonical columns, the raw text, and `reason` (NULL = valid)."""
+    # Layered so each trim/cast is computed once per row.
+    text_cols = [c for c in CANONICAL_COLUMNS if c != "ts"]
+    trimmed = ", ".join(f"nullif(trim({c}), '') AS t_{c}" for c in text_cols)
+    layer1 = f"""SELECT _row, ts AS ts_orig, nullif(trim(CAST(ts AS VARCHAR)), '') AS ts_raw, {trimmed},
+                 {', '.join(f'CAST({c} AS VARCHAR) AS raw_{c}' for c in CANONICAL_COLUMNS)}
+               FROM {raw}"""
+    ts_source = "ts_raw" if ts_kind == "VARCHAR" else "ts_orig"  # typed columns parse from their type
+    layer2 = f"""SELECT *, try_cast(ts_raw AS DOUBLE) AS ts_num FROM ({layer1})"""
     parsed = f"""
         SELECT _row,
-            {_text('user_id')} AS user_id,
-            {_text('CAST(ts AS VARCHAR)')} AS ts_raw,
-            {_ts_sql('ts', ts_kind)} AS ts,
-            {_text('event')} AS event_raw,
-            {_event_sql(cfg)} AS event,
-            {_text('amount')} AS amount_raw,
-            try_cast({_text('amount')} AS DOUBLE) AS amount,
-            {_text('channel')} AS channel,
-            {_text('ref_user_id')} AS ref_user_id,
-            {_text('rating')} AS rating_raw,
-            try_cast({_text('rating')} AS DOUBLE) AS rating_num,
-            {_text('coupon')} AS coupon_raw,
-            try_cast({_text('coupon')} AS BOOLEAN) AS coupon,
-            {_text('content_id')} AS content_id,
-            {_text('order_id')} AS order_id,
-            {', '.join(f'CAST({c} AS VARCHAR) AS raw_{c}' for c in CANONICAL_COLUMNS)}
-        FROM {raw}
+            t_user_id AS user_id,
+            ts_raw,
+            {_ts_sql(ts_source, ts_kind)} AS ts,
+            t_event AS event_raw,
+            {_event_sql(cfg, 't_event')} AS event,
+            t_amount AS amount_raw,
+            try_cast(t_amount AS DOUBLE) AS amount,
+            t_channel AS channel,
+            t_ref_user_id AS ref_user_id,
+            t_rating AS rating_raw,
+            try_cast(t_rating AS DOUBLE) AS rating_num,
+            t_coupon AS coupon_raw,
+            try_cast(t_coupon AS BOOLEAN) AS coupon,
+            t_content_id AS content_id,
+            t_order_id AS order_id,
+            {', '.join(f'raw_{c}' for c in CANONICAL_COLUMNS)}
+        FROM ({layer2})
     """
     reason = "CASE " + " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in _RULES) + " END"
     try:
