@@ -63,6 +63,17 @@ class WorldSummary:
     snapshots: dict = field(default_factory=dict, repr=False)
 
 
+def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC (same value as sklearn's roc_auc_score: Mann-Whitney with average ranks for ties)."""
+    y = np.asarray(y).astype(bool)
+    pos, neg = int(y.sum()), int(y.size - y.sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    _, inv, counts = np.unique(np.asarray(score), return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inv]
+    return float((ranks[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
 def realism_figures(st: State, n: int, tracker: RealismTracker, koc_share: float, events: int, days: int,
                     referred: int) -> dict[str, float]:
     """The realism table: churn, buying, repeat buying, KOCs, volume."""

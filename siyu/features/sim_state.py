@@ -23,7 +23,8 @@ NEVER = -(10**6)  # a day index long before any window
 _FIELDS: dict[str, tuple[str, object, str]] = {
     **{k: ("f4", 0.0, "") for k in (
         "need", "need_base", "trust", "trust0", "fatigue", "exposure", "activity",
-        "influence", "fit", "intensity", "amount_mu", "refund_amount")},
+        "influence", "fit", "intensity", "amount_mu")},
+    "refund_amount": ("f8", 0.0, ""),
     "segment": ("i1", 0, ""),
     "ch": ("?", False, "3"),
     **{k: ("?", False, "") for k in ("member", "muted", "hunter_done", "last_sat", "joined")},

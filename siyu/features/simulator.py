@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from siyu.config import Config
@@ -24,7 +25,7 @@ from siyu.features.contract import EVENTS, LABELS
 from siyu.features.oracle import KOC_RANK, Snapshot, oracle_probs, outcomes, snapshot
 from siyu.features.sim_dynamics import _CONNECT, Calendar, record_purchase, step
 from siyu.features.sim_events import MINI, SLOT, DayEvents, E, EventWriter, day_seconds
-from siyu.features.sim_report import MONTH, RealismTracker, WorldSummary, realism_figures
+from siyu.features.sim_report import MONTH, RealismTracker, WorldSummary, realism_figures, roc_auc
 from siyu.features.sim_state import SEGMENTS, SOURCES, State, alloc, grow, init_users, tier_ranks
 
 DEFAULT_START = date(2025, 1, 1)
@@ -191,11 +192,11 @@ def _write_users(w: _World, path: Path, start: date) -> None:
     n, st = w.n, w.st
     ref = w.referrer[:n]
     _atomic_parquet(pa.table({
-        "user_id": pa.compute.binary_join_element_wise("u", pa.compute.cast(pa.array(np.arange(n)), pa.string()), ""),
+        "user_id": pc.binary_join_element_wise("u", pc.cast(pa.array(np.arange(n)), pa.string()), ""),
         "join_date": pa.array(np.datetime64(start) + w.join_day[:n].astype("timedelta64[D]")),
         "source": pa.array(SOURCES).take(pa.array(w.source[:n].astype("i4"))),
-        "referrer_id": pa.compute.binary_join_element_wise(
-            "u", pa.compute.cast(pa.array(ref, mask=ref < 0), pa.string()), ""),
+        "referrer_id": pc.binary_join_element_wise(
+            "u", pc.cast(pa.array(ref, mask=ref < 0), pa.string()), ""),
         "segment": pa.array(SEGMENTS).take(pa.array(st.segment[:n].astype("i4"))),
         **{name: pa.array(getattr(st, col)[:n].astype("f8")) for name, col in (
             ("trust0", "trust0"), ("need_base", "need_base"), ("activity", "activity"),
@@ -204,8 +205,6 @@ def _write_users(w: _World, path: Path, start: date) -> None:
 
 
 def _write_oracle(results, path: Path, start: date, R: int, summary: WorldSummary) -> None:
-    from sklearn.metrics import roc_auc_score
-
     parts = []
     for snap, probs, y in results:
         cutoff = np.datetime64(start + timedelta(days=snap.t), "us")
@@ -214,7 +213,7 @@ def _write_oracle(results, path: Path, start: date, R: int, summary: WorldSummar
             rows = snap.rows[m]
             parts.append(pa.table({
                 "cutoff": pa.array(np.full(rows.size, cutoff)),
-                "user_id": pa.compute.binary_join_element_wise("u", pa.compute.cast(pa.array(rows), pa.string()), ""),
+                "user_id": pc.binary_join_element_wise("u", pc.cast(pa.array(rows), pa.string()), ""),
                 "label": pa.array(np.full(rows.size, lab)),
                 "p_oracle": pa.array(probs[lab][m]),
                 "y": pa.array(y[lab][m].astype("i4")),
@@ -226,5 +225,4 @@ def _write_oracle(results, path: Path, start: date, R: int, summary: WorldSummar
     for lab in LABELS:
         sub = df[df["label"] == lab]
         summary.label_rates[lab] = float(sub["y"].mean()) if len(sub) else float("nan")
-        ok = sub["y"].nunique() == 2
-        summary.auc[lab] = float(roc_auc_score(sub["y"], sub["p_oracle"])) if ok else float("nan")
+        summary.auc[lab] = roc_auc(sub["y"].to_numpy(), sub["p_oracle"].to_numpy())
