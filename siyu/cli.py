@@ -108,6 +108,23 @@ def simulate(
     print_summary(summary, console)
 
 
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("out/demo"), "--out", help="folder for the world, scores and logs"),
+    users: int = typer.Option(20_000, "--users", min=100, help="simulated users"),
+    days: int = typer.Option(365, "--days", min=120, help="simulated days"),
+    seed: int = typer.Option(42, "--seed"),
+    port: int = typer.Option(3000, "--port", help="preferred API port on 127.0.0.1"),
+    keep_serving: bool = typer.Option(False, "--keep-serving", help="leave the API running at the end"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """The main job: simulate, validate, train, score, serve, and send one real request."""
+    from siyu.demo import run_demo
+
+    run_demo(cfg_from(config), out, users=users, days=days, seed=seed, port=port,
+             keep_serving=keep_serving, console=console)
+
+
 def main() -> None:
     """Entry point: run the app; user errors become one line and a non-zero exit."""
     debug = "--debug" in sys.argv
