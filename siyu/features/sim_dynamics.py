@@ -94,29 +94,34 @@ def step(st: State, d: int, cal: Calendar, p: SimulationConfig, rng: np.random.G
         st.trust[due] -= p.trust_loss_refund * st.trust[due]
         st.refund_day[due] = -1
 
-    # 2-3. pushes, fatigue, opens, clicks, replies
+    # 2-3. pushes, fatigue, opens, clicks, replies (drawn per push, not per user x channel)
     rate = np.array([p.pushes_per_week[c] / 7.0 for c in CHANNELS], dtype=F4)
     pushed = st.ch if camp else st.ch & (rand(3, N) < rate[:, None] * st.intensity)
     npush = pushed.sum(axis=0, dtype="i4")
     st.fatigue *= F4(np.exp(-1.0 / p.fatigue_days))
     st.fatigue += npush
     excess = np.maximum(st.fatigue - F4(p.fatigue_threshold), F4(0))
-    rel = rand(3, N) < st.fit
-    a, bt, bn = p.open_logit
-    p_open = _sig(a + bt * st.trust + bn * st.need - p.open_fatigue_penalty * excess)
-    p_open = np.where(st.muted, p_open * F4(p.muted_open_factor), p_open)
-    opened = pushed & (rand(3, N) < p_open)
-    clicked = opened & rel & (rand(3, N) < p.click_prob * (0.5 + st.need))
-    replied = opened & (rand(3, N) < p.reply_prob)
-    for c in range(3):
-        content = d * 3 + c
-        ev.add(E["message_sent"], np.flatnonzero(pushed[c]), ch=c, content=content)
-        ev.add(E["message_open"], np.flatnonzero(opened[c]), ch=c, content=content)
-        ev.add(E["click"], np.flatnonzero(clicked[c]), ch=c, content=content)
-        ev.add(E["message_reply"], np.flatnonzero(replied[c]), ch=c, content=content)
     t = st.trust
-    t += (p.trust_gain_relevant * (opened & rel).sum(0) + p.trust_gain_service * replied.sum(0)) * (1 - t)
-    t -= (p.trust_loss_irrelevant * (pushed & ~rel).sum(0) + p.trust_loss_fatigue * excess) * t
+    gain, loss, seen = np.zeros(N, F4), np.zeros(N, F4), np.zeros(N, F4)
+    a, bt, bn = p.open_logit
+    for c in range(3):
+        pi = np.flatnonzero(pushed[c])
+        u = rng.random((4, pi.size), dtype=F4)
+        rel = u[0] < st.fit[pi]
+        p_open = _sig(a + bt * t[pi] + bn * st.need[pi] - p.open_fatigue_penalty * excess[pi])
+        opened = u[1] < np.where(st.muted[pi], p_open * F4(p.muted_open_factor), p_open)
+        clicked = opened & rel & (u[2] < p.click_prob * (0.5 + st.need[pi]))
+        replied = opened & (u[3] < p.reply_prob)
+        content = d * 3 + c
+        ev.add(E["message_sent"], pi, ch=c, content=content)
+        ev.add(E["message_open"], pi[opened], ch=c, content=content)
+        ev.add(E["click"], pi[clicked], ch=c, content=content)
+        ev.add(E["message_reply"], pi[replied], ch=c, content=content)
+        gain[pi] += p.trust_gain_relevant * (opened & rel) + p.trust_gain_service * replied
+        loss[pi] += p.trust_loss_irrelevant * ~rel
+        seen[pi] += opened + 2 * clicked
+    t += gain * (1 - t)
+    t -= (loss + p.trust_loss_fatigue * excess) * t
     np.clip(t, 0, 1, out=t)
 
     # 4. engagement
@@ -128,7 +133,7 @@ def step(st: State, d: int, cal: Calendar, p: SimulationConfig, rng: np.random.G
     watch = conn & (rand() < p.live_watch_rate * eng) if camp else np.zeros(N, bool)
     ev.add(E["live_watch"], np.flatnonzero(watch), ch=LIVE)
     st.exposure *= F4(np.exp(-1.0 / p.exposure_days))
-    st.exposure += opened.sum(0) + 2 * clicked.sum(0) + visit + watch
+    st.exposure += seen + visit + watch
 
     # 5. coupons on campaign days
     if camp:
@@ -157,17 +162,19 @@ def step(st: State, d: int, cal: Calendar, p: SimulationConfig, rng: np.random.G
 
     # 8. friction and leaving
     any_push = npush > 0
-    first_ch = np.argmax(pushed, axis=0).astype("i1")
+    first_ch = lambda rows: np.argmax(pushed[:, rows], axis=0).astype("i1")  # noqa: E731 - the channel that annoyed
     mute = np.flatnonzero(any_push & ~st.muted & (rand() < p.mute_rate * (1 - t) * (1 + excess)))
     st.muted[mute] = True
-    ev.add(E["mute"], mute, ch=first_ch[mute])
-    compl = any_push & (rand() < p.complaint_rate * (1 - t) ** 2 * (1 + excess))
-    ev.add(E["complaint"], np.flatnonzero(compl), ch=first_ch[compl])
+    ev.add(E["mute"], mute, ch=first_ch(mute))
+    compl = np.flatnonzero(any_push & (rand() < p.complaint_rate * (1 - t) ** 2 * (1 + excess)))
+    compl_ch = first_ch(compl)
+    ev.add(E["complaint"], compl, ch=compl_ch)
     mult = np.exp(p.leave_trust_coef * (0.5 - t)) * np.where(st.hunter_done, F4(p.hunter_leave_mult), F4(1))
     leave = st.ch & (rand(3, N) < p.leave_rate * mult)  # drop one way of being reached
     fed_up = rand() < p.block_rate * mult * np.exp(p.leave_fatigue_coef * excess)
     leave |= st.ch & fed_up  # or block the brand on every channel at once
-    leave[first_ch, np.arange(N)] |= compl & (rand() < p.leave_after_complaint)
+    slam = rng.random(compl.size, dtype=F4) < p.leave_after_complaint
+    leave[compl_ch[slam], compl[slam]] = True
     for c in range(3):
         gone = np.flatnonzero(leave[c])
         st.ch[c, gone] = False

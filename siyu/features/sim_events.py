@@ -9,6 +9,7 @@ canonical Arrow tables (DESIGN §2) and writes them as Parquet row groups.
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -92,38 +93,58 @@ class DayEvents:
         return out
 
 
-def _ids(prefix: str, num: np.ndarray) -> pa.Array:
-    """'<prefix><number>' strings, null where num < 0."""
-    arr = pc.cast(pa.array(num, mask=num < 0), pa.string())
-    return pc.binary_join_element_wise(prefix, arr, "")
+class IdStrings:
+    """'<prefix><number>' strings, built once per number and gathered with `take` (fast for big logs)."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.cache = pa.array([], pa.string())
+
+    def get(self, num: np.ndarray) -> pa.Array:
+        """Strings for `num`, null where num < 0."""
+        top = int(num.max(initial=-1)) + 1
+        if top > len(self.cache):
+            size = max(top, 2 * len(self.cache), 1024)
+            more = pc.cast(pa.array(np.arange(len(self.cache), size)), pa.string())
+            self.cache = pa.concat_arrays([self.cache, pc.binary_join_element_wise(self.prefix, more, "")])
+        return self.cache.take(pa.array(num, mask=num < 0))
 
 
-def to_table(cols: dict[str, np.ndarray], start: datetime) -> pa.Table:
+def to_table(cols: dict[str, np.ndarray], start: datetime, ids: dict[str, IdStrings] | None = None) -> pa.Table:
     """Canonical Arrow table (CANONICAL_COLUMNS order and types) from collected columns."""
+    ids = ids or {k: IdStrings(k) for k in "uco"}
     epoch_s = int((start - datetime(1970, 1, 1)).total_seconds())
     ch = cols["ch"]
     data = {
-        "user_id": _ids("u", cols["user"]),
+        "user_id": ids["u"].get(cols["user"]),
         "ts": pa.array((cols["sec"] + epoch_s) * 1_000_000, type=pa.timestamp("us")),
         "event": pa.array(EVENTS).take(pa.array(cols["event"].astype("i4"))),
         "amount": pa.array(cols["amount"], mask=np.isnan(cols["amount"])),
         "channel": pa.array(CHANNEL_NAMES).take(pa.array(ch.astype("i4"), mask=ch < 0)),
-        "ref_user_id": _ids("u", cols["ref"]),
+        "ref_user_id": ids["u"].get(cols["ref"]),
         "rating": pa.array(cols["rating"].astype("i4"), mask=cols["rating"] == 0),
         "coupon": pa.array(cols["coupon"] == 1, mask=cols["coupon"] < 0),
-        "content_id": _ids("c", cols["content"]),
-        "order_id": _ids("o", cols["order"]),
+        "content_id": ids["c"].get(cols["content"]),
+        "order_id": ids["o"].get(cols["order"]),
     }
     return pa.Table.from_pydict(data, schema=SCHEMA)
 
 
 class EventWriter:
-    """Buffers days of events and writes them to one Parquet file in row groups (atomic on close)."""
+    """Buffers days of events and writes them to one Parquet file in row groups (atomic on close).
+
+    Building and writing a row group runs on one background thread (Arrow and
+    Parquet release the GIL), overlapping with the simulation of the next days;
+    at most one row group is in flight, which bounds memory.
+    """
 
     def __init__(self, path: Path, start: datetime, chunk_rows: int):
         self.path, self.start, self.chunk_rows = Path(path), start, chunk_rows
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.writer = pq.ParquetWriter(self.tmp, SCHEMA, compression="zstd")
+        self.ids = {k: IdStrings(k) for k in "uco"}
+        self.pool = ThreadPoolExecutor(max_workers=1)
+        self.pending: Future | None = None
         self.buf: list[dict[str, np.ndarray]] = []
         self.rows = self.total = 0
         self.counts = np.zeros(len(EVENTS), dtype="i8")
@@ -138,21 +159,30 @@ class EventWriter:
         if self.rows >= self.chunk_rows:
             self.flush()
 
+    def _write(self, buf: list[dict[str, np.ndarray]], rows: int) -> None:
+        cols = {c: np.concatenate([b[c] for b in buf]) for c in _COLS}
+        self.writer.write_table(to_table(cols, self.start, self.ids), row_group_size=rows)
+
     def flush(self) -> None:
         if not self.buf:
             return
-        cols = {c: np.concatenate([b[c] for b in self.buf]) for c in _COLS}
-        self.writer.write_table(to_table(cols, self.start), row_group_size=self.rows)
+        if self.pending is not None:
+            self.pending.result()
+        self.pending = self.pool.submit(self._write, self.buf, self.rows)
         self.total += self.rows
         self.buf, self.rows = [], 0
 
     def close(self) -> int:
         """Write what is left, move the file into place; returns the number of events."""
         self.flush()
+        if self.pending is not None:
+            self.pending.result()
+        self.pool.shutdown()
         self.writer.close()
         os.replace(self.tmp, self.path)
         return self.total
 
     def abort(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
         self.writer.close()
         self.tmp.unlink(missing_ok=True)

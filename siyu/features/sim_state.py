@@ -66,6 +66,11 @@ def grow(st: State, cap: int) -> State:
     return State({k: np.concatenate([v, getattr(fresh, k)], axis=-1) for k, v in st.arrays().items()}, st.P)
 
 
+def view(st: State, n: int) -> State:
+    """The first n rows of the state as views (writes go through): the users who joined so far."""
+    return State({k: v[..., :n] for k, v in st.arrays().items()}, st.P)
+
+
 def take(st: State, idx: np.ndarray, repeat: int = 1) -> State:
     """Rows `idx` of the state, each copied `repeat` times in a row (replicas of one user adjacent)."""
     out = {}

@@ -26,7 +26,7 @@ from siyu.features.oracle import KOC_RANK, Snapshot, oracle_probs, outcomes, sna
 from siyu.features.sim_dynamics import _CONNECT, Calendar, record_purchase, step
 from siyu.features.sim_events import MINI, SLOT, DayEvents, E, EventWriter, day_seconds
 from siyu.features.sim_report import MONTH, RealismTracker, WorldSummary, realism_figures, roc_auc
-from siyu.features.sim_state import SEGMENTS, SOURCES, State, alloc, grow, init_users, tier_ranks
+from siyu.features.sim_state import SEGMENTS, SOURCES, State, alloc, grow, init_users, tier_ranks, view
 
 DEFAULT_START = date(2025, 1, 1)
 
@@ -159,7 +159,7 @@ def simulate_world(cfg: Config, users: int, days: int, start: date | None = None
             ev = DayEvents(w.st, d, emit=True, next_order=w.next_order)
             src = 1 if cal.campaign[d] and d > 0 else 0
             w.add_users(int(arrivals[d]), d, src, ev)
-            refs, amounts = step(w.st, d, cal, cfg.simulation, w.rng, ev)
+            refs, amounts = step(view(w.st, w.n), d, cal, cfg.simulation, w.rng, ev)
             if refs.size:
                 w.add_referred(refs, amounts, d, ev)
             w.next_order = ev.next_order
