@@ -108,6 +108,47 @@ def simulate(
     print_summary(summary, console)
 
 
+EngineOpt = typer.Option("duckdb", "--engine", help="duckdb (default, embedded) or spark")
+
+
+def _table_command(kind: str, events: Path, when: str, what: str, out: Optional[Path],
+                   config: Optional[Path], engine: str) -> None:
+    from siyu.features.export import build_table, parse_instant, summary_lines, write_parquet
+
+    t = parse_instant(when, what)
+    df = build_table(kind, events, t, cfg_from(config), engine)
+    console.print(f"{kind} at {t:%Y-%m-%d %H:%M} ({engine}):", highlight=False)
+    for line in summary_lines(kind, df):
+        console.print(f"  {line}", highlight=False)
+    if out:
+        write_parquet(df, out)
+        console.print(f"wrote {out}", highlight=False)
+
+
+@app.command()
+def labels(
+    events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
+    cutoff: str = typer.Option(..., "--cutoff", help="cutoff T, YYYY-MM-DD (00:00 UTC) or ISO date-time"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the table to this Parquet file"),
+    config: Optional[Path] = ConfigOpt,
+    engine: str = EngineOpt,
+) -> None:
+    """Tier at T and T+H, populations and churn / promotion / KOC labels per user known at T."""
+    _table_command("labels", events, cutoff, "--cutoff", out, config, engine)
+
+
+@app.command()
+def features(
+    events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
+    asof: str = typer.Option(..., "--asof", help="as-of instant, YYYY-MM-DD (00:00 UTC) or ISO date-time"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the table to this Parquet file"),
+    config: Optional[Path] = ConfigOpt,
+    engine: str = EngineOpt,
+) -> None:
+    """One feature row per user known at the as-of instant (the registry's features)."""
+    _table_command("features", events, asof, "--asof", out, config, engine)
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("out/demo"), "--out", help="folder for the world, scores and logs"),
