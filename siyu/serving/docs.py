@@ -1,0 +1,18 @@
+"""`/docs`: where people look for API docs; BentoML serves Swagger UI at `/` and the spec at `/docs.json`."""
+
+from __future__ import annotations
+
+
+class DocsMiddleware:
+    """ASGI middleware redirecting `GET /docs` to BentoML's Swagger UI page."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("path") in ("/docs", "/docs/") and scope.get("method") in ("GET", "HEAD"):
+            await send({"type": "http.response.start", "status": 307,
+                        "headers": [(b"location", b"/"), (b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,168 @@
+"""The API's answer, as plain Python: snapshot lookup or raw events -> per-user predictions.
+
+Shared by the BentoML service and the benchmarks; it holds the champion models,
+the snapshot's feature matrix and the percentile reference distributions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from siyu.config import Config
+from siyu.errors import SiyuError
+from siyu.features.contract import CANONICAL_COLUMNS, LABELS
+from siyu.serving.scoring import ReasonFormatter, Scorer, buckets, percentiles, reference
+from siyu.serving.snapshot import Snapshot, load_snapshot
+
+
+class EventsRejected(SiyuError):
+    """Posted events break the contract; names the first bad row and field."""
+
+    def __init__(self, row: int, field: str, reason: str, count: int):
+        self.row, self.field, self.reason, self.count = row, field, reason, count
+        more = f" ({count - 1} more bad rows)" if count > 1 else ""
+        super().__init__(f"events[{row}].{field}: {reason}{more}")
+
+
+@dataclass
+class _Feat:
+    """Stand-in registry entry for a model input the registry does not declare."""
+
+    name: str
+    meaning: str
+    unit: str = ""
+
+
+def _registry() -> dict[str, Any]:
+    from siyu.features.registry import FEATURES
+
+    try:
+        import siyu.features.features  # noqa: F401 - importing it fills the registry
+    except ModuleNotFoundError as e:  # pragma: no cover - only while the feature module is missing
+        if e.name != "siyu.features.features":
+            raise
+
+    return {f.name: f for f in FEATURES}
+
+
+def _field_of(reason: str) -> str:
+    """The contract column a validator reason talks about (`missing amount` -> `amount`)."""
+    for col in sorted(CANONICAL_COLUMNS, key=len, reverse=True):
+        if re.search(rf"\b{col}\b", reason):
+            return col
+    return "event"
+
+
+class Predictor:
+    """Answers /predict and /predict_events.
+
+    Args:
+        cfg: configuration (risk buckets, windows, event mapping).
+        scorer: the champion models.
+        snap: the loaded snapshot.
+    """
+
+    def __init__(self, cfg: Config, scorer: Scorer, snap: Snapshot):
+        self.cfg, self.scorer, self.snap = cfg, scorer, snap
+        if scorer.feature_names != snap.feature_names:
+            raise SiyuError("snapshot feature columns differ from the scorer's")
+        reg = _registry()
+        self.reasons = ReasonFormatter([reg.get(f) or _Feat(f, f.replace("_", " ")) for f in snap.feature_names])
+        self.versions = scorer.versions
+        # Percentiles compare against the pool as the serving models score it: reuse the stored
+        # scores when the same versions wrote them, otherwise rescore the snapshot once at startup.
+        self.refs: dict[str, np.ndarray] = {}
+        stale = [lab for lab in scorer.models if snap.versions.get(lab) != self.versions[lab]]
+        fresh = scorer.score(snap.X, snap.pops, reasons=False).proba if stale else {}
+        for lab in LABELS:
+            self.refs[lab] = reference(fresh[lab] if lab in fresh else snap.proba[lab])
+
+    @classmethod
+    def load(cls, cfg: Config, scores: str | None) -> "Predictor":
+        """Load the champions from the registry and a snapshot (default: the latest recorded one)."""
+        from siyu.serving.batch import load_champions
+        from siyu.serving.snapshot import latest_snapshot
+
+        _registry()
+        snap = load_snapshot(scores or latest_snapshot(cfg))
+        return cls(cfg, Scorer(load_champions(cfg), snap.feature_names), snap)
+
+    def predict_ids(self, user_ids: list[str]) -> list[dict[str, Any]]:
+        """Predictions for snapshot users; unknown ids get status `unknown_user`."""
+        rows = [self.snap.index.get(u, -1) for u in user_ids]
+        known = np.array([r for r in rows if r >= 0], dtype=np.int64)
+        items = iter(self.predict_rows([user_ids[i] for i, r in enumerate(rows) if r >= 0], self.snap.X[known],
+                                       self.snap.tier[known], {lab: m[known] for lab, m in self.snap.pops.items()}))
+        return [next(items) if r >= 0 else {"user_id": u, "status": "unknown_user"} for u, r in zip(user_ids, rows)]
+
+    def predict_rows(self, user_ids: list[str], X: np.ndarray, tier: np.ndarray,
+                     pops: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+        """Score feature rows and shape one answer item per row."""
+        if len(user_ids) == 0:
+            return []
+        s = self.scorer.score(X, pops)
+        fmt = self.reasons.item
+        out = [{"user_id": u, "status": "ok", "tier": str(t)} for u, t in zip(user_ids, tier)]
+        for lab in LABELS:
+            key = f"p_{lab}"
+            if lab not in s.proba:
+                for item in out:
+                    item[key], item[lab] = None, None
+                continue
+            p = s.proba[lab]
+            pct = percentiles(p, self.refs[lab])
+            bkt = buckets(pct, self.cfg.scoring.buckets)
+            idx, con = s.reason_idx[lab], s.reason_contrib[lab]
+            for i, item in enumerate(out):
+                if np.isnan(p[i]):
+                    item[key], item[lab] = None, None
+                    continue
+                item[key] = float(p[i])
+                item[lab] = {
+                    "probability": float(p[i]), "percentile": round(float(pct[i]), 2), "bucket": bkt[i],
+                    "reasons": [fmt(lab, j, X[i, j], con[i, k]) for k, j in enumerate(idx[i].tolist()) if j >= 0],
+                }
+        return out
+
+    def predict_events(self, events: list[dict[str, Any]], asof: datetime | None) -> tuple[list[dict], datetime]:
+        """Validate posted raw events like batch does, build features with the batch code, score them.
+
+        Args:
+            events: rows in the DESIGN §2 contract (raw values, as in a CSV).
+            asof: cutoff; default the later of the snapshot's date and the newest event.
+
+        Returns:
+            (one item per user in the events, the cutoff used).
+
+        Raises:
+            EventsRejected: a row breaks the contract.
+        """
+        from siyu.features.features import feature_table
+        from siyu.features.loader import connect
+        from siyu.features.validate import run_validation
+        from siyu.serving.batch import population_frame
+
+        # Text like a CSV cell, so the validator's parsing rules apply unchanged.
+        df = pd.DataFrame([{c: (None if e.get(c) is None else str(e[c])) for c in CANONICAL_COLUMNS}
+                           for e in events], columns=list(CANONICAL_COLUMNS), dtype=object)
+        con = connect(threads=1)
+        run_validation(con, df, self.cfg)
+        bad = con.execute("SELECT source_row, reason, count(*) OVER () FROM quarantine ORDER BY source_row "
+                          "LIMIT 1").fetchone()
+        if bad:
+            raise EventsRejected(int(bad[0]) - 1, _field_of(bad[1]), bad[1], int(bad[2]))
+        if asof is None:
+            newest = con.execute("SELECT max(ts) FROM events").fetchone()[0]
+            asof = max(self.snap.asof, newest) if newest is not None else self.snap.asof
+        feats = feature_table(con, asof, self.cfg)
+        pop = feats[["user_id"]].merge(population_frame(con, asof, self.cfg), on="user_id", how="left")
+        X = feats[self.snap.feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
+        pops = {lab: pop[f"in_{lab}_pop"].fillna(False).to_numpy(dtype=bool) for lab in LABELS}
+        tier = pop["tier"].fillna("lost").to_numpy(dtype=object)
+        return self.predict_rows(feats["user_id"].astype(str).tolist(), X, tier, pops), asof
