@@ -172,6 +172,17 @@ def test_oracle_table(world):
         assert sub[sub["y"] == 1]["p_oracle"].mean() > sub[sub["y"] == 0]["p_oracle"].mean()
 
 
+def test_oracle_follows_the_hidden_state(world):
+    """Labels come from mechanisms: low trust and coupon hunting raise the churn probability."""
+    cfg, s, ev = world
+    users = pd.read_parquet(s.out_dir / "users.parquet").set_index("user_id")
+    orc = pd.read_parquet(s.out_dir / "oracle.parquet")
+    churn = orc[orc["label"] == "churn"].join(users, on="user_id")
+    assert np.corrcoef(churn["trust0"], churn["p_oracle"])[0, 1] < -0.1
+    by_seg = churn.groupby("segment")["p_oracle"].mean()
+    assert by_seg["coupon_hunter"] > by_seg["regular"] > by_seg["enthusiast"]
+
+
 def test_auc_is_sklearns(world):
     from sklearn.metrics import roc_auc_score
 
