@@ -91,6 +91,8 @@ class ScoringConfig(_Strict):
         description="percentile lower bounds (0-1) of each risk bucket",
     )
 
+    reasons: Literal["path", "shap"] = Field(
+        "path", description="reason attributions: path (decision-path, fast) or shap (LightGBM TreeSHAP, slow)")
 
 class SimulationConfig(_Strict):
     """Parameters of the built-in world (DESIGN §1, §6); the simulator documents each mechanism.
