@@ -82,7 +82,7 @@ def _reasons_column(idx: np.ndarray, contrib: np.ndarray, X: np.ndarray, mask: n
 
 
 def score_frame(feats: pd.DataFrame, pop: pd.DataFrame, scorer: Scorer, cfg: Config, asof: datetime,
-                progress: Progress | None = None) -> pa.Table:
+                progress: Progress | None = None, families: list[str] | None = None) -> pa.Table:
     """Score a feature table and build the snapshot table (scores, percentiles, buckets, reasons, features).
 
     Args:
@@ -92,6 +92,8 @@ def score_frame(feats: pd.DataFrame, pop: pd.DataFrame, scorer: Scorer, cfg: Con
         cfg: config (risk buckets).
         asof: the cutoff.
         progress: a rich Progress to report chunks to (optional).
+        families: event families present in the scored log (recorded so the API builds
+            one user's features the way the batch did).
 
     Returns:
         The snapshot table with its metadata.
@@ -129,14 +131,23 @@ def score_frame(feats: pd.DataFrame, pop: pd.DataFrame, scorer: Scorer, cfg: Con
                                           pa.int32(), mask=np.full(n, versions[lab] is None))
     for j, f in enumerate(names):
         cols[FEATURE_PREFIX + f] = pa.array(X[:, j], from_pandas=True)
-    return with_meta(pa.table(cols), asof, versions, names)
+    return with_meta(pa.table(cols), asof, versions, names, families)
 
 
-def population_frame(con, asof: datetime, cfg: Config) -> pd.DataFrame:
-    """`user_id`, `tier`, `in_<label>_pop` at asof, from the same code that builds training labels."""
-    from siyu.features.labels import population_table
+def population_frame(con, asof: datetime, cfg: Config, events: str = "events") -> pd.DataFrame:
+    """`user_id`, `tier`, `in_<label>_pop` at asof: the model populations of DESIGN §4.
 
-    return population_table(con, asof, cfg)
+    Same rules as siyu.features.labels.label_sql (a test checks they agree), computed
+    from the tiers alone because scoring has no future to label.
+    """
+    from siyu.features.contract import TIER_RANK
+    from siyu.features.tiers import tier_table
+
+    t = tier_table(con, asof, cfg, events)
+    up = t["connected"] & (t["tier_rank"] < TIER_RANK["koc"])
+    return pd.DataFrame({"user_id": t["user_id"].astype(str), "tier": t["tier"],
+                         "in_churn_pop": t["connected"] & (t["n_user_events"] >= 1),
+                         "in_promotion_pop": up, "in_koc_pop": up})
 
 
 def score_pool(events_path: str | Path, asof: str | datetime, out: str | Path, cfg: Config,
@@ -164,21 +175,23 @@ def score_pool(events_path: str | Path, asof: str | datetime, out: str | Path, c
 
         table = score_pool_spark(events_path, asof, cfg)
     elif engine == "duckdb":
-        from siyu.features.features import feature_table
+        from siyu.features.features import feature_table, present_families
         from siyu.features.loader import connect
         from siyu.features.registry import feature_names
         from siyu.features.validate import load_valid_events
 
-        scorer = Scorer(load_champions(cfg), feature_names())  # fail fast, before the heavy SQL
+        scorer = Scorer(load_champions(cfg), feature_names(cfg), cfg.scoring.reasons)  # fail fast, before the SQL
         con = connect()
         with _progress(show_progress) as progress:
             step = progress.add_task("validating and loading events", total=None)
             load_valid_events(con, events_path, cfg)
             progress.update(step, description="computing features")
+            families = sorted(present_families(con))
             feats = feature_table(con, asof, cfg)
+            progress.update(step, description="computing tiers and populations")
             pop = population_frame(con, asof, cfg)
             progress.remove_task(step)
-            table = score_frame(feats, pop, scorer, cfg, asof, progress)
+            table = score_frame(feats, pop, scorer, cfg, asof, progress, families)
     else:
         raise SiyuError(f"--engine must be duckdb or spark, not {engine!r}")
     write_table_atomic(table, out)

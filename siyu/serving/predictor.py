@@ -91,7 +91,7 @@ class Predictor:
 
         _registry()
         snap = load_snapshot(scores or latest_snapshot(cfg))
-        return cls(cfg, Scorer(load_champions(cfg), snap.feature_names), snap)
+        return cls(cfg, Scorer(load_champions(cfg), snap.feature_names, cfg.scoring.reasons), snap)
 
     def predict_ids(self, user_ids: list[str]) -> list[dict[str, Any]]:
         """Predictions for snapshot users; unknown ids get status `unknown_user`."""
@@ -160,7 +160,8 @@ class Predictor:
         if asof is None:
             newest = con.execute("SELECT max(ts) FROM events").fetchone()[0]
             asof = max(self.snap.asof, newest) if newest is not None else self.snap.asof
-        feats = feature_table(con, asof, self.cfg)
+        families = frozenset(self.snap.families) if self.snap.families is not None else None
+        feats = feature_table(con, asof, self.cfg, families=families)
         pop = feats[["user_id"]].merge(population_frame(con, asof, self.cfg), on="user_id", how="left")
         X = feats[self.snap.feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
         pops = {lab: pop[f"in_{lab}_pop"].fillna(False).to_numpy(dtype=bool) for lab in LABELS}

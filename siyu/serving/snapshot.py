@@ -42,6 +42,7 @@ class Snapshot:
         X: n x F float64 feature matrix, columns in `feature_names` order.
         proba: label -> n stored scores (NaN outside population), used as the percentile reference.
         versions: label -> model version that produced the stored scores.
+        families: event families of the scored log (None: unknown).
     """
 
     path: Path
@@ -54,6 +55,7 @@ class Snapshot:
     feature_names: list[str]
     proba: dict[str, np.ndarray]
     versions: dict[str, int | None]
+    families: list[str] | None = None
 
 
 def write_table_atomic(table: pa.Table, out: Path) -> None:
@@ -69,9 +71,11 @@ def write_table_atomic(table: pa.Table, out: Path) -> None:
         raise
 
 
-def with_meta(table: pa.Table, asof: datetime, versions: dict, feature_names: list[str]) -> pa.Table:
-    """Attach the snapshot's metadata (asof, versions, feature order) to a table."""
-    meta = {"format": 1, "asof": asof.isoformat(), "versions": versions, "feature_names": feature_names}
+def with_meta(table: pa.Table, asof: datetime, versions: dict, feature_names: list[str],
+              families: list[str] | None = None) -> pa.Table:
+    """Attach the snapshot's metadata (asof, versions, feature order, event families) to a table."""
+    meta = {"format": 1, "asof": asof.isoformat(), "versions": versions, "feature_names": feature_names,
+            "families": families}
     return table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
 
 
@@ -117,6 +121,7 @@ def load_snapshot(path: str | Path) -> Snapshot:
         feature_names=names,
         proba={lab: table.column(f"p_{lab}").to_numpy(zero_copy_only=False).astype(float) for lab in LABELS},
         versions={k: (int(v) if v is not None else None) for k, v in meta["versions"].items()},
+        families=meta.get("families"),
     )
 
 
