@@ -36,8 +36,8 @@ from siyu.features.sim_events import LIVE, MINI, DayEvents, E
 from siyu.features.sim_state import HUNTER, State
 
 F4 = np.float32
-_CONNECT = (E["follow"], E["add_contact"], E["join_group"])
-_DISCONNECT = (E["unfollow"], E["delete_contact"], E["leave_group"])
+CONNECT_CODES = (E["follow"], E["add_contact"], E["join_group"])
+DISCONNECT_CODES = (E["unfollow"], E["delete_contact"], E["leave_group"])
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def step(st: State, d: int, cal: Calendar, p: SimulationConfig, rng: np.random.G
     if camp and p.rejoin_rate > 0:  # 1. lost users answer a campaign
         back = np.flatnonzero(st.joined & ~conn & (rand() < p.rejoin_rate))
         st.ch[0, back] = conn[back] = True
-        ev.add(_CONNECT[0], back, ch=0)
+        ev.add(CONNECT_CODES[0], back, ch=0)
     due = np.flatnonzero(st.refund_day == d)
     if due.size:
         ev.add(E["refund"], due, ch=MINI, amount=st.refund_amount[due].astype("f8"), order=st.refund_order[due])
@@ -178,7 +178,7 @@ def step(st: State, d: int, cal: Calendar, p: SimulationConfig, rng: np.random.G
     for c in range(3):
         gone = np.flatnonzero(leave[c])
         st.ch[c, gone] = False
-        ev.add(_DISCONNECT[c], gone, ch=c)
+        ev.add(DISCONNECT_CODES[c], gone, ch=c)
     quit_ = np.flatnonzero(st.member & conn & (rand() < p.member_leave_rate * (1 - t)))
     st.member[quit_] = False
     ev.add(E["member_leave"], quit_, ch=MINI)

@@ -23,10 +23,10 @@ from siyu.config import Config
 from siyu.errors import SiyuError
 from siyu.features.contract import EVENTS, LABELS
 from siyu.features.oracle import KOC_RANK, Snapshot, oracle_probs, outcomes, snapshot
-from siyu.features.sim_dynamics import _CONNECT, Calendar, record_purchase, step
+from siyu.features.sim_dynamics import CONNECT_CODES, Calendar, record_purchase, step
 from siyu.features.sim_events import MINI, SLOT, DayEvents, E, EventWriter, day_seconds
 from siyu.features.sim_report import MONTH, RealismTracker, WorldSummary, realism_figures, roc_auc
-from siyu.features.sim_state import SEGMENTS, SOURCES, State, alloc, grow, init_users, tier_ranks, view
+from siyu.features.sim_state import SEGMENTS, SOURCES, alloc, grow, init_users, tier_ranks, view
 
 DEFAULT_START = date(2025, 1, 1)
 
@@ -72,7 +72,7 @@ class _World:
         self.n += k
         self.join_day[rows], self.source[rows] = d, source
         for c in range(3):
-            ev.add(_CONNECT[c], rows[self.st.ch[c, rows]], ch=c)
+            ev.add(CONNECT_CODES[c], rows[self.st.ch[c, rows]], ch=c)
         ev.add(E["member_join"], rows[self.st.member[rows]], ch=MINI)
         return rows
 
