@@ -150,6 +150,35 @@ def features(
 
 
 @app.command()
+def score(
+    events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
+    asof: str = typer.Option(..., "--asof", help="cutoff, YYYY-MM-DD (00:00 UTC) or ISO date-time"),
+    out: Path = typer.Option(..., "--out", help="the scores snapshot to write (Parquet, atomically)"),
+    engine: str = EngineOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Batch-score every user with the champion models; the file is the snapshot the API serves."""
+    from siyu.serving.batch import print_summary, score_pool
+
+    print_summary(score_pool(events, asof, out, cfg_from(config), engine=engine), console)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="interface to bind"),
+    port: int = typer.Option(3000, "--port", help="TCP port"),
+    scores: Optional[Path] = typer.Option(None, "--scores", help="snapshot to serve (default: the latest `siyu score`)"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Start the prediction API (BentoML) on the champion models and a scores snapshot."""
+    from siyu.serving.launch import exec_serve, serve_command
+
+    argv, env = serve_command(cfg_from(config), host, port, scores)
+    console.print(f"serving {env['SIYU_SCORES']} on http://{host}:{port} (docs: /docs)", highlight=False)
+    exec_serve(argv, env)
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("out/demo"), "--out", help="folder for the world, scores and logs"),
     users: int = typer.Option(20_000, "--users", min=100, help="simulated users"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +35,12 @@ class ScoreSummary:
 
 
 def parse_asof(asof: str | datetime) -> datetime:
-    """A cutoff from a date or ISO instant (a bare date means 00:00 UTC, naive)."""
+    """A cutoff from a date or ISO instant (a bare date means 00:00 UTC; result naive UTC)."""
+    from siyu.features.export import parse_instant
+
     if isinstance(asof, datetime):
-        return asof.replace(tzinfo=None)
-    try:
-        return pd.Timestamp(asof).tz_localize(None).to_pydatetime() if pd.Timestamp(asof).tzinfo else \
-            pd.Timestamp(asof).to_pydatetime()
-    except (ValueError, TypeError) as e:
-        raise SiyuError(f"--asof: not a date or ISO time: {asof!r}") from e
+        return asof if asof.tzinfo is None else asof.astimezone(timezone.utc).replace(tzinfo=None)
+    return parse_instant(str(asof), "--asof")
 
 
 def load_champions(cfg: Config, alias: str = "champion") -> dict:
@@ -217,3 +215,13 @@ def summarize(table: pa.Table, out: Path, asof: datetime, engine: str, seconds: 
 def _progress(enabled: bool) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     disable=not enabled, transient=False)
+
+
+def print_summary(s: ScoreSummary, console) -> None:
+    """What `siyu score` prints: where, how many, which models, how long."""
+    console.print(f"scored {s.users:,} users at {s.asof:%Y-%m-%d %H:%M} ({s.engine}) in {s.seconds:.1f} s "
+                  f"-> {s.out}", highlight=False)
+    console.print("  models: " + ", ".join(f"{k} v{v}" if v else f"{k} (no champion)" for k, v in s.versions.items()),
+                  highlight=False)
+    console.print("  in population: " + ", ".join(f"{k} {v:,}" for k, v in s.scored.items()), highlight=False)
+    console.print("  tiers: " + ", ".join(f"{k} {v:,}" for k, v in sorted(s.tiers.items())), highlight=False)
