@@ -72,19 +72,25 @@ class Runner:
         return [r[0] for r in self.con.execute(f"SELECT * FROM {name} LIMIT 0").description]
 
 
+MASK_DAYS = 62
+"""Longest interval whose distinct days are tracked exactly (one bit per day in a signed BIGINT)."""
+
+
 @dataclass
 class Facts:
-    """Names of the fact tables built for one set of instants."""
+    """Names of the fact tables built for one set of interval boundaries."""
 
     prefix: str
     offset: int
-    daily: str   # user_id, b, event, fam, n, amt, n_coupon, rating_sum, rating_n
+    iv: str      # user_id, e, event, fam, n, amt, n_coupon, rating_sum, rating_n, min_b, max_b, mask
+    days: str    # user_id, e, du (distinct active days), dp (distinct purchase days)
     states: str  # user_id, chan, b, b_next, is_open  (chan 'member' = membership)
     orders: str  # user_id, cday, b, amount, coupon, cancel_b
     users: str   # user_id, first_b, first_user_b
+    bounds: tuple[int, ...] = ()
 
     def names(self) -> list[str]:
-        return [self.daily, self.states, self.orders, self.users]
+        return [self.iv, self.days, self.states, self.orders, self.users]
 
 
 def _case(mapping: dict[str, str], col: str = "event") -> str:
@@ -92,13 +98,18 @@ def _case(mapping: dict[str, str], col: str = "event") -> str:
     return f"CASE {col} {whens} END"
 
 
-def build_facts(run: Runner, events: str, instants: list[datetime]) -> Facts:
-    """Aggregate the log once into the fact tables every instant in `instants` needs.
+def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[int]) -> Facts:
+    """Aggregate the log once into the fact tables the given interval boundaries need.
+
+    Events are grouped per (user, event, interval) where intervals are cut at
+    `bounds` (day numbers, each interval labelled `e` by its upper bound): any
+    window (d - hi, d - lo] whose ends are boundaries is then a sum of intervals.
 
     Args:
         run: the engine runner.
         events: name of the canonical events table.
-        instants: every instant that will be asked about; all share one time of day.
+        instants: every instant asked about; all share one time of day (fixes the buckets).
+        bounds: every window end any query will use, as day numbers.
 
     Returns:
         The Facts naming the temporary tables (drop them with run.drop(facts.names())).
@@ -108,19 +119,28 @@ def build_facts(run: Runner, events: str, instants: list[datetime]) -> Facts:
     if len(offsets) != 1:
         raise SiyuError("cutoffs in one call must share the same time of day")
     offset = offsets.pop()
-    last = max(d for d, _ in split)
+    bs = sorted(set(bounds) | {d for d, _ in split})
+    last = bs[-1]
     p = f"_siyu_{uuid.uuid4().hex[:10]}"
     s = f"(ts - INTERVAL '{offset}' SECOND)" if offset else "ts"
     bucket = f"({day_sql(s)} + CASE WHEN {s} = CAST(CAST({s} AS DATE) AS TIMESTAMP) THEN 0 ELSE 1 END)"
     ev = (f"(SELECT * FROM (SELECT user_id, ts, event, amount, coupon, rating, order_id, "
-          f"{bucket} AS b FROM {events}) WHERE b <= {last})")
-    f = Facts(p, offset, f"{p}_daily", f"{p}_states", f"{p}_orders", f"{p}_users")
-    run.table(f.daily, f"""
-        SELECT user_id, b, event, {_case(EVENT_FAMILY)} AS fam, count(*) AS n,
-               sum(amount) AS amt,
+          f"{bucket} AS b FROM {events}) z WHERE b <= {last})")
+    f = Facts(p, offset, f"{p}_iv", f"{p}_days", f"{p}_states", f"{p}_orders", f"{p}_users", tuple(bs))
+    interval = "CASE " + " ".join(f"WHEN b <= {x} THEN {x}" for x in bs) + " END"
+    bit = f"CASE WHEN e - b < {MASK_DAYS} THEN CAST(1 AS BIGINT) << CAST(e - b AS INTEGER) ELSE 0 END"
+    run.table(f.iv, f"""
+        SELECT user_id, e, event, {_case(EVENT_FAMILY)} AS fam, count(*) AS n, sum(amount) AS amt,
                sum(CASE WHEN coupon THEN 1 ELSE 0 END) AS n_coupon,
-               sum(rating) AS rating_sum, count(rating) AS rating_n
-        FROM {ev} GROUP BY user_id, b, event""")
+               sum(rating) AS rating_sum, count(rating) AS rating_n,
+               min(b) AS min_b, max(b) AS max_b, bit_or({bit}) AS mask
+        FROM (SELECT user_id, event, amount, coupon, rating, b, {interval} AS e FROM {ev} y) x
+        GROUP BY user_id, e, event""")
+    run.table(f.days, f"""
+        SELECT user_id, e,
+               bit_count(bit_or(CASE WHEN event NOT IN {sql_list(BRAND_EVENTS)} THEN mask ELSE 0 END)) AS du,
+               bit_count(bit_or(CASE WHEN event = 'purchase' THEN mask ELSE 0 END)) AS dp
+        FROM {f.iv} GROUP BY user_id, e""")
     chan = {**CONNECT_EVENTS, **DISCONNECT_EVENTS, **{e: "member" for e in MEMBERSHIP_EVENTS}}
     opening = sql_list([*CONNECT_EVENTS, *(e for e, v in MEMBERSHIP_EVENTS.items() if v)])
     # The last state change of each bucket decides; at the same timestamp a close wins.
@@ -130,7 +150,7 @@ def build_facts(run: Runner, events: str, instants: list[datetime]) -> Facts:
                   PARTITION BY user_id, chan, b ORDER BY ts DESC, is_open ASC) AS rn
               FROM (SELECT user_id, b, ts, {_case(chan)} AS chan,
                            CASE WHEN event IN {opening} THEN 1 ELSE 0 END AS is_open
-                    FROM {ev} WHERE event IN {sql_list(chan)}) x) y
+                    FROM {ev} w WHERE event IN {sql_list(chan)}) x) y
         WHERE rn = 1""")
     # An order is cancelled from the bucket where refunds with its order_id add up to its amount.
     run.table(f.orders, f"""
@@ -147,9 +167,9 @@ def build_facts(run: Runner, events: str, instants: list[datetime]) -> Facts:
                                AND ref.cum >= pur.amount
         GROUP BY pur.user_id, pur.order_id, pur.ts, pur.cday, pur.b, pur.amount, pur.coupon""")
     run.table(f.users, f"""
-        SELECT user_id, min(b) AS first_b,
-               min(CASE WHEN event NOT IN {sql_list(BRAND_EVENTS)} THEN b END) AS first_user_b
-        FROM {f.daily} GROUP BY user_id""")
+        SELECT user_id, min(min_b) AS first_b,
+               min(CASE WHEN event NOT IN {sql_list(BRAND_EVENTS)} THEN min_b END) AS first_user_b
+        FROM {f.iv} GROUP BY user_id""")
     return f
 
 

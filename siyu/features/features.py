@@ -15,13 +15,17 @@ import pandas as pd
 
 from siyu.config import Config
 from siyu.features.contract import BRAND_EVENTS, FAMILIES
-from siyu.features.facts import Facts, Runner, build_facts, instant_of, instants_table, split_instant, sql_list
+from siyu.features.facts import (
+    MASK_DAYS, Facts, Runner, build_facts, instant_of, instants_table, split_instant, sql_list,
+)
 from siyu.features.registry import Feature, features_for
+from siyu.features.tiers import tier_bounds, tier_sql
 
 _PH = re.compile(r"\{(\w+)(?::([^}]*))?\}")
-_WINDOWED = {"n": "a.n", "amt": "a.amt", "coupon": "a.n_coupon", "days": None}
+_WINDOWED = {"n": "a.n", "amt": "a.amt", "coupon": "a.n_coupon"}
+_DAYS = {"@user": "du", "purchase": "dp"}
 _LIFETIME = {"ln": "n", "lamt": "amt", "lcoupon": "n_coupon", "lrsum": "rating_sum", "lrn": "rating_n",
-             "last": None, "first": None}
+             "last": "max_b", "first": "min_b"}
 INT_FEATURES = ("tier", "prev_tier")
 
 
@@ -43,14 +47,18 @@ def _event_cond(spec: str, alias: str = "a") -> str:
 
 
 class Compiled:
-    """Stage-1 aggregates collected from feature expressions, and the rewritten expressions."""
+    """Interval aggregates collected from the feature expressions, and the rewritten expressions."""
 
     def __init__(self, feats: list[Feature], lookbacks: list[int]) -> None:
-        self.windowed: dict[str, str] = {}
-        self.lifetime: dict[str, str] = {}
-        self.max_window = 1
+        self.agg: dict[str, str] = {}      # over the interval facts, every interval up to d
+        self.days: dict[str, str] = {}     # over the distinct-day facts
+        self.offsets: set[int] = {0}       # window ends, in days before d
+        self.max_days = 0
         self.lookbacks = lookbacks
         self.exprs = {f.name: _PH.sub(self._ref, f.expr) for f in feats}
+
+    def _alias(self, table: dict[str, str], sql: str, prefix: str) -> str:
+        return table.setdefault(sql, f"{prefix}{len(table)}")
 
     def _ref(self, m: re.Match) -> str:
         kind, arg = m.group(1), m.group(2)
@@ -60,24 +68,30 @@ class Compiled:
             cases = " ".join(f"WHEN coalesce(g{w}.tier_rank, -1) <> t.tier_rank THEN {prev}"
                              for prev, w in zip([0, *self.lookbacks], self.lookbacks))
             return f"CASE {cases} ELSE {self.lookbacks[-1]} END"
-        if kind in _WINDOWED:
+        if kind in _WINDOWED or kind == "days":
             ev, hi, *lo = arg.split(":")
             hi, lo = int(hi), int(lo[0]) if lo else 0
-            self.max_window = max(self.max_window, hi)
-            cond = f"{_event_cond(ev)} AND a.b > i.d - {hi} AND a.b <= i.d - {lo}"
-            sql = (f"count(DISTINCT CASE WHEN {cond} THEN a.b END)" if kind == "days"
-                   else f"sum(CASE WHEN {cond} THEN {_WINDOWED[kind]} ELSE 0 END)")
-            alias = self.windowed.setdefault(sql, f"w{len(self.windowed)}")
-            return f"coalesce(w.{alias}, 0)"
+            self.offsets |= {hi, lo}
+            win = f"a.e > i.d - {hi} AND a.e <= i.d - {lo}"
+            if kind == "days":
+                if ev not in _DAYS:
+                    raise ValueError(f"distinct days are tracked for {sorted(_DAYS)} only, not {ev}")
+                self.max_days = max(self.max_days, hi)
+                return f"coalesce(dd.{self._alias(self.days, f'sum(CASE WHEN {win} THEN a.{_DAYS[ev]} ELSE 0 END)', 'x')}, 0)"  # noqa: E501
+            sql = f"sum(CASE WHEN {_event_cond(ev)} AND {win} THEN {_WINDOWED[kind]} ELSE 0 END)"
+            return f"coalesce(w.{self._alias(self.agg, sql, 'w')}, 0)"
         if kind in _LIFETIME:
-            cond = _event_cond(arg)
+            col, cond = _LIFETIME[kind], _event_cond(arg)
             if kind in ("last", "first"):
-                sql = f"{'max' if kind == 'last' else 'min'}(CASE WHEN {cond} THEN a.b END)"
-            else:
-                sql = f"sum(CASE WHEN {cond} THEN a.{_LIFETIME[kind]} ELSE 0 END)"
-            alias = self.lifetime.setdefault(sql, f"l{len(self.lifetime)}")
-            return f"l.{alias}" if kind in ("last", "first") else f"coalesce(l.{alias}, 0)"
+                sql = f"{'max' if kind == 'last' else 'min'}(CASE WHEN {cond} THEN a.{col} END)"
+                return f"w.{self._alias(self.agg, sql, 'w')}"
+            return f"coalesce(w.{self._alias(self.agg, f'sum(CASE WHEN {cond} THEN a.{col} ELSE 0 END)', 'w')}, 0)"
         raise ValueError(f"unknown placeholder {m.group(0)}")
+
+    def bound_offsets(self) -> set[int]:
+        """Days before d where intervals must be cut (distinct-day intervals stay under MASK_DAYS)."""
+        step = MASK_DAYS - 2
+        return self.offsets | set(range(0, self.max_days + step, step))
 
 
 def tier_days(days: list[int], cfg: Config) -> list[int]:
@@ -86,49 +100,51 @@ def tier_days(days: list[int], cfg: Config) -> list[int]:
     return sorted({d - b for d in days for b in [0, *back]})
 
 
+def compiled_for(cfg: Config) -> Compiled:
+    """The compiled registry for this config."""
+    return Compiled(registry_for(cfg), sorted(cfg.windows.feature_windows))
+
+
+def feature_bounds(days: list[int], cfg: Config) -> set[int]:
+    """Interval boundaries the features at these cutoff days need (their tiers' included)."""
+    offs = compiled_for(cfg).bound_offsets()
+    return {d - o for d in days for o in offs} | tier_bounds(tier_days(days, cfg), cfg)
+
+
 def feature_sql(facts: Facts, tiers: str, days: list[int], cfg: Config) -> tuple[str, list[str]]:
     """SQL for the features at each cutoff day; tiers must hold tier_sql at tier_days(days)."""
-    feats = registry_for(cfg)
-    lookbacks = sorted(cfg.windows.feature_windows)
-    c = Compiled(feats, lookbacks)
+    c = compiled_for(cfg)
+    lookbacks = c.lookbacks
     ds = sorted(days)
-    slot = "CASE " + " ".join(f"WHEN a.b <= {d} THEN {d}" for d in ds) + " END"
-    cum = lambda fn, a: f"{fn}(l1.{a}) OVER (PARTITION BY g.user_id ORDER BY g.d ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {a}"  # noqa: E501
-    life_cols = ", ".join(f"{sql} AS {a}" for sql, a in c.lifetime.items())
-    life_cum = ", ".join(cum("max" if s.startswith("max") else "min" if s.startswith("min") else "sum", a)
-                         for s, a in c.lifetime.items())
-    win_cols = ", ".join(f"{sql} AS {a}" for sql, a in c.windowed.items())
+    inst = instants_table(ds)
+    aggs = ", ".join(f"{sql} AS {a}" for sql, a in c.agg.items())
+    day_aggs = ", ".join(f"{sql} AS {a}" for sql, a in c.days.items())
     grid = " ".join(f"LEFT JOIN {tiers} g{w} ON g{w}.user_id = k.user_id AND g{w}.d = k.d - {w}"
                     for w in lookbacks)
     outs = ", ".join(f"CAST({e} AS DOUBLE) AS {n}" for n, e in c.exprs.items())
     sql = f"""
     WITH w AS (
-        SELECT a.user_id, i.d, {win_cols}
-        FROM {facts.daily} a JOIN {instants_table(ds)} i ON a.b > i.d - {c.max_window} AND a.b <= i.d
+        SELECT a.user_id, i.d, {aggs}
+        FROM {facts.iv} a JOIN {inst} i ON a.e <= i.d
         GROUP BY a.user_id, i.d),
-    l1 AS (
-        SELECT a.user_id, {slot} AS d, {life_cols}
-        FROM {facts.daily} a WHERE a.b <= {ds[-1]} GROUP BY a.user_id, {slot}),
-    g AS (
-        SELECT f.user_id, i.d FROM (SELECT user_id, min(d) AS d0 FROM l1 GROUP BY user_id) f
-        JOIN {instants_table(ds)} i ON i.d >= f.d0),
-    l AS (
-        SELECT g.user_id, g.d, {life_cum}
-        FROM g LEFT JOIN l1 ON l1.user_id = g.user_id AND l1.d = g.d)
+    dd AS (
+        SELECT a.user_id, i.d, {day_aggs}
+        FROM {facts.days} a JOIN {inst} i ON a.e > i.d - {max(c.max_days, 1)} AND a.e <= i.d
+        GROUP BY a.user_id, i.d)
     SELECT k.user_id, k.d, {outs}
     FROM {tiers} k
     JOIN {tiers} t ON t.user_id = k.user_id AND t.d = k.d
     LEFT JOIN {tiers} prev ON prev.user_id = k.user_id AND prev.d = k.d - {cfg.windows.period_days}
     {grid}
     LEFT JOIN w ON w.user_id = k.user_id AND w.d = k.d
-    LEFT JOIN l ON l.user_id = k.user_id AND l.d = k.d
+    LEFT JOIN dd ON dd.user_id = k.user_id AND dd.d = k.d
     WHERE k.d IN ({", ".join(str(d) for d in ds)})"""
-    return sql, [f.name for f in feats]
+    return sql, [f.name for f in registry_for(cfg)]
 
 
 def family_first_days(run: Runner, facts: Facts) -> dict[str, int]:
     """Day number at which each event family first occurs in the facts."""
-    df = run.df(f"SELECT fam, min(b) AS b FROM {facts.daily} GROUP BY fam")
+    df = run.df(f"SELECT fam, min(min_b) AS b FROM {facts.iv} GROUP BY fam")
     return {str(f): int(b) for f, b in zip(df["fam"], df["b"]) if f is not None}
 
 
@@ -155,10 +171,8 @@ def tidy_features(df: pd.DataFrame, names: list[str], offset: int, feats: list[F
 def features_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str = "events",
                 families: Collection[str] | None = None) -> pd.DataFrame:
     """Feature rows for every user known at each cutoff, on any engine runner."""
-    from siyu.features.tiers import tier_sql
-
-    facts = build_facts(run, events, list(cutoffs))
     days = sorted({split_instant(c)[0] for c in cutoffs})
+    facts = build_facts(run, events, list(cutoffs), feature_bounds(days, cfg))
     tiers = f"{facts.prefix}_tiers"
     try:
         run.table(tiers, tier_sql(facts, tier_days(days, cfg), cfg))

@@ -13,7 +13,7 @@ import pandas as pd
 from siyu.config import Config
 from siyu.features.contract import BRAND_EVENTS, TIER_RANK
 from siyu.features.facts import Facts, Runner, build_facts, instant_of, instants_table, split_instant, sql_list
-from siyu.features.tiers import tier_sql
+from siyu.features.tiers import tier_bounds, tier_sql
 
 LABEL_COLUMNS = ["user_id", "cutoff", "tier", "tier_next", "in_churn_pop", "in_promotion_pop", "in_koc_pop",
                  "churn", "promotion", "koc"]
@@ -23,7 +23,7 @@ def label_sql(facts: Facts, tiers: str, days: list[int], cfg: Config) -> str:
     """SQL for the labels of every user known at each cutoff day in `days`.
 
     Args:
-        facts: fact tables covering the cutoffs and cutoff + H.
+        facts: fact tables with boundaries at the cutoffs, cutoff + H and the tiers' boundaries.
         tiers: a table with tier_sql output at every d and d + H.
         days: cutoff day numbers.
         cfg: config (horizon, churn_mode).
@@ -36,7 +36,7 @@ def label_sql(facts: Facts, tiers: str, days: list[int], cfg: Config) -> str:
     return f"""
     WITH fut AS (
         SELECT a.user_id, i.d, sum(a.n) AS n_future
-        FROM {facts.daily} a JOIN {instants_table(days)} i ON a.b > i.d AND a.b <= i.d + {H}
+        FROM {facts.iv} a JOIN {instants_table(days)} i ON a.e > i.d AND a.e <= i.d + {H}
         WHERE a.event NOT IN {sql_list(BRAND_EVENTS)}
         GROUP BY a.user_id, i.d),
     j AS (
@@ -72,12 +72,13 @@ def tidy_labels(df: pd.DataFrame, offset: int) -> pd.DataFrame:
 
 def labels_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str = "events") -> pd.DataFrame:
     """Labels at each cutoff on any engine runner (one pass over the log for all cutoffs)."""
-    H = timedelta(days=cfg.windows.horizon_days)
-    facts = build_facts(run, events, [*cutoffs, *(c + H for c in cutoffs)])
-    days = [split_instant(c)[0] for c in cutoffs]
+    H = cfg.windows.horizon_days
+    days = sorted({split_instant(c)[0] for c in cutoffs})
+    tdays = sorted({*days, *(d + H for d in days)})
+    facts = build_facts(run, events, [*cutoffs, *(c + timedelta(days=H) for c in cutoffs)], tier_bounds(tdays, cfg))
     tiers = f"{facts.prefix}_tiers"
     try:
-        run.table(tiers, tier_sql(facts, days + [d + cfg.windows.horizon_days for d in days], cfg))
+        run.table(tiers, tier_sql(facts, tdays, cfg))
         df = run.df(label_sql(facts, tiers, days, cfg))
     finally:
         run.drop([*facts.names(), tiers])

@@ -47,7 +47,7 @@ def tier_sql(facts: Facts, days: list[int], cfg: Config) -> str:
                sum(CASE WHEN a.event IN {sql_list(ACTIONS)} THEN a.n ELSE 0 END) AS n_actions,
                sum(CASE WHEN a.event = 'referral_purchase' THEN a.n ELSE 0 END) AS n_referrals,
                sum(CASE WHEN a.event NOT IN {sql_list(BRAND_EVENTS)} THEN a.n ELSE 0 END) AS n_user_events
-        FROM {facts.daily} a JOIN {inst} i ON a.b > i.d - {P} AND a.b <= i.d
+        FROM {facts.iv} a JOIN {inst} i ON a.e > i.d - {P} AND a.e <= i.d
         GROUP BY a.user_id, i.d),
     pur AS (
         SELECT o.user_id, i.d,
@@ -81,6 +81,11 @@ def tier_sql(facts: Facts, days: list[int], cfg: Config) -> str:
     FROM tiered"""
 
 
+def tier_bounds(days: list[int], cfg: Config) -> set[int]:
+    """Interval boundaries tier_sql needs for these days: d and d - P."""
+    return {x for d in days for x in (d, d - cfg.windows.period_days)}
+
+
 def tier_table(con, asof: datetime, cfg: Config, events: str = "events") -> pd.DataFrame:
     """Tier of every user with an event at or before `asof`.
 
@@ -99,9 +104,10 @@ def tier_table(con, asof: datetime, cfg: Config, events: str = "events") -> pd.D
 
 def tiers_on(run: Runner, asof: datetime, cfg: Config, events: str = "events") -> pd.DataFrame:
     """tier_table on any engine runner."""
-    facts = build_facts(run, events, [asof])
+    day = split_instant(asof)[0]
+    facts = build_facts(run, events, [asof], tier_bounds([day], cfg))
     try:
-        df = run.df(f"SELECT * FROM ({tier_sql(facts, [split_instant(asof)[0]], cfg)}) t ORDER BY user_id")
+        df = run.df(f"SELECT * FROM ({tier_sql(facts, [day], cfg)}) t ORDER BY user_id")
     finally:
         run.drop(facts.names())
     return tidy_tiers(df, asof)

@@ -15,9 +15,11 @@ from siyu.config import Config
 from siyu.errors import SiyuError
 from siyu.features.contract import TIERS
 from siyu.features.facts import Runner, build_facts, instant_of, split_instant
-from siyu.features.features import family_first_days, feature_sql, registry_for, tidy_features, tier_days
+from siyu.features.features import (
+    family_first_days, feature_bounds, feature_sql, registry_for, tidy_features, tier_days,
+)
 from siyu.features.labels import label_sql, tidy_labels
-from siyu.features.tiers import tier_sql
+from siyu.features.tiers import tier_bounds, tier_sql
 
 
 def validation_cutoff(con, cfg: Config, events: str = "events") -> datetime:
@@ -54,11 +56,13 @@ def training_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str =
     if not cutoffs:
         raise SiyuError("no cutoffs given for the training table")
     H = cfg.windows.horizon_days
-    facts = build_facts(run, events, [*cutoffs, *(c + timedelta(days=H) for c in cutoffs)])
     days = sorted({split_instant(c)[0] for c in cutoffs})
+    tdays = sorted({*tier_days(days, cfg), *(d + H for d in days)})
+    bounds = feature_bounds(days, cfg) | tier_bounds(tdays, cfg)
+    facts = build_facts(run, events, [*cutoffs, *(c + timedelta(days=H) for c in cutoffs)], bounds)
     tiers = f"{facts.prefix}_tiers"
     try:
-        run.table(tiers, tier_sql(facts, sorted({*tier_days(days, cfg), *(d + H for d in days)}), cfg))
+        run.table(tiers, tier_sql(facts, tdays, cfg))
         sql, names = feature_sql(facts, tiers, days, cfg)
         feats = run.df(sql)
         first = family_first_days(run, facts)

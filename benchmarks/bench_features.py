@@ -1,0 +1,88 @@
+"""Benchmark the feature pipeline against the bare DuckDB floor on the same Parquet file.
+
+    .venv/bin/python benchmarks/bench_features.py --users 100000
+    .venv/bin/python benchmarks/bench_features.py --events out/world/events.parquet
+
+Prints: the floor (`SELECT user_id, count(*), sum(amount) FROM file GROUP BY user_id`),
+features at one cutoff (time, ratio to the floor), the n-cutoff training table
+(time, ratio to one cutoff) and peak RSS. Targets on 1M users: one cutoff < 60 s
+and <= 4x the floor, training table < 3x one cutoff, peak RSS < 8 GiB.
+The world comes from the simulator (`siyu simulate`), cached under --cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+
+
+def peak_rss_gib() -> float:
+    """Peak resident set size of this process, GiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def world(users: int, days: int, cache: Path) -> Path:
+    """The simulator's events for `users`, generated once into the cache folder."""
+    from siyu.config import load_config
+    from siyu.features.simulator import simulate_world
+
+    out = cache / f"world_{users}_{days}"
+    path = out / "events.parquet"
+    if not path.exists():
+        t = time.perf_counter()
+        simulate_world(load_config(), users, days, out_dir=out, oracle_cutoffs=[], replicas=0)
+        print(f"simulated {users:,} users x {days} days in {time.perf_counter() - t:.1f} s -> {path}")
+    return path
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=50_000)
+    ap.add_argument("--days", type=int, default=365)
+    ap.add_argument("--events", type=Path, help="use this canonical events Parquet instead of simulating")
+    ap.add_argument("--cache", type=Path, default=Path("out/bench"))
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--skip-training", action="store_true")
+    a = ap.parse_args(argv)
+
+    from siyu.config import load_config
+    from siyu.features.features import feature_table
+    from siyu.features.training_table import training_cutoffs, training_table
+
+    cfg = load_config()
+    path = a.events or world(a.users, a.days, a.cache)
+    con = duckdb.connect()
+    if a.threads:
+        con.execute(f"SET threads = {a.threads}")
+    con.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet('{path}')")
+    n_events, n_users = con.execute("SELECT count(*), count(DISTINCT user_id) FROM events").fetchone()
+    print(f"log: {path} ({n_events:,} events, {n_users:,} users)")
+
+    floor_sql = f"SELECT user_id, count(*), sum(amount) FROM read_parquet('{path}') GROUP BY user_id"
+    _, floor = timed(lambda: con.execute(floor_sql).fetchall())
+    print(f"floor (bare GROUP BY user_id):   {floor:8.2f} s")
+
+    cutoffs = training_cutoffs(con, cfg)
+    feats, one = timed(lambda: feature_table(con, cutoffs[-1], cfg))
+    print(f"features, one cutoff:            {one:8.2f} s  = {one / floor:.1f}x floor  "
+          f"({len(feats):,} rows x {feats.shape[1] - 2} features)  peak RSS {peak_rss_gib():.2f} GiB")
+    if not a.skip_training:
+        tt, many = timed(lambda: training_table(con, cutoffs, cfg))
+        print(f"training table, {len(cutoffs)} cutoffs:      {many:8.2f} s  = {many / one:.1f}x one cutoff  "
+              f"({len(tt):,} rows)  peak RSS {peak_rss_gib():.2f} GiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
