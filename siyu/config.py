@@ -75,14 +75,15 @@ class TrainingConfig(_Strict):
     lgbm_params: dict[str, Any] = Field(default_factory=dict)
     num_boost_round: int = Field(500, gt=0)
     early_stopping_rounds: int = Field(30, gt=0)
-    class_weight: Literal["balanced", "none"] = Field("balanced", description="weight positives by negatives/positives")
+    class_weight: Literal["balanced", "sqrt", "none"] = Field(
+        "sqrt", description="positive weight: negatives/positives (balanced), its square root, or none")
     calibration: Literal["platt", "isotonic", "none"] = Field("platt", description="fitted on the held-back cutoff")
     monotone: bool = Field(True, description="apply the registry's monotone hints as LightGBM constraints")
     lift_fractions: tuple[float, ...] = Field((0.05, 0.1, 0.2), description="top shares for lift and catch rate")
     gate_metric: Literal["roc_auc", "pr_auc"] = Field("roc_auc", description="challenger must match the champion on it")
     rule_recency_feature: str = Field("days_since_user_event", description="churn rule baseline: days since last activity")
     rfm_families: tuple[str, ...] = Field(("recency", "frequency", "monetary"), description="logistic baseline inputs")
-    shap_sample: int = Field(5000, gt=0, description="validation rows explained for the SHAP summary")
+    shap_sample: int = Field(2000, gt=0, description="validation rows explained for the SHAP summary")
 
 
 class ScoringConfig(_Strict):
@@ -90,9 +91,9 @@ class ScoringConfig(_Strict):
         default_factory=lambda: {"low": 0.0, "medium": 0.5, "high": 0.8},
         description="percentile lower bounds (0-1) of each risk bucket",
     )
-
     reasons: Literal["path", "shap"] = Field(
         "path", description="reason attributions: path (decision-path, fast) or shap (LightGBM TreeSHAP, slow)")
+
 
 class SimulationConfig(_Strict):
     """Parameters of the built-in world (DESIGN §1, §6); the simulator documents each mechanism.

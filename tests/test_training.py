@@ -63,7 +63,9 @@ def test_validation_labels_never_touch_the_model(tmp_path):
 
 def test_lgbm_params_imbalance_and_monotone(cfg):
     p = lgbm_params("churn", cfg, FEATURES, n_pos=100, n_neg=900)
-    assert p["scale_pos_weight"] == pytest.approx(9.0)
+    assert cfg.training.class_weight == "sqrt" and p["scale_pos_weight"] == pytest.approx(3.0)
+    full = cfg.model_copy(update={"training": cfg.training.model_copy(update={"class_weight": "balanced"})})
+    assert lgbm_params("churn", full, FEATURES, 100, 900)["scale_pos_weight"] == pytest.approx(9.0)
     assert p["monotone_constraints"] == [0, 0, 0, 0, 1, 1, 0, 0]
     off = cfg.model_copy(update={"training": cfg.training.model_copy(update={"monotone": False, "class_weight": "none"})})
     p = lgbm_params("churn", off, FEATURES, 100, 900)

@@ -64,14 +64,17 @@ def lgbm_params(label: str, cfg: Config, features: Sequence[Feature], n_pos: int
     t = cfg.training
     params = {"objective": "binary", "metric": "auc", "verbosity": -1, "seed": t.seed,
               "deterministic": True, "force_col_wise": True, **t.lgbm_params}
+    ratio = n_neg / max(n_pos, 1)
+    # Rare positives weigh more so the trees look at them; the calibrator undoes the shift in
+    # probability. "sqrt" is the milder form: full balancing over-fits a handful of positives.
     if t.class_weight == "balanced":
-        # Rare positives get the weight of the negatives; the calibrator undoes the shift in probability.
-        params["scale_pos_weight"] = n_neg / max(n_pos, 1)
+        params["scale_pos_weight"] = ratio
+    elif t.class_weight == "sqrt":
+        params["scale_pos_weight"] = float(np.sqrt(ratio))
     if t.monotone:
         signs = [dict(f.monotone).get(label, 0) for f in features]
         if any(signs):
             params["monotone_constraints"] = signs
-            params.setdefault("monotone_constraints_method", "intermediate")
     return params
 
 

@@ -10,6 +10,7 @@ through pyfunc or pandas on its hot path.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,15 @@ def use_tracking(cfg: Config) -> str:
     uri = cfg.tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into os.environ, which would make
+    # this URI win over every later config in the process; put the user's variable back.
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     return uri
 
 

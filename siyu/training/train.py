@@ -85,7 +85,12 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     Returns:
         The TrainResult.
     """
+    import os
+
     import duckdb
+
+    # LightGBM's OpenMP threads spin while waiting; on a busy machine that costs 3-4x wall time.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from siyu.features.registry import features_for
     from siyu.features.training_table import training_cutoffs, training_table
@@ -160,8 +165,9 @@ def _train_label(label: str, d: LabelData, cfg: Config, features: Sequence[Featu
     res = LabelResult(label, False, counts=d.counts())
     small = {k: v for k, v in res.counts.items() if not k.startswith("holdout") and v < t.min_class_count}
     if small or min(res.counts["holdout_pos"], res.counts["holdout_neg"]) == 0:
-        res.message = (f"skipped, too little data (min_class_count={t.min_class_count}): "
-                       + ", ".join(f"{k}={v}" for k, v in res.counts.items()))
+        short = ", ".join(f"{k}={v}" for k, v in small.items()) or "the held-back cutoff lacks a class"
+        res.message = (f"skipped, too little data: {short} (min_class_count={t.min_class_count}; all counts: "
+                       + ", ".join(f"{k}={v}" for k, v in res.counts.items()) + ")")
         return res
     names = [f.name for f in features]
     with mlflow.start_run(run_name=label, nested=True) as run:

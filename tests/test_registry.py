@@ -1,0 +1,117 @@
+"""Registry: aliases, the champion gate, promote / rollback (API and CLI), and fast model loading."""
+
+from __future__ import annotations
+
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from siyu.errors import SiyuError
+from siyu.training import registry
+from siyu.training.train import train_table
+from training_world import FEATURES, make_table, small_cfg
+
+NAMES = [f.name for f in FEATURES]
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory):
+    """v1: a real model; v2: a one-split stump trained on the same data (must lose the gate)."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    table, cutoffs = make_table(500, 3, seed=11)
+    cfg = small_cfg(uri)
+    first = train_table(table, cutoffs, cfg, FEATURES, experiment="r")
+    weak = small_cfg(uri, num_boost_round=1, lgbm_params={"num_leaves": 2, "min_data_in_leaf": 20})
+    second = train_table(table, cutoffs, weak, FEATURES, experiment="r")
+    return cfg, table, cutoffs, first, second
+
+
+def test_first_version_becomes_champion(two_versions):
+    _, _, _, first, _ = two_versions
+    g = first.labels["churn"].gate
+    assert first.labels["churn"].version == 1 and g.promoted and g.reason == "no champion yet"
+
+
+def test_worse_challenger_does_not_replace_champion(two_versions):
+    cfg, _, _, first, second = two_versions
+    r2, r1 = second.labels["churn"], first.labels["churn"]
+    g = r2.gate
+    assert r2.version == 2 and not g.promoted
+    # both numbers are on the same validation rows: the champion's is v1's own validation AUC
+    assert g.champion == pytest.approx(r1.metrics["roc_auc"]) and g.challenger == pytest.approx(r2.metrics["roc_auc"])
+    assert g.challenger < g.champion and g.champion_version == 1
+    assert registry.resolve_alias(cfg, "churn", "champion") == 1
+    assert registry.resolve_alias(cfg, "churn", "challenger") == 2
+    registry.use_tracking(cfg)
+    run = mlflow.get_run(r2.run_id)
+    assert run.data.tags["siyu.gate"] == "kept_champion" and "champion v1" in run.data.tags["siyu.gate_reason"]
+    assert run.data.metrics["gate_champion_roc_auc"] == pytest.approx(g.champion)
+
+
+def test_load_model_scores_like_the_pyfunc(two_versions):
+    cfg, table, cutoffs, first, _ = two_versions
+    m = registry.load_model(cfg, "promotion")
+    assert (m.label, m.name, m.version, m.feature_names) == ("promotion", "siyu-promotion", 1, NAMES)
+    X = table.loc[table.cutoff == cutoffs[-1], NAMES].astype(float).to_numpy()[:50]
+    p = m.predict_proba(X)
+    assert p.shape == (50,) and np.all((p >= 0) & (p <= 1))
+    registry.use_tracking(cfg)
+    pyfunc = mlflow.pyfunc.load_model("models:/siyu-promotion@champion")
+    np.testing.assert_allclose(pyfunc.predict(pd.DataFrame(X, columns=NAMES)), p)
+    c = m.contributions(X)
+    assert c.shape == (50, len(NAMES) + 1)
+    np.testing.assert_allclose(c.sum(axis=1), m.booster.predict(X, raw_score=True), rtol=1e-6, atol=1e-9)
+
+
+def test_promote_and_rollback(two_versions):
+    cfg = two_versions[0]
+    assert registry.resolve_alias(cfg, "churn", "champion") == 1  # the gate kept v1
+    assert registry.promote(cfg, "churn", 2) == 1
+    assert registry.resolve_alias(cfg, "churn", "champion") == 2
+    assert registry.rollback(cfg, "churn") == 1
+    assert registry.resolve_alias(cfg, "churn", "champion") == 1
+    with pytest.raises(SiyuError, match="no earlier champion"):
+        registry.rollback(cfg, "churn")
+    with pytest.raises(SiyuError, match="no version 7"):
+        registry.promote(cfg, "koc", 7)
+    with pytest.raises(SiyuError, match="alias 'staging'"):
+        registry.resolve_alias(cfg, "koc", "staging")
+    with pytest.raises(SiyuError, match="unknown label"):
+        registry.resolve_alias(cfg, "ltv")
+
+
+def _cli(monkeypatch, capsys, *argv) -> tuple[int, str]:
+    from siyu.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["siyu", *argv])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_cli_promote_rollback(two_versions, monkeypatch, capsys, tmp_path):
+    cfg = two_versions[0]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cfg.mlflow.tracking_uri)  # the CLI reads the default config
+    registry.promote(cfg, "promotion", 1)  # whatever the gate decided, start from v1
+    code, out = _cli(monkeypatch, capsys, "promote", "promotion", "--version", "2")
+    assert code == 0 and "champion v1 -> v2" in out
+    code, out = _cli(monkeypatch, capsys, "rollback", "promotion")
+    assert code == 0 and "champion is now v1" in out
+    code, out = _cli(monkeypatch, capsys, "promote", "promotion", "--version", "9")
+    assert code == 2 and "no version 9" in out and "Traceback" not in out
+
+
+def test_tracking_follows_each_config(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI; siyu must not let that pin later configs."""
+    a, b = small_cfg(f"sqlite:///{tmp_path / 'a.db'}"), small_cfg(f"sqlite:///{tmp_path / 'b.db'}")
+    assert registry.use_tracking(a) == a.mlflow.tracking_uri
+    assert registry.use_tracking(b) == b.mlflow.tracking_uri and mlflow.get_tracking_uri() == b.mlflow.tracking_uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # a user's server still wins
+    assert registry.use_tracking(a) == "http://127.0.0.1:9"
