@@ -1,0 +1,174 @@
+"""Scoring: percentiles, buckets, reasons, path attributions, batch snapshot, batch/API parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from serving_world import serving_world
+from siyu.errors import SiyuError
+from siyu.features.contract import LABELS
+from siyu.serving.scoring import buckets, format_value, percentiles, reference, top_reasons
+
+
+@pytest.fixture(scope="module")
+def world():
+    return serving_world()
+
+
+@pytest.fixture(scope="module")
+def snap(world):
+    return pd.read_parquet(world.scores)
+
+
+@pytest.fixture(scope="module")
+def scorer(world):
+    from siyu.features.registry import feature_names
+    from siyu.serving.batch import load_champions
+    from siyu.serving.scoring import Scorer
+
+    return Scorer(load_champions(world.cfg), feature_names(world.cfg))
+
+
+def test_percentiles_and_buckets():
+    ref = reference(np.array([0.1, 0.2, np.nan, 0.3, 0.4]))
+    assert ref.tolist() == [0.1, 0.2, 0.3, 0.4]
+    pct = percentiles(np.array([0.05, 0.2, 0.4, 0.9, np.nan]), ref)
+    assert pct[:4].tolist() == [0.0, 50.0, 100.0, 100.0] and np.isnan(pct[4])
+    b = buckets(np.array([0.0, 49.9, 50.0, 79.99, 80.0, 100.0, np.nan]), {"low": 0.0, "medium": 0.5, "high": 0.8})
+    assert b.tolist() == ["low", "low", "medium", "medium", "high", "high", None]
+
+
+def test_top_reasons_order_by_absolute_contribution():
+    contrib = np.array([[0.1, -0.5, 0.3, 0.0, 9.0], [0.0, 0.0, 0.0, -0.2, 9.0]])  # last column: bias
+    idx, c = top_reasons(contrib)
+    assert idx.tolist() == [[1, 2, 0], [3, 0, 1]]
+    assert c[0].tolist() == [-0.5, 0.3, 0.1]
+
+
+def test_format_value():
+    assert format_value(12.0, "days") == "12 days"
+    assert format_value(0.12345, "ratio") == "0.123"
+    assert format_value(float("nan"), "days").startswith("unknown")
+
+
+def test_path_contributions_decompose_the_raw_score(scorer, world):
+    """Rows of the path attributions sum to LightGBM's raw score, and the fast probability equals predict_proba."""
+    from siyu.serving.snapshot import load_snapshot
+
+    s = load_snapshot(world.scores)
+    for lab, model in scorer.models.items():
+        X = s.X[:, scorer._cols[lab]][:200]
+        c = scorer._explainers[lab].contributions(X)
+        np.testing.assert_allclose(c.sum(axis=1), model.booster.predict(X, raw_score=True), atol=1e-4)
+        p, _ = scorer._predict(lab, X, reasons=True)
+        np.testing.assert_allclose(p, model.predict_proba(X), atol=1e-9)
+
+
+def test_snapshot_contents(world, snap):
+    from siyu.features.features import feature_table
+    from siyu.features.loader import connect
+    from siyu.features.registry import feature_names
+    from siyu.features.validate import load_valid_events
+    from siyu.training.registry import resolve_alias
+
+    con = connect()
+    load_valid_events(con, world.events, world.cfg)
+    feats = feature_table(con, world.asof, world.cfg)
+    assert sorted(snap.user_id) == sorted(feats.user_id.astype(str))
+    merged = feats.set_index("user_id").loc[snap.user_id]
+    for f in feature_names(world.cfg)[:20]:
+        np.testing.assert_array_equal(snap[f"x.{f}"].to_numpy(float), merged[f].to_numpy(float))
+    assert (snap["asof"] == pd.Timestamp(world.asof)).all()
+    for lab in LABELS:
+        p, pop = snap[f"p_{lab}"], snap[f"in_{lab}_pop"]
+        assert p[~pop].isna().all(), "scores outside the population must be null"
+        if snap[f"version_{lab}"].notna().any():
+            assert snap[f"version_{lab}"].iloc[0] == resolve_alias(world.cfg, lab)
+            assert p[pop].between(0, 1).all() and snap[f"pct_{lab}"][pop].between(0, 100).all()
+            assert set(snap[f"bucket_{lab}"][pop]) <= set(world.cfg.scoring.buckets)
+            reasons = snap[f"reasons_{lab}"][pop]
+            assert all(len(r) == 3 for r in reasons)
+    assert (snap.p_churn.notna() | snap.p_promotion.notna()).any()
+
+
+def test_populations_match_the_label_code(world, snap):
+    """Batch scoring's populations are the ones the training labels use (siyu.features.labels)."""
+    from siyu.features.labels import label_table
+    from siyu.features.loader import connect
+    from siyu.features.validate import load_valid_events
+
+    con = connect()
+    load_valid_events(con, world.events, world.cfg)
+    lab = label_table(con, world.asof, world.cfg).set_index("user_id").loc[snap.user_id]
+    for label in LABELS:
+        assert (lab[f"in_{label}_pop"].to_numpy(bool) == snap[f"in_{label}_pop"].to_numpy(bool)).all()
+    assert (lab["tier"].to_numpy() == snap["tier"].to_numpy()).all()
+
+
+def test_api_scores_equal_batch_scores(world, snap):
+    """The API path (snapshot lookup, and raw events through the same feature code) reproduces batch."""
+    from siyu.serving.predictor import Predictor
+
+    pred = Predictor.load(world.cfg, str(world.scores))
+    some = snap[snap.in_churn_pop].user_id.head(5).tolist()
+    items = pred.predict_ids(some + ["nobody"])
+    assert items[-1] == {"user_id": "nobody", "status": "unknown_user"}
+    by_id = snap.set_index("user_id")
+    for item in items[:-1]:
+        row = by_id.loc[item["user_id"]]
+        assert item["tier"] == row.tier
+        assert item["p_churn"] == pytest.approx(row.p_churn, abs=1e-9)
+        assert item["churn"]["percentile"] == pytest.approx(row.pct_churn, abs=0.01)
+        assert [r["feature"] for r in item["churn"]["reasons"]] == [r["feature"] for r in row.reasons_churn]
+    events = pd.read_parquet(world.events)
+    mine = events[events.user_id.isin(some[:2]) & (events.ts <= world.asof)]
+    rows = [{k: (None if pd.isna(v) else (v.isoformat() if isinstance(v, pd.Timestamp) else v))
+             for k, v in r.items()} for r in mine.to_dict("records")]
+    got, asof = pred.predict_events(rows, world.asof)
+    assert asof == world.asof
+    for item in got:
+        assert item["p_churn"] == pytest.approx(by_id.loc[item["user_id"]].p_churn, abs=1e-9)
+
+
+def test_score_pool_is_atomic(world, tmp_path, monkeypatch):
+    """A crash while writing leaves neither the output nor a temp file behind."""
+    import siyu.serving.snapshot as snapshot
+    from siyu.serving.batch import score_pool
+
+    def boom(table, where, **kw):
+        open(where, "wb").write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(snapshot.pq, "write_table", boom)
+    out = tmp_path / "s.parquet"
+    with pytest.raises(OSError):
+        score_pool(world.events, world.asof, out, world.cfg, record=False, show_progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_snapshot_errors(tmp_path, world):
+    from siyu.serving.snapshot import latest_snapshot, load_snapshot
+
+    with pytest.raises(SiyuError, match="not found"):
+        load_snapshot(tmp_path / "none.parquet")
+    pq.write_table(pq.read_table(world.events).slice(0, 5), tmp_path / "plain.parquet")
+    with pytest.raises(SiyuError, match="not a siyu scores snapshot"):
+        load_snapshot(tmp_path / "plain.parquet")
+    with pytest.raises(SiyuError, match="siyu score"):
+        latest_snapshot(world.cfg.model_copy(update={"source": tmp_path / "x.yaml"}))
+
+
+@pytest.mark.spark
+def test_spark_engine_matches_duckdb(world, snap, tmp_path):
+    """--engine spark scores the same registered models through mlflow.pyfunc.spark_udf."""
+    from siyu.serving.batch import score_pool
+
+    out = tmp_path / "spark.parquet"
+    score_pool(world.events, world.asof, out, world.cfg, engine="spark", record=False, show_progress=False)
+    sp = pd.read_parquet(out).set_index("user_id").loc[snap.user_id]
+    for lab in LABELS:
+        np.testing.assert_allclose(sp[f"p_{lab}"].to_numpy(float), snap[f"p_{lab}"].to_numpy(float), atol=1e-9)
+    assert (sp.tier.to_numpy() == snap.tier.to_numpy()).all()
