@@ -162,10 +162,12 @@ def test_snapshot_errors(tmp_path, world):
 
 
 @pytest.mark.spark
-def test_spark_engine_matches_duckdb(world, snap, tmp_path):
-    """--engine spark scores the same registered models through mlflow.pyfunc.spark_udf."""
+@pytest.mark.slow
+def test_spark_engine_matches_duckdb(world, snap, tmp_path, monkeypatch):
+    """--engine spark scores the same registered models through mlflow.pyfunc.spark_udf (minutes: slow)."""
     from siyu.serving.batch import score_pool
 
+    monkeypatch.setenv("SIYU_SPARK_PARTITIONS", "2")
     out = tmp_path / "spark.parquet"
     score_pool(world.events, world.asof, out, world.cfg, engine="spark", record=False, show_progress=False)
     sp = pd.read_parquet(out).set_index("user_id").loc[snap.user_id]

@@ -80,7 +80,8 @@ def _reasons_column(idx: np.ndarray, contrib: np.ndarray, X: np.ndarray, mask: n
 
 
 def score_frame(feats: pd.DataFrame, pop: pd.DataFrame, scorer: Scorer, cfg: Config, asof: datetime,
-                progress: Progress | None = None, families: list[str] | None = None) -> pa.Table:
+                progress: Progress | None = None, families: list[str] | None = None,
+                proba: dict[str, np.ndarray] | None = None) -> pa.Table:
     """Score a feature table and build the snapshot table (scores, percentiles, buckets, reasons, features).
 
     Args:
@@ -92,6 +93,8 @@ def score_frame(feats: pd.DataFrame, pop: pd.DataFrame, scorer: Scorer, cfg: Con
         progress: a rich Progress to report chunks to (optional).
         families: event families present in the scored log (recorded so the API builds
             one user's features the way the batch did).
+        proba: label -> probabilities computed elsewhere (the Spark engine's spark_udf) to
+            store instead of the scorer's; reasons still come from the scorer.
 
     Returns:
         The snapshot table with its metadata.
@@ -100,7 +103,7 @@ def score_frame(feats: pd.DataFrame, pop: pd.DataFrame, scorer: Scorer, cfg: Con
     n, names = len(feats), scorer.feature_names
     X = feats[names].to_numpy(dtype=np.float64, na_value=np.nan)
     pops = {lab: pop[f"in_{lab}_pop"].fillna(False).to_numpy(dtype=bool) for lab in LABELS}
-    proba = {lab: np.full(n, np.nan) for lab in LABELS}
+    given, proba = proba, {lab: np.full(n, np.nan) for lab in LABELS}
     idx = {lab: np.full((n, N_REASONS), -1) for lab in LABELS}
     con = {lab: np.zeros((n, N_REASONS)) for lab in LABELS}
     task = progress.add_task("scoring", total=n) if progress else None
@@ -111,6 +114,8 @@ def score_frame(feats: pd.DataFrame, pop: pd.DataFrame, scorer: Scorer, cfg: Con
             proba[lab][sl], idx[lab][sl], con[lab][sl] = s.proba[lab], s.reason_idx[lab], s.reason_contrib[lab]
         if progress:
             progress.update(task, completed=sl.stop)
+    for lab, p in (given or {}).items():
+        proba[lab] = np.where(pops[lab], np.asarray(p, dtype=float), np.nan)
     versions = scorer.versions
     cols: dict[str, pa.Array] = {
         "user_id": pa.array(feats["user_id"].astype(str).to_numpy(), pa.string()),
@@ -133,18 +138,23 @@ def score_frame(feats: pd.DataFrame, pop: pd.DataFrame, scorer: Scorer, cfg: Con
 
 
 def population_frame(con, asof: datetime, cfg: Config, events: str = "events") -> pd.DataFrame:
-    """`user_id`, `tier`, `in_<label>_pop` at asof: the model populations of DESIGN §4.
+    """`user_id`, `tier`, `in_<label>_pop` at asof: the model populations of DESIGN §4."""
+    from siyu.features.tiers import tier_table
+
+    return populations_from_tiers(tier_table(con, asof, cfg, events))
+
+
+def populations_from_tiers(t: pd.DataFrame) -> pd.DataFrame:
+    """Population flags from a tier table (any engine).
 
     Same rules as siyu.features.labels.label_sql (a test checks they agree), computed
     from the tiers alone because scoring has no future to label.
     """
     from siyu.features.contract import TIER_RANK
-    from siyu.features.tiers import tier_table
 
-    t = tier_table(con, asof, cfg, events)
-    up = t["connected"] & (t["tier_rank"] < TIER_RANK["koc"])
+    up = t["connected"].astype(bool) & (t["tier_rank"] < TIER_RANK["koc"])
     return pd.DataFrame({"user_id": t["user_id"].astype(str), "tier": t["tier"],
-                         "in_churn_pop": t["connected"] & (t["n_user_events"] >= 1),
+                         "in_churn_pop": t["connected"].astype(bool) & (t["n_user_events"] >= 1),
                          "in_promotion_pop": up, "in_koc_pop": up})
 
 
@@ -171,7 +181,7 @@ def score_pool(events_path: str | Path, asof: str | datetime, out: str | Path, c
     if engine == "spark":
         from siyu.serving.spark_scoring import score_pool_spark
 
-        table = score_pool_spark(events_path, asof, cfg)
+        table = score_pool_spark(events_path, asof, cfg, show_progress)
     elif engine == "duckdb":
         from siyu.features.features import feature_table, present_families
         from siyu.features.loader import connect
