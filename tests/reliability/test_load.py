@@ -1,0 +1,73 @@
+"""Load: single-user /predict at 70% of the measured max throughput against a real `bentoml serve`.
+
+Proves: 0 errors, p99 steady (last window vs first window), server RSS growth under 10%.
+The CI version runs 20 s; the slow one 5 minutes (first vs last minute).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from reliability.load import max_throughput, run_load
+from reliability.results import env_float, record
+
+LOAD_FRACTION = 0.7
+RSS_GROWTH_MAX = 0.10
+
+
+def _p99_steady(first: float, last: float, ratio: float, slack_s: float) -> bool:
+    """Last-window p99 within `ratio` x the first window's, or within `slack_s` of it (shared-machine noise)."""
+    return last <= first * ratio or last - first <= slack_s
+
+
+def _load_check(api, user_ids, seconds: float, window: float, ratio: float, slack_s: float, name: str) -> None:
+    peak = max_throughput(api.url, user_ids, api.headers, seconds=env_float("SIYU_REL_MAX_SECONDS", 8))
+    assert peak > 5, f"max throughput {peak:.1f} req/s: the server barely answers"
+    rate = LOAD_FRACTION * peak
+    rss: list[tuple[float, int]] = []
+    done = threading.Event()
+
+    def sample_rss():
+        t0 = time.monotonic()
+        while not done.is_set():
+            rss.append((time.monotonic() - t0, api.rss_bytes()))
+            done.wait(1.0)
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
+    res = run_load(api.url, user_ids, api.headers, rate, seconds)
+    done.set()
+    sampler.join()
+    rss_start, rss_end = rss[0][1], rss[-1][1]
+    growth = rss_end / rss_start - 1
+    p99_first, p99_last = res.p99(0, window), res.p99(seconds - window, seconds)
+    errors = res.errors()
+    ok = not errors and _p99_steady(p99_first, p99_last, ratio, slack_s) and growth < RSS_GROWTH_MAX
+    record(name, ok, seconds=seconds, max_rps=round(peak, 1), target_rps=round(rate, 1),
+           achieved_rps=round(res.achieved_rps(), 1), requests=len(res.samples), errors=len(errors),
+           p99_first_ms=round(p99_first * 1000, 1), p99_last_ms=round(p99_last * 1000, 1),
+           window_s=window, rss_start_mb=round(rss_start / 2**20, 1), rss_end_mb=round(rss_end / 2**20, 1),
+           rss_growth_pct=round(100 * growth, 2))
+    assert not errors, f"{len(errors)} failed requests, e.g. {errors[:3]}"
+    assert _p99_steady(p99_first, p99_last, ratio, slack_s), \
+        f"p99 drifted: first {p99_first * 1000:.1f} ms -> last {p99_last * 1000:.1f} ms"
+    assert growth < RSS_GROWTH_MAX, f"server RSS grew {100 * growth:.1f}% ({rss_start} -> {rss_end} bytes)"
+    assert res.achieved_rps() > 0.8 * rate, f"offered {rate:.1f} req/s, achieved {res.achieved_rps():.1f}"
+
+
+def test_load_short(api, user_ids):
+    """20 s at 70% of max: no errors, steady p99 (first vs last 5 s), RSS growth < 10%."""
+    _load_check(api, user_ids, seconds=20, window=5, ratio=3.0, slack_s=0.05, name="load_short")
+
+
+@pytest.mark.slow
+@pytest.mark.reliability
+@pytest.mark.timeout(600)
+def test_load_5_minutes(api, user_ids):
+    """5 minutes at 70% of max: no errors, p99 of the last minute vs the first, RSS growth < 10%."""
+    seconds = env_float("SIYU_REL_LOAD_SECONDS", 300)
+    _load_check(api, user_ids, seconds=seconds, window=min(60, seconds / 5), ratio=2.0, slack_s=0.025,
+                name="load_5min")
