@@ -19,7 +19,7 @@ import pandas as pd
 
 from siyu.errors import SiyuError
 from siyu.features.contract import (
-    BRAND_EVENTS, CONNECT_EVENTS, DISCONNECT_EVENTS, EVENT_FAMILY, MEMBERSHIP_EVENTS,
+    BRAND_EVENTS, CONNECT_EVENTS, EVENTS, DISCONNECT_EVENTS, EVENT_FAMILY, MEMBERSHIP_EVENTS,
 )
 
 EPOCH = date(1970, 1, 1)
@@ -82,15 +82,19 @@ class Facts:
 
     prefix: str
     offset: int
-    iv: str      # user_id, e, event, fam, n, amt, n_coupon, rating_sum, rating_n, min_b, max_b, mask
-    days: str    # user_id, e, du (distinct active days), dp (distinct purchase days)
+    iv: str      # user_id, e, event, fam, ev (EVENTS index), n, amt, n_coupon, rating_sum, rating_n, min_b, max_b, mask
     states: str  # user_id, chan, b, b_next, is_open  (chan 'member' = membership)
     orders: str  # user_id, cday, b, amount, coupon, cancel_b
     users: str   # user_id, first_b, first_user_b
     bounds: tuple[int, ...] = ()
 
     def names(self) -> list[str]:
-        return [self.iv, self.days, self.states, self.orders, self.users]
+        return [self.iv, self.states, self.orders, self.users]
+
+
+def event_code(col: str) -> str:
+    """SQL: the event's index in contract.EVENTS (families are contiguous ranges of it)."""
+    return f"CASE {col} " + " ".join(f"WHEN '{e}' THEN {i}" for i, e in enumerate(EVENTS)) + " END"
 
 
 def _case(mapping: dict[str, str], col: str = "event") -> str:
@@ -126,21 +130,17 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
     bucket = f"({day_sql(s)} + CASE WHEN {s} = CAST(CAST({s} AS DATE) AS TIMESTAMP) THEN 0 ELSE 1 END)"
     ev = (f"(SELECT * FROM (SELECT user_id, ts, event, amount, coupon, rating, order_id, "
           f"{bucket} AS b FROM {events}) z WHERE b <= {last})")
-    f = Facts(p, offset, f"{p}_iv", f"{p}_days", f"{p}_states", f"{p}_orders", f"{p}_users", tuple(bs))
+    f = Facts(p, offset, f"{p}_iv", f"{p}_states", f"{p}_orders", f"{p}_users", tuple(bs))
     interval = "CASE " + " ".join(f"WHEN b <= {x} THEN {x}" for x in bs) + " END"
     bit = f"CASE WHEN e - b < {MASK_DAYS} THEN CAST(1 AS BIGINT) << CAST(e - b AS INTEGER) ELSE 0 END"
     run.table(f.iv, f"""
-        SELECT user_id, e, event, {_case(EVENT_FAMILY)} AS fam, count(*) AS n, sum(amount) AS amt,
-               sum(CASE WHEN coupon THEN 1 ELSE 0 END) AS n_coupon,
-               sum(rating) AS rating_sum, count(rating) AS rating_n,
+        SELECT user_id, e, event, {_case(EVENT_FAMILY)} AS fam, {event_code('event')} AS ev,
+               CAST(count(*) AS DOUBLE) AS n, sum(amount) AS amt,
+               CAST(sum(CASE WHEN coupon THEN 1 ELSE 0 END) AS DOUBLE) AS n_coupon,
+               CAST(sum(rating) AS DOUBLE) AS rating_sum, CAST(count(rating) AS DOUBLE) AS rating_n,
                min(b) AS min_b, max(b) AS max_b, bit_or({bit}) AS mask
         FROM (SELECT user_id, event, amount, coupon, rating, b, {interval} AS e FROM {ev} y) x
-        GROUP BY user_id, e, event""")
-    run.table(f.days, f"""
-        SELECT user_id, e,
-               bit_count(bit_or(CASE WHEN event NOT IN {sql_list(BRAND_EVENTS)} THEN mask ELSE 0 END)) AS du,
-               bit_count(bit_or(CASE WHEN event = 'purchase' THEN mask ELSE 0 END)) AS dp
-        FROM {f.iv} GROUP BY user_id, e""")
+        GROUP BY user_id, e, event""")  # DOUBLE measures: DuckDB sums BIGINT into slow HUGEINT
     chan = {**CONNECT_EVENTS, **DISCONNECT_EVENTS, **{e: "member" for e in MEMBERSHIP_EVENTS}}
     opening = sql_list([*CONNECT_EVENTS, *(e for e, v in MEMBERSHIP_EVENTS.items() if v)])
     # The last state change of each bucket decides; at the same timestamp a close wins.
@@ -171,6 +171,17 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
                min(CASE WHEN event NOT IN {sql_list(BRAND_EVENTS)} THEN min_b END) AS first_user_b
         FROM {f.iv} GROUP BY user_id""")
     return f
+
+
+def pairs_table(bounds, days, hi: int | None = None, lo: int = 0) -> str:
+    """An inline table `(e, d)` of interval labels e with d - hi < e <= d - lo, for a hash join.
+
+    Joining facts on equality with this small table is much faster than a range join.
+    """
+    rows = [(e, d) for d in sorted(set(days)) for e in bounds if e <= d - lo and (hi is None or e > d - hi)]
+    if not rows:
+        return "(SELECT CAST(NULL AS INTEGER) AS e, CAST(NULL AS INTEGER) AS d)"
+    return "(" + " UNION ALL ".join(f"SELECT {e} AS e, {d} AS d" for e, d in rows) + ")"
 
 
 def instants_table(days: list[int]) -> str:

@@ -14,16 +14,16 @@ from datetime import datetime
 import pandas as pd
 
 from siyu.config import Config
-from siyu.features.contract import BRAND_EVENTS, FAMILIES
+from siyu.features.contract import BRAND_EVENTS, EVENTS, FAMILIES
 from siyu.features.facts import (
-    MASK_DAYS, Facts, Runner, build_facts, instant_of, instants_table, split_instant, sql_list,
+    MASK_DAYS, Facts, Runner, build_facts, instant_of, pairs_table, split_instant, sql_list,
 )
 from siyu.features.registry import Feature, features_for
 from siyu.features.tiers import tier_bounds, tier_sql
 
 _PH = re.compile(r"\{(\w+)(?::([^}]*))?\}")
 _WINDOWED = {"n": "a.n", "amt": "a.amt", "coupon": "a.n_coupon"}
-_DAYS = {"@user": "du", "purchase": "dp"}
+_DAYS = ("@user", "purchase")
 _LIFETIME = {"ln": "n", "lamt": "amt", "lcoupon": "n_coupon", "lrsum": "rating_sum", "lrn": "rating_n",
              "last": "max_b", "first": "min_b"}
 INT_FEATURES = ("tier", "prev_tier")
@@ -35,30 +35,43 @@ def registry_for(cfg: Config) -> list[Feature]:
 
 
 def _event_cond(spec: str, alias: str = "a") -> str:
+    """SQL condition on the integer event code `ev` (faster than comparing names)."""
     if spec == "@all":
         return "1 = 1"
     if spec == "@user":
-        return f"{alias}.event NOT IN {sql_list(BRAND_EVENTS)}"
+        return " AND ".join(f"{alias}.ev <> {EVENTS.index(e)}" for e in sorted(BRAND_EVENTS))
     if spec.startswith("@"):
         if spec[1:] not in FAMILIES:
             raise ValueError(f"unknown family {spec}")
-        return f"{alias}.fam = '{spec[1:]}'"
-    return f"{alias}.event IN {sql_list(spec.split('+'))}"
+        codes = [EVENTS.index(e) for e in FAMILIES[spec[1:]]]
+        return f"{alias}.ev BETWEEN {min(codes)} AND {max(codes)}"
+    codes = [EVENTS.index(e) for e in spec.split("+")]
+    return f"{alias}.ev IN ({', '.join(map(str, codes))})" if len(codes) > 1 else f"{alias}.ev = {codes[0]}"
 
 
 class Compiled:
-    """Interval aggregates collected from the feature expressions, and the rewritten expressions."""
+    """The feature expressions compiled into three aggregation levels.
+
+    Level 0 (`measures`): per (user, interval) pivots of the interval facts.
+    Level 1: measures summed per (user, cutoff, slot), where slots cut the days
+    before the cutoff at every window end. Level 2 (`finals`): per (user, cutoff),
+    windows are sums over slots, lifetime values over all slots.
+    """
 
     def __init__(self, feats: list[Feature], lookbacks: list[int]) -> None:
-        self.agg: dict[str, str] = {}      # over the interval facts, every interval up to d
-        self.days: dict[str, str] = {}     # over the distinct-day facts
-        self.offsets: set[int] = {0}       # window ends, in days before d
+        self.measures: dict[str, tuple[str, str]] = {}   # level-0 sql -> (alias, level-1 combine)
+        self.refs: dict[tuple, str] = {}                 # (measure, combine, window) -> final alias
+        self.offsets: set[int] = {0}
         self.max_days = 0
         self.lookbacks = lookbacks
         self.exprs = {f.name: _PH.sub(self._ref, f.expr) for f in feats}
+        self.slots = sorted(self.bound_offsets())
 
-    def _alias(self, table: dict[str, str], sql: str, prefix: str) -> str:
-        return table.setdefault(sql, f"{prefix}{len(table)}")
+    def _measure(self, sql: str, combine: str) -> str:
+        return self.measures.setdefault(sql, (f"m{len(self.measures)}", combine))[0]
+
+    def _final(self, measure: str, combine: str, window: tuple[int, int] | None) -> str:
+        return self.refs.setdefault((measure, combine, window), f"w{len(self.refs)}")
 
     def _ref(self, m: re.Match) -> str:
         kind, arg = m.group(1), m.group(2)
@@ -72,26 +85,58 @@ class Compiled:
             ev, hi, *lo = arg.split(":")
             hi, lo = int(hi), int(lo[0]) if lo else 0
             self.offsets |= {hi, lo}
-            win = f"a.e > i.d - {hi} AND a.e <= i.d - {lo}"
             if kind == "days":
                 if ev not in _DAYS:
                     raise ValueError(f"distinct days are tracked for {sorted(_DAYS)} only, not {ev}")
                 self.max_days = max(self.max_days, hi)
-                return f"coalesce(dd.{self._alias(self.days, f'sum(CASE WHEN {win} THEN a.{_DAYS[ev]} ELSE 0 END)', 'x')}, 0)"  # noqa: E501
-            sql = f"sum(CASE WHEN {_event_cond(ev)} AND {win} THEN {_WINDOWED[kind]} ELSE 0 END)"
-            return f"coalesce(w.{self._alias(self.agg, sql, 'w')}, 0)"
+                sql = f"CAST(bit_count(bit_or(CASE WHEN {_event_cond(ev)} THEN a.mask ELSE 0 END)) AS DOUBLE)"
+            else:
+                sql = f"sum(CASE WHEN {_event_cond(ev)} THEN {_WINDOWED[kind]} ELSE 0 END)"
+            return f"coalesce(w.{self._final(self._measure(sql, 'sum'), 'sum', (hi, lo))}, 0)"
         if kind in _LIFETIME:
             col, cond = _LIFETIME[kind], _event_cond(arg)
             if kind in ("last", "first"):
-                sql = f"{'max' if kind == 'last' else 'min'}(CASE WHEN {cond} THEN a.{col} END)"
-                return f"w.{self._alias(self.agg, sql, 'w')}"
-            return f"coalesce(w.{self._alias(self.agg, f'sum(CASE WHEN {cond} THEN a.{col} ELSE 0 END)', 'w')}, 0)"
+                fn = "max" if kind == "last" else "min"
+                return f"w.{self._final(self._measure(f'{fn}(CASE WHEN {cond} THEN a.{col} END)', fn), fn, None)}"
+            sql = f"sum(CASE WHEN {cond} THEN a.{col} ELSE 0 END)"
+            return f"coalesce(w.{self._final(self._measure(sql, 'sum'), 'sum', None)}, 0)"
         raise ValueError(f"unknown placeholder {m.group(0)}")
 
     def bound_offsets(self) -> set[int]:
         """Days before d where intervals must be cut (distinct-day intervals stay under MASK_DAYS)."""
         step = MASK_DAYS - 2
         return self.offsets | set(range(0, self.max_days + step, step))
+
+    def slot_pairs(self, bounds, days) -> str:
+        """Inline table (e, d, j): interval e lies in slot j (days before cutoff d), recent slots only."""
+        tail = self.slots[-1]
+        rows = [(e, d, max(j for j, o in enumerate(self.slots) if o <= d - e))
+                for d in sorted(set(days)) for e in bounds if 0 <= d - e < tail]
+        return "(" + " UNION ALL ".join(f"SELECT {e} AS e, {d} AS d, {j} AS j" for e, d, j in rows) + ")"
+
+    def tail_groups(self, days) -> tuple[str, str]:
+        """The oldest slot (all history before the last window end), shared between cutoffs.
+
+        Returns:
+            (SQL CASE giving each interval e its tail group g, inline table (g, d) of the groups
+            that make up cutoff d's tail). Many cutoffs then sum a few groups, not every interval.
+        """
+        tails = sorted({d - self.slots[-1] for d in days})
+        case = "CASE " + " ".join(f"WHEN p.e <= {t} THEN {t}" for t in tails) + " END"
+        rows = [(g, d) for d in sorted(set(days)) for g in tails if g <= d - self.slots[-1]]
+        return case, "(" + " UNION ALL ".join(f"SELECT {g} AS g, {d} AS d" for g, d in rows) + ")"
+
+    def final_sql(self) -> str:
+        """Level-2 aggregates over the slot table."""
+        out = []
+        for (m, fn, win), alias in self.refs.items():
+            if win is None:
+                out.append(f"{fn}(s.{m}) AS {alias}")
+            else:
+                hi, lo = win
+                js = [j for j, o in enumerate(self.slots) if lo <= o < hi]  # contiguous
+                out.append(f"sum(CASE WHEN s.j BETWEEN {js[0]} AND {js[-1]} THEN s.{m} ELSE 0 END) AS {alias}")
+        return ", ".join(out)
 
 
 def tier_days(days: list[int], cfg: Config) -> list[int]:
@@ -116,28 +161,34 @@ def feature_sql(facts: Facts, tiers: str, days: list[int], cfg: Config) -> tuple
     c = compiled_for(cfg)
     lookbacks = c.lookbacks
     ds = sorted(days)
-    inst = instants_table(ds)
-    aggs = ", ".join(f"{sql} AS {a}" for sql, a in c.agg.items())
-    day_aggs = ", ".join(f"{sql} AS {a}" for sql, a in c.days.items())
+    lvl0 = ", ".join(f"{sql} AS {a}" for sql, (a, _) in c.measures.items())
+    lvl1 = ", ".join(f"{fn}(p.{a}) AS {a}" for a, fn in c.measures.values())
+    tail_case, tail_pairs = c.tail_groups(ds)
     grid = " ".join(f"LEFT JOIN {tiers} g{w} ON g{w}.user_id = k.user_id AND g{w}.d = k.d - {w}"
                     for w in lookbacks)
     outs = ", ".join(f"CAST({e} AS DOUBLE) AS {n}" for n, e in c.exprs.items())
     sql = f"""
-    WITH w AS (
-        SELECT a.user_id, i.d, {aggs}
-        FROM {facts.iv} a JOIN {inst} i ON a.e <= i.d
-        GROUP BY a.user_id, i.d),
-    dd AS (
-        SELECT a.user_id, i.d, {day_aggs}
-        FROM {facts.days} a JOIN {inst} i ON a.e > i.d - {max(c.max_days, 1)} AND a.e <= i.d
-        GROUP BY a.user_id, i.d)
+    WITH pv AS (
+        SELECT a.user_id, a.e, {lvl0} FROM {facts.iv} a GROUP BY a.user_id, a.e),
+    tg AS (
+        SELECT p.user_id, p.g, {lvl1}
+        FROM (SELECT p.*, {tail_case} AS g FROM pv p) p WHERE p.g IS NOT NULL GROUP BY p.user_id, p.g),
+    s AS (
+        SELECT p.user_id, i.d, i.j, {lvl1}
+        FROM pv p JOIN {c.slot_pairs(facts.bounds, ds)} i ON p.e = i.e
+        GROUP BY p.user_id, i.d, i.j
+        UNION ALL
+        SELECT p.user_id, i.d, {len(c.slots) - 1} AS j, {lvl1}
+        FROM tg p JOIN {tail_pairs} i ON p.g = i.g
+        GROUP BY p.user_id, i.d),
+    w AS (
+        SELECT s.user_id, s.d, {c.final_sql()} FROM s GROUP BY s.user_id, s.d)
     SELECT k.user_id, k.d, {outs}
     FROM {tiers} k
     JOIN {tiers} t ON t.user_id = k.user_id AND t.d = k.d
     LEFT JOIN {tiers} prev ON prev.user_id = k.user_id AND prev.d = k.d - {cfg.windows.period_days}
     {grid}
     LEFT JOIN w ON w.user_id = k.user_id AND w.d = k.d
-    LEFT JOIN dd ON dd.user_id = k.user_id AND dd.d = k.d
     WHERE k.d IN ({", ".join(str(d) for d in ds)})"""
     return sql, [f.name for f in registry_for(cfg)]
 
