@@ -100,7 +100,7 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     load_valid_events(con, events_path, cfg)
     cutoffs = training_cutoffs(con, cfg)
     table = training_table(con, cutoffs, cfg)
-    lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchone()
+    lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
     info = {"events_path": str(events_path), "data_window_start": str(lo), "data_window_end": str(hi)}
     features = features_for(tuple(cfg.windows.feature_windows), cfg.windows.period_days)
     return train_table(table, cutoffs, cfg, features, experiment, baselines.load_oracle(Path(events_path)), info)
