@@ -28,7 +28,8 @@ def world(users: int, days: int, cache: Path, oracle: bool) -> Path:
     from siyu.config import load_config
     from siyu.features.simulator import simulate_world
 
-    out = cache / f"world_{users}_{days}{'' if oracle else '_nooracle'}"
+    # Same folder name as bench_features.py for the oracle-free world, so both share one simulation.
+    out = cache / f"world_{users}_{days}{'_oracle' if oracle else ''}"
     path = out / "events.parquet"
     if not path.exists():
         t = time.perf_counter()
