@@ -131,6 +131,7 @@ def test_mlflow_parent_and_child_runs(world):
     parent = client.get_run(result.parent_run_id)
     assert parent.data.params["validation_cutoff"] == f"{cutoffs[-1]:%Y-%m-%d}"
     assert parent.data.params["cfg.training.seed"] == "42" and int(parent.data.params["rows_validation"]) == 600
+    assert parent.data.params["features"].split(",") == NAMES
     assert "config/resolved_config.json" in [a.path for a in client.list_artifacts(parent.info.run_id, "config")]
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(c.data.params["label"] for c in children) == ["churn", "koc", "promotion"]

@@ -141,7 +141,7 @@ def train_table(table: pd.DataFrame, cutoffs: Sequence, cfg: Config, features: S
     with mlflow.start_run(run_name=f"train@{cutoffs[-1]:%Y-%m-%d}") as parent:
         params = {**_flat(cfg.model_dump(mode="json"), "cfg."), **(info or {}),
                   "cutoffs": ",".join(f"{c:%Y-%m-%d}" for c in cutoffs), "validation_cutoff": f"{cutoffs[-1]:%Y-%m-%d}",
-                  "holdout_cutoff": f"{cutoffs[-2]:%Y-%m-%d}", "n_features": len(names),
+                  "holdout_cutoff": f"{cutoffs[-2]:%Y-%m-%d}", "n_features": len(names), "features": ",".join(names),
                   **{f"rows_{k}": v for k, v in rows.items()}}
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
         mlflow.log_dict(cfg.model_dump(mode="json"), "config/resolved_config.json")
