@@ -15,14 +15,14 @@ MAX_ITEMS = 1000
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Text = Annotated[str, StringConstraints(max_length=1024)]
 
-EXAMPLE_REQUEST: dict = {"user_ids": ["u000001", "u000002", "no-such-user"]}
+EXAMPLE_REQUEST: dict = {"user_ids": ["u1", "u2", "no-such-user"]}
 """A /predict request body (the docs' example; the tests post it)."""
 
 EXAMPLE_EVENTS_REQUEST: dict = {
     "events": [
-        {"user_id": "new-1", "ts": "2024-05-01T09:00:00", "event": "follow", "channel": "official_account"},
-        {"user_id": "new-1", "ts": "2024-05-03T20:15:00", "event": "message_open"},
-        {"user_id": "new-1", "ts": "2024-05-04T12:00:00", "event": "purchase", "amount": 129.0, "order_id": "o-1"},
+        {"user_id": "new-1", "ts": "2025-12-01T09:00:00", "event": "follow", "channel": "official_account"},
+        {"user_id": "new-1", "ts": "2025-12-03T20:15:00", "event": "message_open"},
+        {"user_id": "new-1", "ts": "2025-12-04T12:00:00", "event": "purchase", "amount": 129.0, "order_id": "o-1"},
     ]
 }
 """A /predict_events request body: one new user's first days."""

@@ -23,7 +23,6 @@ from siyu.serving.docs import DocsMiddleware
 from siyu.serving.schemas import PredictEventsRequest, PredictRequest, PredictResponse
 
 log = logging.getLogger("siyu.serving")
-RETRY_SECONDS = float(os.environ.get("SIYU_LOAD_RETRY_SECONDS", "10"))
 _METRICS: dict = {}
 
 
@@ -70,8 +69,9 @@ class SiyuService:
                          self.predictor.snap.path, len(self.predictor.snap.user_ids))
             except Exception as e:  # noqa: BLE001 - keep serving probes; /readyz reports not ready
                 self.load_error = f"{type(e).__name__}: {e}"
-                log.error("siyu not ready (retrying in %ss): %s", RETRY_SECONDS, self.load_error)
-                time.sleep(RETRY_SECONDS)
+                retry = float(os.environ.get("SIYU_LOAD_RETRY_SECONDS", "10"))
+                log.error("siyu not ready (retrying in %ss): %s", retry, self.load_error)
+                time.sleep(retry)
 
     def __is_ready__(self) -> bool:
         return self.predictor is not None

@@ -1,0 +1,177 @@
+"""The prediction API: in-process ASGI checks (fast) and the real `bentoml serve` over HTTP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from serving_world import serving_world
+from siyu.serving.schemas import EXAMPLE_EVENTS_REQUEST, EXAMPLE_REQUEST
+
+TOKEN = "test-token-7f3a"
+
+
+@pytest.fixture(scope="module")
+def world():
+    return serving_world()
+
+
+def _wait_ready(get, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if get("/readyz").status_code == 200:
+            return
+        time.sleep(0.2)
+    raise AssertionError("service never became ready")
+
+
+@pytest.fixture(scope="module")
+def client(world, tmp_path_factory):
+    """The service's ASGI app in-process, with the token check on.
+
+    The snapshot appears only after start-up, so the fixture also checks that the
+    service stays up and not ready (503) until it can load, then recovers by itself.
+    One app per process: BentoML's own metrics cannot be registered twice.
+    """
+    scores = tmp_path_factory.mktemp("late") / "scores.parquet"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SIYU_CONFIG", str(world.cfg_path))
+        mp.setenv("SIYU_SCORES", str(scores))
+        mp.setenv("SIYU_API_TOKEN", TOKEN)
+        mp.setenv("SIYU_LOAD_RETRY_SECONDS", "0.2")
+        from siyu.serving.service import SiyuService
+
+        with TestClient(SiyuService.to_asgi(), headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+            assert c.get("/livez").status_code == 200
+            assert c.get("/readyz").status_code == 503
+            r = c.post("/predict", json=EXAMPLE_REQUEST)
+            assert r.status_code == 503 and "not loaded" in r.json()["error"]
+            shutil.copy(world.scores, scores)
+            _wait_ready(c.get)
+            yield c
+
+
+def test_predict_example(client, world):
+    r = client.post("/predict", json=EXAMPLE_REQUEST)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    from siyu.training.registry import resolve_alias
+
+    assert body["model_versions"]["churn"] == resolve_alias(world.cfg, "churn")
+    assert body["snapshot_date"].startswith(world.asof.date().isoformat())
+    items = body["predictions"]
+    assert [i["status"] for i in items] == ["ok", "ok", "unknown_user"]
+    for item in items[:2]:
+        for lab in ("churn", "promotion", "koc"):
+            score = item[lab]
+            assert (score is None) == (item[f"p_{lab}"] is None)
+            if score:
+                assert 0 <= score["probability"] <= 1 and 0 <= score["percentile"] <= 100
+                assert len(score["reasons"]) == 3 and all(r["sentence"] for r in score["reasons"])
+
+
+@pytest.mark.parametrize("body, loc", [
+    ({"user_ids": []}, ["user_ids"]),
+    ({"user_ids": [f"u{i}" for i in range(1001)]}, ["user_ids"]),
+    ({"user_ids": ["u1"], "extra": 1}, ["extra"]),
+    ({"user_ids": [1]}, ["user_ids", 0]),
+    ({"user_ids": "u1"}, ["user_ids"]),
+    ({}, ["user_ids"]),
+])
+def test_predict_bad_input_is_400_naming_the_field(client, body, loc):
+    r = client.post("/predict", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"][0]["loc"] == loc
+
+
+def test_malformed_json_is_400(client):
+    r = client.post("/predict", content=b'{"user_ids": ["u1"', headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize("event, loc", [
+    ({"user_id": "n1", "ts": "not a time", "event": "follow"}, ["events", 1, "ts"]),
+    ({"user_id": "n1", "ts": "2025-05-01", "event": "teleport"}, ["events", 1, "event"]),
+    ({"user_id": "n1", "ts": "2025-05-01", "event": "purchase", "amount": -3}, ["events", 1, "amount"]),
+    ({"user_id": "n1", "ts": "2025-05-01", "event": "review", "rating": 9}, ["events", 1, "rating"]),
+    ({"user_id": "n1", "ts": "2025-05-01", "event": "follow", "colour": "red"}, ["events", 1, "colour"]),
+    ({"user_id": "n1", "ts": "2025-05-01", "event": "purchase", "amount": "lots"}, ["events", 1, "amount"]),
+])
+def test_predict_events_invalid_rows_are_400(client, event, loc):
+    good = {"user_id": "n1", "ts": "2025-04-01", "event": "follow"}
+    r = client.post("/predict_events", json={"events": [good, event]})
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"][0]["loc"] == loc
+
+
+def test_predict_events_new_user(client):
+    r = client.post("/predict_events", json=EXAMPLE_EVENTS_REQUEST)
+    assert r.status_code == 200, r.text
+    (item,) = r.json()["predictions"]
+    assert item["user_id"] == "new-1" and item["status"] == "ok" and item["tier"] == "buyer"
+    assert item["p_promotion"] is not None and len(item["promotion"]["reasons"]) == 3
+
+
+def test_auth_and_open_probes(client):
+    bare = {"Authorization": ""}
+    assert client.post("/predict", json=EXAMPLE_REQUEST, headers=bare).status_code == 401
+    assert client.post("/predict", json=EXAMPLE_REQUEST, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/predict_events", json=EXAMPLE_EVENTS_REQUEST, headers=bare).status_code == 401
+    for path in ("/livez", "/readyz", "/docs.json"):  # /metrics needs the real server (see below)
+        assert client.get(path, headers=bare).status_code == 200, path
+    assert client.get("/docs", headers=bare, follow_redirects=False).status_code == 307
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_bentoml_serve(world, tmp_path):
+    """`siyu serve` starts the real BentoML server; call it over HTTP like another system would."""
+    port = _free_port()
+    env = {**os.environ, "SIYU_API_TOKEN": TOKEN, "SIYU_HOME": str(tmp_path)}
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "siyu", "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--scores", str(world.scores), "--config", str(world.cfg_path)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                          headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+            def get(path):
+                try:
+                    return c.get(path)
+                except httpx.TransportError:
+                    assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+                    return httpx.Response(599)
+            _wait_ready(get, timeout=180)
+            r = c.post("/predict", json=EXAMPLE_REQUEST)
+            assert r.status_code == 200 and r.json()["predictions"][2]["status"] == "unknown_user"
+            ids = [f"u{i}" for i in range(1000)]
+            r = c.post("/predict", json={"user_ids": ids})
+            assert r.status_code == 200 and len(r.json()["predictions"]) == 1000
+            assert c.post("/predict", json=EXAMPLE_REQUEST, headers={"Authorization": ""}).status_code == 401
+            assert c.post("/predict", json={"user_ids": []}).status_code == 400
+            assert c.post("/predict_events", json=EXAMPLE_EVENTS_REQUEST).status_code == 200
+            metrics = c.get("/metrics", headers={"Authorization": ""})  # open, like the probes
+            assert metrics.status_code == 200
+            assert 'siyu_predictions_total{endpoint="predict",tier=' in metrics.text
+            assert 'siyu_score_bucket{label="churn"' in metrics.text and "bentoml_service_request" in metrics.text
+            assert "/predict_events" in c.get("/docs.json").json()["paths"]
+        assert TOKEN not in (tmp_path / "serve.log").read_text(), "the token must never be logged"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
