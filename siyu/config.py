@@ -84,6 +84,8 @@ class TrainingConfig(_Strict):
     rule_recency_feature: str = Field("days_since_user_event", description="churn rule baseline: days since last activity")
     rfm_families: tuple[str, ...] = Field(("recency", "frequency", "monetary"), description="logistic baseline inputs")
     shap_sample: int = Field(2000, gt=0, description="validation rows explained for the SHAP summary")
+    monotone_extra: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="label -> {feature: +1/-1}: constraints on top of the registry's hints")
 
 
 class ScoringConfig(_Strict):

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from siyu.errors import SiyuError
 from siyu.training import evaluate, registry
 from siyu.training.baselines import oracle_scores, rule_scores
 from siyu.training.calibrate import Calibrator, fit_calibrator
@@ -62,6 +63,7 @@ def test_validation_labels_never_touch_the_model(tmp_path):
 
 
 def test_lgbm_params_imbalance_and_monotone(cfg):
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"monotone_extra": {}})})
     p = lgbm_params("churn", cfg, FEATURES, n_pos=100, n_neg=900)
     assert cfg.training.class_weight == "sqrt" and p["scale_pos_weight"] == pytest.approx(3.0)
     full = cfg.model_copy(update={"training": cfg.training.model_copy(update={"class_weight": "balanced"})})
@@ -70,6 +72,25 @@ def test_lgbm_params_imbalance_and_monotone(cfg):
     off = cfg.model_copy(update={"training": cfg.training.model_copy(update={"monotone": False, "class_weight": "none"})})
     p = lgbm_params("churn", off, FEATURES, 100, 900)
     assert "monotone_constraints" not in p and "scale_pos_weight" not in p
+
+
+def test_registry_constraints_cover_complaints_mutes_and_referrals(cfg):
+    """Every count that a complaint or mute raises is constrained up for churn; every count or sum
+    that a referral purchase raises is constrained up for KOC (registry hints + training.monotone_extra)."""
+    from siyu.features.registry import features_for
+
+    feats = features_for(tuple(cfg.windows.feature_windows), cfg.windows.period_days)
+    names = [f.name for f in feats]
+    churn = dict(zip(names, lgbm_params("churn", cfg, feats, 1, 1)["monotone_constraints"]))
+    koc = dict(zip(names, lgbm_params("koc", cfg, feats, 1, 1)["monotone_constraints"]))
+    friction = [n for n in names if n.startswith(("n_complaint", "n_mute", "n_friction"))]
+    referral = [n for n in names if n.startswith(("n_referral", "referred_revenue", "n_advocacy"))]
+    assert len(friction) >= 5 and len(referral) >= 5
+    assert {n: churn[n] for n in friction} == {n: 1 for n in friction}
+    assert {n: koc[n] for n in referral} == {n: 1 for n in referral}
+    bad = cfg.model_copy(update={"training": cfg.training.model_copy(update={"monotone_extra": {"koc": {"nope": 1}}})})
+    with pytest.raises(SiyuError, match="unknown feature"):
+        lgbm_params("koc", bad, feats, 1, 1)
 
 
 @pytest.mark.parametrize("method", ["platt", "isotonic"])
@@ -198,3 +219,41 @@ def test_losing_to_the_rule_is_loud(uri):
     child = mlflow.get_run(result.labels["churn"].run_id)
     assert "does not beat the baselines" in child.data.tags["siyu.warning"]
     assert "churn" in mlflow.get_run(result.parent_run_id).data.tags["siyu.warning"]
+
+
+@pytest.mark.slow
+def test_behaviour_on_a_simulated_world(tmp_path, cfg):
+    """Real features from the simulator: one or three more complaints/mutes (every count they raise) never
+    lower churn risk; one more referral purchase (every count and sum it raises) never lowers KOC likelihood."""
+    import duckdb
+
+    from siyu.features.simulator import simulate_world
+    from siyu.features.training_table import training_cutoffs, training_table
+    from siyu.features.validate import load_valid_events
+    from siyu.training.train import train_all
+
+    simulate_world(cfg, users=4000, days=240, out_dir=tmp_path / "w", replicas=0)
+    events = tmp_path / "w" / "events.parquet"
+    t = cfg.training.model_copy(update={"min_class_count": 5})
+    cfg = cfg.model_copy(update={"training": t, "mlflow": cfg.mlflow.model_copy(
+        update={"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"})})
+    result = train_all(events, cfg, experiment="behaviour")
+    assert result.labels["churn"].trained and result.labels["koc"].trained, result.warnings()
+    con = duckdb.connect()
+    load_valid_events(con, events, cfg)
+    val = training_table(con, training_cutoffs(con, cfg)[-1:], cfg)
+    churn, koc = registry.load_model(cfg, "churn"), registry.load_model(cfg, "koc")
+    names = churn.feature_names
+    X = val[names].astype("float64").to_numpy(na_value=np.nan)
+    friction = [names.index(n) for n in names if n.startswith(("n_complaint", "n_mute", "n_friction"))]
+    base = churn.predict_proba(X)
+    for k in (1, 3):
+        Xm = X.copy()
+        Xm[:, friction] = np.nan_to_num(Xm[:, friction]) + k
+        assert np.all(churn.predict_proba(Xm) >= base - 1e-12)
+    counts = [names.index(n) for n in names if n.startswith(("n_referral", "n_advocacy"))]
+    money = [names.index(n) for n in names if n.startswith("referred_revenue")]
+    Xr = X.copy()
+    Xr[:, counts] = np.nan_to_num(Xr[:, counts]) + 1
+    Xr[:, money] = np.nan_to_num(Xr[:, money]) + 100.0
+    assert np.all(koc.predict_proba(Xr) >= koc.predict_proba(X) - 1e-12)

@@ -75,6 +75,7 @@ def small_cfg(tracking_uri: str, **training):
 
     cfg = load_config()
     params = {**cfg.training.lgbm_params, "min_data_in_leaf": 20, "num_leaves": 15, "num_threads": 1}
-    t = cfg.training.model_copy(update={"min_class_count": 20, "lgbm_params": params, **training})
+    # monotone_extra names features of the real registry; this hand-made table has its own.
+    t = cfg.training.model_copy(update={"min_class_count": 20, "lgbm_params": params, "monotone_extra": {}, **training})
     m = cfg.mlflow.model_copy(update={"tracking_uri": tracking_uri})
     return cfg.model_copy(update={"training": t, "mlflow": m})

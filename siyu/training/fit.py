@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from siyu.config import Config
+from siyu.errors import SiyuError
 from siyu.features.registry import Feature
 from siyu.training.calibrate import Calibrator, fit_calibrator
 
@@ -72,7 +73,11 @@ def lgbm_params(label: str, cfg: Config, features: Sequence[Feature], n_pos: int
     elif t.class_weight == "sqrt":
         params["scale_pos_weight"] = float(np.sqrt(ratio))
     if t.monotone:
-        signs = [dict(f.monotone).get(label, 0) for f in features]
+        extra = t.monotone_extra.get(label, {})
+        unknown = sorted(set(extra) - {f.name for f in features})
+        if unknown:
+            raise SiyuError(f"training.monotone_extra.{label} names unknown feature(s) {unknown}")
+        signs = [extra.get(f.name, dict(f.monotone).get(label, 0)) for f in features]
         if any(signs):
             params["monotone_constraints"] = signs
     return params
