@@ -131,3 +131,22 @@ def test_purchases_only_log(cfg):
     assert df.loc["a", "tier_next"] == "repeat" and df.loc["a", "promotion"] == 1
     assert df.loc["c", "churn"] == 1 and df.loc["a", "churn"] == 0  # inactivity is the only churn signal
     assert (df["koc"].dropna() == 0).all()  # KOC impossible without referral events
+
+
+def test_labels_match_the_simulators_bookkeeping(cfg, tmp_path):
+    """Two independent implementations of DESIGN §3-§4: the simulator's state and this SQL."""
+    import duckdb
+
+    from siyu.features.simulator import simulate_world
+
+    simulate_world(cfg, users=800, days=200, out_dir=tmp_path, replicas=1)
+    oracle = pd.read_parquet(tmp_path / "oracle.parquet")
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE events AS SELECT * FROM read_parquet('{tmp_path / 'events.parquet'}')")
+    mine = label_table(con, oracle["cutoff"].iloc[0].to_pydatetime(), cfg)
+    for lbl in ("churn", "promotion", "koc"):
+        theirs = oracle[oracle["label"] == lbl][["user_id", "y"]].astype({"user_id": str})
+        pop = mine[mine[lbl].notna()][["user_id", lbl]]
+        both = theirs.merge(pop, on="user_id", how="outer")
+        assert len(both) == len(theirs) == len(pop) > 100, lbl
+        assert (both["y"] == both[lbl].astype(int)).all(), lbl
