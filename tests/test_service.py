@@ -64,8 +64,10 @@ def test_predict_example(client, world):
     r = client.post("/predict", json=EXAMPLE_REQUEST)
     assert r.status_code == 200, r.text
     body = r.json()
+    from siyu.serving.schemas import PredictResponse
     from siyu.training.registry import resolve_alias
 
+    PredictResponse.model_validate(body)  # the hot path serialises dicts: they must match the schema
     assert body["model_versions"]["churn"] == resolve_alias(world.cfg, "churn")
     assert body["snapshot_date"].startswith(world.asof.date().isoformat())
     items = body["predictions"]

@@ -163,6 +163,9 @@ def top_reasons(contrib: np.ndarray, k: int = N_REASONS) -> tuple[np.ndarray, np
     c = contrib[:, :-1]
     k = min(k, c.shape[1])
     a = np.abs(c)
+    if len(c) == 1:  # the API's common case: a plain sort beats the vectorised machinery
+        idx = np.argsort(-a[0], kind="stable")[:k][None, :]
+        return idx, c[:, idx[0]]
     part = np.argpartition(-a, k - 1, axis=1)[:, :k] if c.shape[1] > k else np.tile(np.arange(k), (len(c), 1))
     order = np.argsort(-np.take_along_axis(a, part, axis=1), axis=1, kind="stable")
     idx = np.take_along_axis(part, order, axis=1)
@@ -199,9 +202,10 @@ def buckets(pct: np.ndarray, bounds: dict[str, float]) -> np.ndarray:
     names = sorted(bounds, key=bounds.get)
     edges = np.array([bounds[b] for b in names]) * 100.0
     pct = np.asarray(pct, dtype=float)
-    pos = np.searchsorted(edges, np.nan_to_num(pct, nan=-1.0), side="right") - 1
+    nan = np.isnan(pct)
+    pos = np.searchsorted(edges, np.where(nan, -1.0, pct), side="right")
     labels = np.array([None, *names], dtype=object)
-    return np.where(np.isnan(pct), None, labels[pos + 1])
+    return np.where(nan, None, labels[pos])
 
 
 def format_value(value: float | None, unit: str = "") -> str:

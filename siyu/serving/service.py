@@ -9,6 +9,7 @@ Models and snapshot load in a background thread so /livez answers at once and
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -16,7 +17,7 @@ import time
 from datetime import datetime, timezone
 
 import bentoml
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from siyu.serving.auth import BearerTokenMiddleware
 from siyu.serving.docs import DocsMiddleware
@@ -47,7 +48,10 @@ def _error(status: int, msg: str, loc: list | None = None) -> JSONResponse:
     return JSONResponse({"error": msg, "detail": detail}, status_code=status)
 
 
-@bentoml.service(name="siyu", traffic={"timeout": 30}, workers=1)
+# One worker: the 2-core budget is shared with batch jobs; scale out with more replicas.
+# Per-request access logs cost about as much as a prediction; SIYU_ACCESS_LOG=1 turns them on.
+@bentoml.service(name="siyu", traffic={"timeout": 30}, workers=1,
+                 logging={"access": {"enabled": os.environ.get("SIYU_ACCESS_LOG", "0") == "1"}})
 class SiyuService:
     """Tier, churn, promotion and KOC predictions with reasons, for snapshot users or raw events."""
 
@@ -79,7 +83,7 @@ class SiyuService:
     def _not_ready(self) -> JSONResponse:
         return _error(503, "models or snapshot not loaded yet" + (f" ({self.load_error})" if self.load_error else ""))
 
-    def _answer(self, items: list[dict], asof: datetime, endpoint: str) -> PredictResponse:
+    def _answer(self, items: list[dict], asof: datetime, endpoint: str) -> Response:
         m = _metrics()
         for item in items:
             if item["status"] == "ok":
@@ -88,16 +92,20 @@ class SiyuService:
                     if item.get(f"p_{lab}") is not None:
                         m["score"].labels(lab).observe(item[f"p_{lab}"])
         p = self.predictor
-        return PredictResponse(model_versions=p.versions, snapshot_date=p.snap.asof, asof=asof, predictions=items)
+        # The items are built to the PredictResponse schema (a test validates them against it);
+        # serialising them directly skips a second validation pass on the hot path.
+        body = {"model_versions": p.versions, "snapshot_date": p.snap.asof.isoformat(), "asof": asof.isoformat(),
+                "predictions": items}
+        return Response(json.dumps(body, allow_nan=False).encode(), media_type="application/json")
 
-    @bentoml.api(route="/predict", input_spec=PredictRequest)
+    @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)
     async def predict(self, user_ids: list[str]) -> PredictResponse:
         """Score users of the latest snapshot by id (1-1000); unknown ids come back as `unknown_user`."""
         if self.predictor is None:
             return self._not_ready()
         return self._answer(self.predictor.predict_ids(user_ids), self.predictor.snap.asof, "predict")
 
-    @bentoml.api(route="/predict_events", input_spec=PredictEventsRequest)
+    @bentoml.api(route="/predict_events", input_spec=PredictEventsRequest, output_spec=PredictResponse)
     def predict_events(self, events: list, asof: datetime | None = None) -> PredictResponse:
         """Score users from their raw events (validated like batch; features from the batch feature code)."""
         from siyu.serving.predictor import EventsRejected

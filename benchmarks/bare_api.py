@@ -1,0 +1,55 @@
+"""The floor for the API benchmark: a bare ASGI app under uvicorn doing the same lookup + booster predict.
+
+No framework, no validation, no reasons: parse the JSON body, find the user's
+feature row in the snapshot, run each champion booster on it, answer JSON.
+Started by bench_api.py as `uvicorn --app-dir benchmarks bare_api:app` with
+SIYU_SCORES / SIYU_HOME set like the real service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+_STATE: dict = {}
+
+
+def _load() -> None:
+    from siyu.config import load_config
+    from siyu.serving.batch import load_champions
+    from siyu.serving.snapshot import load_snapshot
+
+    cfg = load_config()
+    snap = load_snapshot(os.environ["SIYU_SCORES"])
+    models = load_champions(cfg)
+    pos = {f: i for i, f in enumerate(snap.feature_names)}
+    _STATE["cols"] = {lab: [pos[f] for f in m.feature_names] for lab, m in models.items()}
+    _STATE.update(snap=snap, models=models)
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        msg = await receive()
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            break
+    if scope["path"] == "/readyz":  # loads on the first probe, like the service's background load
+        if not _STATE:
+            _load()
+        out, status = b"ok", 200
+    else:
+        snap, out_items = _STATE["snap"], []
+        for uid in json.loads(body)["user_ids"]:
+            i = snap.index.get(uid)
+            item = {"user_id": uid}
+            if i is not None:
+                for lab, m in _STATE["models"].items():
+                    item[f"p_{lab}"] = float(m.booster.predict(snap.X[i:i + 1, _STATE["cols"][lab]], num_threads=1)[0])
+            out_items.append(item)
+        out, status = json.dumps({"predictions": out_items}).encode(), 200
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+    await send({"type": "http.response.body", "body": out})
