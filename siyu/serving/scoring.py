@@ -28,15 +28,13 @@ _UNIT_SUFFIX = {"days": " days", "day": " days", "currency": " (currency)"}
 
 
 class ScoringModel(Protocol):
-    """What siyu.training.registry.load_model returns."""
+    """What siyu.training.registry.load_model returns (also: `booster`, `calibrator`)."""
 
-    label: str
     name: str
     version: int
     feature_names: list[str]
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
-    def contributions(self, X: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass

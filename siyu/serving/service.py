@@ -20,7 +20,6 @@ import bentoml
 from starlette.responses import JSONResponse, Response
 
 from siyu.serving.auth import BearerTokenMiddleware
-from siyu.serving.docs import DocsMiddleware
 from siyu.serving.schemas import PredictEventsRequest, PredictRequest, PredictResponse
 
 log = logging.getLogger("siyu.serving")
@@ -36,6 +35,21 @@ def _metrics() -> dict:
         _METRICS["score"] = pc.Histogram("siyu_score", "Scores served, by label", ["label"],
                                          buckets=[0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0])
     return _METRICS
+
+
+class DocsMiddleware:
+    """`GET /docs` -> BentoML's Swagger UI at `/` (the spec itself is at `/docs.json`)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("path") in ("/docs", "/docs/") and scope.get("method") in ("GET", "HEAD"):
+            await send({"type": "http.response.start", "status": 307,
+                        "headers": [(b"location", b"/"), (b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.app(scope, receive, send)
 
 
 def _naive_utc(t: datetime | None) -> datetime | None:
