@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -37,16 +38,30 @@ class LabelData:
     X_val: np.ndarray
 
     @classmethod
-    def split(cls, table: pd.DataFrame, label: str, part: dict[str, pd.Series], names: Sequence[str]) -> "LabelData":
-        """Rows of the label's population with a known outcome, per part of the split."""
-        pop = table[f"in_{label}_pop"].fillna(False).astype(bool) & table[label].notna()
-        frames = {k: table[pop & m].reset_index(drop=True) for k, m in part.items()}
-        for f in frames.values():
-            f[label] = f[label].astype(int)
-        return cls(label, frames["fit"], frames["holdout"], frames["validation"],
-                   matrix(frames["fit"], names), matrix(frames["holdout"], names), matrix(frames["validation"], names))
+    def split(cls, table: pd.DataFrame, label: str, part: dict[str, pd.Series], names: Sequence[str],
+              keep: Sequence[str] | None = None) -> "LabelData":
+        """Rows of the label's population with a known outcome, per part of the split.
 
-    @property
+        Args:
+            table: the training table.
+            label: churn, promotion or koc.
+            part: part name (fit, holdout, validation) -> row mask of `table`.
+            names: feature columns, in model order (become the X matrices).
+            keep: feature columns also kept in the frames (baselines); None keeps every column.
+        """
+        pop = table[f"in_{label}_pop"].fillna(False).astype(bool) & table[label].notna()
+        cols = None if keep is None else list(dict.fromkeys(
+            [c for c in ("user_id", "cutoff", tier_column(table), label) if c in table.columns] + list(keep)))
+        frames, X = {}, {}
+        for k, m in part.items():
+            rows = table[pop & m]
+            X[k] = matrix(rows, names)
+            # Only the columns baselines need stay in pandas: a 1M-user table is large.
+            frames[k] = (rows if cols is None else rows[cols]).reset_index(drop=True)
+            frames[k][label] = frames[k][label].astype(int)
+        return cls(label, frames["fit"], frames["holdout"], frames["validation"], X["fit"], X["holdout"], X["validation"])
+
+    @functools.cached_property
     def fit_and_holdout(self) -> pd.DataFrame:
         """Every training row (what baselines are fitted on)."""
         return pd.concat([self.fit, self.holdout], ignore_index=True)

@@ -206,15 +206,16 @@ class GateDecision:
     champion_version: int | None = None
 
 
-def gate(cfg: Config, label: str, version: int, val: pd.DataFrame, y: np.ndarray, challenger_score: float,
-         metric_fn, metric: str) -> GateDecision:
+def gate(cfg: Config, label: str, version: int, X_val: np.ndarray, names: list[str], y: np.ndarray,
+         challenger_score: float, metric_fn, metric: str) -> GateDecision:
     """Mark `version` challenger; make it champion when at least as good as the champion on `val`.
 
     Args:
         cfg: config (model names).
         label: churn, promotion or koc.
         version: the newly registered version.
-        val: validation rows (all feature columns).
+        X_val: validation rows, columns in `names` order.
+        names: the feature names of X_val's columns.
         y: their outcomes.
         challenger_score: the new version's metric on `val`.
         metric_fn: (y, p) -> float, the same metric computed for the champion.
@@ -231,11 +232,12 @@ def gate(cfg: Config, label: str, version: int, val: pd.DataFrame, y: np.ndarray
         promote(cfg, label, version)
         return GateDecision(True, "no champion yet", metric, challenger_score)
     champ = load_version(cfg, label, champ_v)
-    missing = [f for f in champ.feature_names if f not in val.columns]
+    missing = [f for f in champ.feature_names if f not in names]
     if missing:
         return GateDecision(False, f"champion v{champ_v} needs features not in this table ({missing[:3]}...); "
                             "compare by hand and `siyu promote`", metric, challenger_score, None, champ_v)
-    champ_score = float(metric_fn(y, champ.predict_proba(val[champ.feature_names].to_numpy(dtype=float))))
+    cols = [names.index(f) for f in champ.feature_names]
+    champ_score = float(metric_fn(y, champ.predict_proba(X_val[:, cols])))
     if challenger_score >= champ_score:
         promote(cfg, label, version)
         return GateDecision(True, f"{metric} {challenger_score:.4f} >= champion v{champ_v} {champ_score:.4f}",

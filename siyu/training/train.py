@@ -101,6 +101,7 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     cutoffs = training_cutoffs(con, cfg)
     table = training_table(con, cutoffs, cfg)
     lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
+    con.close()  # DuckDB's memory goes back before LightGBM needs it
     info = {"events_path": str(events_path), "data_window_start": str(lo), "data_window_end": str(hi)}
     features = features_for(tuple(cfg.windows.feature_windows), cfg.windows.period_days)
     return train_table(table, cutoffs, cfg, features, experiment, baselines.load_oracle(Path(events_path)), info)
@@ -138,6 +139,7 @@ def train_table(table: pd.DataFrame, cutoffs: Sequence, cfg: Config, features: S
     exp = experiment or cfg.mlflow.experiment
     mlflow.set_experiment(exp)
     results: dict[str, LabelResult] = {}
+    t = cfg.training
     with mlflow.start_run(run_name=f"train@{cutoffs[-1]:%Y-%m-%d}") as parent:
         params = {**_flat(cfg.model_dump(mode="json"), "cfg."), **(info or {}),
                   "cutoffs": ",".join(f"{c:%Y-%m-%d}" for c in cutoffs), "validation_cutoff": f"{cutoffs[-1]:%Y-%m-%d}",
@@ -147,8 +149,10 @@ def train_table(table: pd.DataFrame, cutoffs: Sequence, cfg: Config, features: S
         mlflow.log_dict(cfg.model_dump(mode="json"), "config/resolved_config.json")
         mlflow.log_dict({"features": [f.__dict__ for f in features]}, "config/features.json")
         for label in LABELS:
-            data = LabelData.split(table, label, part, names)
+            keep = [t.rule_recency_feature] + [f.name for f in features if f.family in t.rfm_families]
+            data = LabelData.split(table, label, part, names, keep=[c for c in keep if c in table.columns])
             results[label] = _train_label(label, data, cfg, features, oracle, cutoffs[-1])
+            del data  # free this label's matrices before the next one is built
         for r in results.values():
             mlflow.log_metrics({f"{r.label}_{k}": v for k, v in r.metrics.items() if k in ("roc_auc", "pr_auc", "brier")})
         lost = [r.label for r in results.values() if r.trained and not r.beats_baselines]
@@ -213,7 +217,8 @@ def _train_label(label: str, d: LabelData, cfg: Config, features: Sequence[Featu
         res.version = registry.log_model(booster, cal, label, registry.model_name(cfg, label), example)
         metric_fn = {"roc_auc": lambda yy, pp: evaluate.ranking_metrics(yy, pp)["roc_auc"],
                      "pr_auc": lambda yy, pp: evaluate.ranking_metrics(yy, pp)["pr_auc"]}[t.gate_metric]
-        res.gate = registry.gate(cfg, label, res.version, d.val, y, res.metrics[t.gate_metric], metric_fn, t.gate_metric)
+        res.gate = registry.gate(cfg, label, res.version, d.X_val, names, y, res.metrics[t.gate_metric],
+                                 metric_fn, t.gate_metric)
         g = res.gate
         mlflow.set_tags({"siyu.gate": "promoted" if g.promoted else "kept_champion", "siyu.gate_reason": g.reason,
                          "siyu.model_version": str(res.version)})
