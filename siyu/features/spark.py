@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
@@ -36,8 +37,10 @@ def session(master: str | None = None, app: str = "siyu", partitions: int | None
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
+    # pyspark 4.3 warns on every pandas conversion under pandas 3; the paths we use are tested
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
     master = master or os.environ.get("SIYU_SPARK_MASTER", "local[2]")
-    return (SparkSession.builder.master(master).appName(app)
+    spark = (SparkSession.builder.master(master).appName(app)
             .config("spark.sql.session.timeZone", "UTC")
             .config("spark.sql.timestampType", "TIMESTAMP_NTZ")
             .config("spark.sql.shuffle.partitions", str(partitions or os.environ.get("SIYU_SPARK_PARTITIONS", 8)))
@@ -45,6 +48,8 @@ def session(master: str | None = None, app: str = "siyu", partitions: int | None
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
 
 
 def transpile(sql: str) -> str:
