@@ -72,7 +72,12 @@ class SiyuService:
     def __init__(self) -> None:
         self.predictor = None
         self.load_error: str | None = None
+        self._first_try = threading.Event()
         threading.Thread(target=self._load_forever, name="siyu-load", daemon=True).start()
+        # A worker takes connections only once __init__ returns: wait for the first load attempt so a
+        # replacement worker never answers 503 beside a ready sibling; bounded, so a failing load
+        # (MLflow down) still brings the worker up to answer probes and report not-ready.
+        self._first_try.wait(float(os.environ.get("SIYU_LOAD_WAIT_SECONDS", "60")))
 
     def _load_forever(self) -> None:
         """Load config, champions and snapshot; on failure log one line and retry (no crash loop)."""
@@ -89,7 +94,9 @@ class SiyuService:
                 self.load_error = f"{type(e).__name__}: {e}"
                 retry = float(os.environ.get("SIYU_LOAD_RETRY_SECONDS", "10"))
                 log.error("siyu not ready (retrying in %ss): %s", retry, self.load_error)
+                self._first_try.set()
                 time.sleep(retry)
+        self._first_try.set()
 
     def __is_ready__(self) -> bool:
         return self.predictor is not None

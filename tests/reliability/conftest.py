@@ -27,9 +27,13 @@ def workdir():
 
 @pytest.fixture(scope="session")
 def api(world, workdir):
-    """One `siyu serve` on 127.0.0.1 with a bearer token, ready; shared by the tests that only send requests."""
+    """One `siyu serve` on 127.0.0.1 with a bearer token, ready; shared by the tests that only send requests.
+
+    Access logs are on (off by default): the token checks need request lines in the log, and the load
+    test then measures the heavier configuration.
+    """
     server = start_server(world.cfg_path, world.scores, workdir,
-                          extra_env={"MLFLOW_TRACKING_URI": world.cfg.tracking_uri()})
+                          extra_env={"MLFLOW_TRACKING_URI": world.cfg.tracking_uri(), "SIYU_ACCESS_LOG": "1"})
     try:
         wait_status(server, "/readyz", 200, timeout=180)
         yield server
