@@ -49,12 +49,14 @@ def load_champions(cfg: Config, alias: str = "champion") -> dict:
     Raises:
         SiyuError: no label has a model under that alias.
     """
-    from siyu.training.registry import load_model
+    from siyu.training.registry import RegistryUnreachable, load_model
 
     models, why = {}, []
     for lab in LABELS:
         try:
             models[lab] = load_model(cfg, lab, alias=alias)
+        except RegistryUnreachable:
+            raise
         except SiyuError as e:
             why.append(str(e))
     if not models:

@@ -108,7 +108,9 @@ class Predictor:
             return []
         s = self.scorer.score(X, pops)
         fmt = self.reasons.item
-        out = [{"user_id": u, "status": "ok", "tier": str(t)} for u, t in zip(user_ids, tier)]
+        # Keys in reading order: the three probabilities first, then their details.
+        blank = {"p_churn": None, "p_promotion": None, "p_koc": None, "churn": None, "promotion": None, "koc": None}
+        out = [{"user_id": u, "status": "ok", "tier": str(t), **blank} for u, t in zip(user_ids, tier)]
         for lab in LABELS:
             key = f"p_{lab}"
             if lab not in s.proba:

@@ -117,7 +117,8 @@ class SiyuService:
         # serialising them directly skips a second validation pass on the hot path.
         body = {"model_versions": p.versions, "snapshot_date": p.snap.asof.isoformat(), "asof": asof.isoformat(),
                 "predictions": items}
-        return Response(json.dumps(body, allow_nan=False).encode(), media_type="application/json")
+        return Response(json.dumps(body, allow_nan=False, separators=(",", ":"), check_circular=False).encode(),
+                        media_type="application/json")
 
     @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)
     async def predict(self, user_ids: list[str]) -> PredictResponse:
