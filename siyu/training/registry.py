@@ -124,7 +124,15 @@ def resolve_alias(cfg: Config, label: str, alias: str = "champion") -> int:
     try:
         return int(_client().get_model_version_by_alias(name, alias).version)
     except mlflow.exceptions.MlflowException as e:
+        if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            # e.g. a tracking server that does not answer: say so, not "train first"
+            raise RegistryUnreachable(f"cannot reach the MLflow registry at {cfg.tracking_uri()} (unreachable or "
+                                      f"failing): {str(e).splitlines()[0][:200]}") from e
         raise SiyuError(f"model '{name}' has no version with alias '{alias}' (train first, or `siyu promote`)") from e
+
+
+class RegistryUnreachable(SiyuError):
+    """The tracking/registry server did not answer (as opposed to: the model or alias does not exist)."""
 
 
 def model_name(cfg: Config, label: str) -> str:
