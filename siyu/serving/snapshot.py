@@ -81,6 +81,8 @@ def with_meta(table: pa.Table, asof: datetime, versions: dict, feature_names: li
 
 def read_meta(path: Path) -> dict:
     """The `siyu` metadata of a snapshot file (SiyuError when it is not one)."""
+    if not Path(path).is_file():
+        raise SiyuError(f"scores snapshot not found: {path} (run `siyu score` first)")
     try:
         md = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowInvalid) as e:
