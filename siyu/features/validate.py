@@ -44,7 +44,10 @@ def _ts_sql(col: str, kind: str) -> str:
     milliseconds when it is too large to be seconds (1e11 s is the year 5138).
     """
     def epoch(x: str) -> str:
-        return f"(to_timestamp(CASE WHEN abs({x}) >= 1e11 THEN {x} / 1000 ELSE {x} END) AT TIME ZONE 'UTC')"
+        # Beyond 1e14 (ms in the year 5138) or not finite: NULL, so the row is quarantined as
+        # unparseable instead of to_timestamp failing the whole log.
+        return (f"(CASE WHEN isfinite({x}) AND abs({x}) < 1e14 THEN (to_timestamp(CASE WHEN abs({x}) >= 1e11 "
+                f"THEN {x} / 1000 ELSE {x} END) AT TIME ZONE 'UTC') END)")
 
     if kind == "TIMESTAMP":
         return col
