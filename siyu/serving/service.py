@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 import bentoml
 from starlette.responses import JSONResponse, Response
 
+from siyu.errors import SiyuError
 from siyu.serving.auth import BearerTokenMiddleware
 from siyu.serving.schemas import PredictEventsRequest, PredictRequest, PredictResponse
 
@@ -139,6 +140,8 @@ class SiyuService:
             items, used = self.predictor.predict_events(rows, _naive_utc(asof))
         except EventsRejected as e:
             return _error(400, str(e), ["events", e.row, e.field])
+        except SiyuError as e:  # any other contract problem of the posted events: the caller's to fix, not a 500
+            return _error(400, str(e)[:500], ["events"])
         return self._answer(items, used, "predict_events")
 
 
