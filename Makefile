@@ -5,5 +5,6 @@ demo: ; python3 tasks.py demo
 test: ; python3 tasks.py test
 test-all: ; python3 tasks.py test-all
 bench: ; python3 tasks.py bench
+reliability: ; python3 tasks.py reliability
 setup: ; python3 tasks.py setup
 lock: ; python3 tasks.py lock

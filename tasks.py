@@ -29,6 +29,8 @@ TASKS = {
     "test": ("the default test suite (not the slow ones); what CI runs", ["pytest", "-m", "not slow", "-q"]),
     "test-all": ("every test, the slow ones too", ["pytest", "-q"]),
     "validate-sample": ("validate the bundled messy sample log", ["siyu", "validate", "tests/data/messy_events.csv", "--out", "out/validate"]),
+    "reliability": ("the reliability suite: load, faults, fuzz, crash safety, security (--quick: CI parts)",
+                    ["python", "benchmarks/reliability.py"]),
     "bench": ("benchmarks (see benchmarks/README.md); pass --scale small|large", ["python", "benchmarks/run.py"]),
     "setup": ("create .venv from requirements.lock (every task does this when needed)", None),
     "lock": ("re-resolve requirements.lock from pyproject.toml", None),
