@@ -123,7 +123,7 @@ class SimulationConfig(_Strict):
     )
     trust0_sd: float = Field(0.12, ge=0.0, description="spread of initial trust around the segment mean")
     activity_sigma: float = Field(0.6, ge=0.0, description="log-normal spread of the per-user activity level")
-    influence_beta: tuple[float, float] = Field((1.0, 6.0), description="Beta(a, b) of how far a user's word spreads")
+    influence_beta: tuple[float, float] = Field((1.5, 6.0), description="Beta(a, b) of how far a user's word spreads")
     fit_beta: tuple[float, float] = Field((3.0, 3.0), description="Beta(a, b) of the share of the brand's pushes relevant to a user")
     # --- brand push policy ---
     pushes_per_week: dict[str, float] = Field(
@@ -174,9 +174,11 @@ class SimulationConfig(_Strict):
     member_on_purchase: float = Field(0.15, ge=0.0, le=1.0, description="chance a non-member buyer signs up as a member")
     member_leave_rate: float = Field(0.0015, ge=0.0, le=1.0, description="daily chance a member leaves (times 1 - trust)")
     # --- advocacy and fission ---
-    share_rate: float = Field(0.25, ge=0.0, le=1.0, description="daily share chance of a satisfied repeat buyer (times influence, trust^2)")
+    share_rate: float = Field(1.0, ge=0.0, le=1.0, description="daily share chance of a satisfied repeat buyer of the period (times influence, trust^2)")
     share_window_days: int = Field(45, ge=1, description="a repeat buyer shares within N days of a satisfying purchase")
-    referral_conversion: float = Field(0.5, ge=0.0, le=1.0, description="chance a share brings a referred buyer (times trust)")
+    referral_conversion: float = Field(0.8, ge=0.0, le=1.0, description="chance a share brings a referred buyer (times trust)")
+    referral_lag_days: int = Field(7, ge=1, description="a converted share's friend joins and buys 1..N days later")
+    referral_circle_decay: float = Field(0.2, ge=0.0, le=1.0, description="conversion multiplier per friend already referred in the period (the circle saturates)")
     # --- friction and leaving ---
     mute_rate: float = Field(0.004, ge=0.0, le=1.0, description="daily mute chance when pushed (times (1 - trust) and fatigue)")
     complaint_rate: float = Field(0.001, ge=0.0, le=1.0, description="daily complaint chance when pushed (times (1 - trust)^2 and fatigue)")

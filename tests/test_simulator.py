@@ -97,6 +97,25 @@ def test_events_follow_the_contract(world):
     assert not ev.duplicated(["user_id", "ts", "event", "order_id", "content_id"]).any()
 
 
+def test_referrals_follow_a_share(world):
+    """Fission takes time: a friend buys 1..referral_lag_days days after the referrer's share."""
+    cfg, s, ev = world
+    lag = cfg.simulation.referral_lag_days
+    day = lambda x: x["ts"].dt.floor("D")  # noqa: E731
+    rp = ev[ev["event"] == "referral_purchase"].assign(day=day).reset_index()
+    sh = ev[ev["event"] == "share"].assign(share_day=day)[["user_id", "share_day"]]
+    m = rp.merge(sh, on="user_id")
+    gap = (m["day"] - m["share_day"]).dt.days
+    ok = m[(gap >= 1) & (gap <= lag)].groupby("index").size()
+    assert len(rp) > 0 and set(ok.index) == set(rp["index"])
+    # only repeat buyers of the period share: two purchase days in the 90 days before the share
+    buys = ev[ev["event"] == "purchase"].assign(d=day)[["user_id", "d"]].drop_duplicates()
+    b = sh.drop_duplicates().merge(buys, on="user_id")
+    P = pd.Timedelta(days=cfg.windows.period_days)
+    inper = b[(b["d"] <= b["share_day"]) & (b["d"] > b["share_day"] - P)]
+    assert (inper.groupby(["user_id", "share_day"]).size() >= 2).all()
+
+
 def test_users_table(world):
     cfg, s, ev = world
     users = pd.read_parquet(s.out_dir / "users.parquet")
@@ -244,6 +263,7 @@ def test_realism_on_a_small_world(cfg, tmp_path):
     assert r["monthly churn, coupon hunters"] > r["monthly churn, other users"]
     assert r["monthly churn, pushed above fatigue threshold"] > r["monthly churn, below fatigue threshold"]
     assert 0.002 <= r["KOCs among connected users at the end"] <= 0.05
+    assert 0.01 <= r["share of users referred"] <= 0.15
     assert 30 <= r["events per user-year"] <= 300
 
 
@@ -252,5 +272,9 @@ def test_default_world_oracle_auc(cfg, tmp_path):
     """The demo world (20,000 x 365): realism in range and oracle AUC 0.70-0.95 for every label."""
     s = simulate_world(cfg, 20000, 365, START, 42, tmp_path)
     assert 0.005 <= s.realism["KOCs among connected users at the end"] <= 0.05
+    assert s.realism["share of users referred"] <= 0.15
+    # enough KOC positives at the validation cutoff for training (min_class_count) to fit the KOC model
+    orc = pd.read_parquet(tmp_path / "oracle.parquet")
+    assert orc[orc["label"] == "koc"]["y"].sum() >= 1.5 * cfg.training.min_class_count
     for lab, auc in s.auc.items():
         assert 0.70 <= auc <= 0.95, (lab, auc)

@@ -15,8 +15,12 @@ Mechanisms, in the order they act within a day:
    trust + exposure), campaigns and coupons; coupon hunters buy only with a
    coupon. A purchase satisfies need; it disappoints sometimes (low rating,
    maybe a refund later), which costs trust, while a good one builds it.
-7. Satisfied, trusting repeat buyers share; a share brings a referred buyer with
-   a chance that grows with trust (fission).
+7. Satisfied, trusting repeat buyers of the period share (chance x influence x
+   trust^2, within a window after a good purchase); a share reaches a friend who
+   buys 1..referral_lag_days days later with a chance that grows with trust and
+   shrinks with each friend already referred in the period (the circle
+   saturates), so referrals spread over many sharers (fission). A friend on
+   the way is part of the hidden state the oracle copies.
 8. Friction: mutes and complaints get likelier with low trust and fatigue.
    Each channel is dropped with a hazard rising as trust falls; a user may also
    block the brand on every channel at once, with a hazard rising with low
@@ -151,11 +155,15 @@ def step(st: State, d: int, cal: Calendar, p: SimulationConfig, rng: np.random.G
     buy = np.flatnonzero(conn & (rand() < p_buy))
     _purchases(st, buy, d, slot, has_coupon[buy], hunter[buy], p, rng, ev)
 
-    # 7. shares and referral purchases
-    elig = conn & (st.n_buys >= 2) & st.last_sat & (d - st.last_buy_day <= p.share_window_days)
+    # 7. shares and referral purchases: friends reached by an earlier share buy today
+    refs = np.flatnonzero(st.ref_day == d)
+    st.ref_day[refs] = -1
+    elig = conn & (st.cnt_p >= 2) & st.last_sat & (d - st.last_buy_day <= p.share_window_days)
     share = np.flatnonzero(elig & (rand() < p.share_rate * st.influence * t * t))
     ev.add(E["share"], share, ch=0, content=d * 3)
-    refs = share[rng.random(share.size, dtype=F4) < p.referral_conversion * t[share]]
+    p_conv = p.referral_conversion * t[share] * F4(p.referral_circle_decay) ** st.cnt_r[share]
+    conv = share[(rng.random(share.size, dtype=F4) < p_conv) & (st.ref_day[share] < 0)]
+    st.ref_day[conv] = d + rng.integers(1, p.referral_lag_days + 1, size=conv.size)
     st.buf_r[slot, refs] += 1
     st.cnt_r[refs] += 1
     ref_amount = np.round(np.exp(p.amount_log_mean + p.amount_log_sd * rng.standard_normal(refs.size)), 2)

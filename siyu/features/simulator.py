@@ -1,9 +1,9 @@
 """The built-in world (DESIGN §6): simulate a private domain, write events, users and the oracle.
 
 The world loops over days and is vectorised over users (`sim_dynamics.step`).
-Users arrive throughout (more on campaign days), referred users appear the
-day a share converts and buy at once (their order is the referrer's
-`referral_purchase`). At each oracle cutoff the oracle re-simulates every
+Users arrive throughout (more on campaign days), referred users appear a few
+days after the share that reached them and buy at once (their order is the
+referrer's `referral_purchase`). At each oracle cutoff the oracle re-simulates every
 connected user's future from the true state; the realised labels come from
 the world's own bookkeeping H days later.
 """
