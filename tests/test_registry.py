@@ -115,3 +115,15 @@ def test_tracking_follows_each_config(tmp_path, monkeypatch):
     assert registry.use_tracking(b) == b.mlflow.tracking_uri and mlflow.get_tracking_uri() == b.mlflow.tracking_uri
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # a user's server still wins
     assert registry.use_tracking(a) == "http://127.0.0.1:9"
+
+
+def test_local_store_keeps_artifacts_beside_the_store_not_in_cwd(cfg, tmp_path, monkeypatch):
+    import mlflow
+
+    from siyu.training.registry import use_experiment
+
+    monkeypatch.chdir(tmp_path)
+    use_experiment(cfg, "where-do-artifacts-go")
+    loc = mlflow.get_experiment_by_name("where-do-artifacts-go").artifact_location
+    assert loc.startswith((cfg.home() / "mlartifacts").as_uri())
+    assert not (tmp_path / "mlruns").exists()

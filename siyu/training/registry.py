@@ -43,6 +43,20 @@ def use_tracking(cfg: Config) -> str:
     return uri
 
 
+def use_experiment(cfg: Config, name: str) -> str:
+    """Select (creating if needed) an experiment; returns its id.
+
+    With a local sqlite store MLflow would put artifacts in `./mlruns` of whatever
+    folder the command runs from, so new experiments get `mlartifacts/` beside the store.
+    """
+    uri = use_tracking(cfg)
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None and uri.startswith("sqlite:///"):
+        where = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name
+        mlflow.create_experiment(name, artifact_location=where.resolve().as_uri())
+    return mlflow.set_experiment(name).experiment_id
+
+
 @dataclass
 class ScoringModel:
     """A calibrated LightGBM model ready to score numpy rows in `feature_names` order."""

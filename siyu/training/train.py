@@ -136,8 +136,7 @@ def train_table(table: pd.DataFrame, cutoffs: Sequence, cfg: Config, features: S
     part = {"fit": ts < cutoffs[-2], "holdout": ts == cutoffs[-2], "validation": ts == cutoffs[-1]}
     rows = {k: int(m.sum()) for k, m in part.items()}
     uri = registry.use_tracking(cfg)
-    exp = experiment or cfg.mlflow.experiment
-    mlflow.set_experiment(exp)
+    registry.use_experiment(cfg, experiment or cfg.mlflow.experiment)
     results: dict[str, LabelResult] = {}
     t = cfg.training
     with mlflow.start_run(run_name=f"train@{cutoffs[-1]:%Y-%m-%d}") as parent:
@@ -159,7 +158,7 @@ def train_table(table: pd.DataFrame, cutoffs: Sequence, cfg: Config, features: S
         mlflow.set_tags({"siyu.validation_cutoff": f"{cutoffs[-1]:%Y-%m-%d}",
                          "siyu.skipped": ",".join(r.label for r in results.values() if not r.trained),
                          "siyu.warning": f"model does not beat baselines: {','.join(lost)}" if lost else ""})
-    return TrainResult(parent.info.run_id, exp, uri, cutoffs, rows, results)
+    return TrainResult(parent.info.run_id, experiment or cfg.mlflow.experiment, uri, cutoffs, rows, results)
 
 
 def _train_label(label: str, d: LabelData, cfg: Config, features: Sequence[Feature],
