@@ -173,3 +173,17 @@ def test_rows_read_equals_accepted_plus_quarantined_plus_duplicates(cfg, rows):
     money = accepted[accepted.event.isin(["purchase", "refund", "referral_purchase"])]
     assert (money.amount >= 0).all()
     assert accepted.rating.dropna().between(1, 5).all()
+
+
+def test_iso_offsets_do_not_depend_on_the_machine_time_zone(cfg, monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    time.tzset()
+    try:
+        accepted, _ = validate_frame(frame([{"user_id": "u", "ts": "2026-01-01 08:00:00", "event": "visit"},
+                                            {"user_id": "v", "ts": "2026-01-01T16:00:00+08:00", "event": "visit"}]), cfg)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert set(accepted.ts.astype(str)) == {"2026-01-01 08:00:00"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -18,7 +19,11 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
         threads: worker threads; None keeps DuckDB's default (all cores).
     """
     con = duckdb.connect()
+    # Naive timestamps are UTC (DESIGN §2), whatever the machine's zone is.
     con.execute("SET TimeZone = 'UTC'")
+    # Spill to the system temp dir, not `.tmp/` under whatever folder the command runs in.
+    spill = Path(tempfile.gettempdir()) / "siyu-duckdb"
+    con.execute(f"SET temp_directory = '{spill}'")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     return con

@@ -87,16 +87,15 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     """
     import os
 
-    import duckdb
-
     # LightGBM's OpenMP threads spin while waiting; on a busy machine that costs 3-4x wall time.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+    from siyu.features.loader import connect
     from siyu.features.registry import features_for
     from siyu.features.training_table import training_cutoffs, training_table
     from siyu.features.validate import load_valid_events
 
-    con = duckdb.connect()
+    con = connect()
     load_valid_events(con, events_path, cfg)
     cutoffs = training_cutoffs(con, cfg)
     table = training_table(con, cutoffs, cfg)
