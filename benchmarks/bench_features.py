@@ -13,6 +13,7 @@ The world comes from the simulator (`siyu simulate`), cached under --cache.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import time
@@ -58,13 +59,12 @@ def main(argv: list[str]) -> int:
 
     from siyu.config import load_config
     from siyu.features.features import feature_table
+    from siyu.features.loader import connect
     from siyu.features.training_table import training_cutoffs, training_table
 
     cfg = load_config()
     path = a.events or world(a.users, a.days, a.cache)
-    con = duckdb.connect()
-    if a.threads:
-        con.execute(f"SET threads = {a.threads}")
+    con = connect(a.threads)
     con.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet('{path}')")
     n_events, n_users = con.execute("SELECT count(*), count(DISTINCT user_id) FROM events").fetchone()
     print(f"log: {path} ({n_events:,} events, {n_users:,} users)")
@@ -77,10 +77,15 @@ def main(argv: list[str]) -> int:
     feats, one = timed(lambda: feature_table(con, cutoffs[-1], cfg))
     print(f"features, one cutoff:            {one:8.2f} s  = {one / floor:.1f}x floor  "
           f"({len(feats):,} rows x {feats.shape[1] - 2} features)  peak RSS {peak_rss_gib():.2f} GiB")
+    fig = {"figure": "features", "events": n_events, "users": n_users, "floor_s": round(floor, 2),
+           "one_cutoff_s": round(one, 2), "x_floor": round(one / floor, 1), "features": feats.shape[1] - 2}
     if not a.skip_training:
         tt, many = timed(lambda: training_table(con, cutoffs, cfg))
         print(f"training table, {len(cutoffs)} cutoffs:      {many:8.2f} s  = {many / one:.1f}x one cutoff  "
               f"({len(tt):,} rows)  peak RSS {peak_rss_gib():.2f} GiB")
+        fig.update({"cutoffs": len(cutoffs), "training_table_s": round(many, 2), "x_one_cutoff": round(many / one, 1)})
+    fig["peak_rss_gib"] = round(peak_rss_gib(), 2)
+    print(json.dumps(fig), flush=True)
     return 0
 
 

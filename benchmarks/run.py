@@ -31,16 +31,16 @@ PY = sys.executable
 SUITE: dict[str, dict[str, list[str]]] = {
     "validate": {"small": ["bench_validate.py", "--rows", "1000000"],
                  "large": ["bench_validate.py", "--rows", "10000000"]},
-    "simulate": {"small": ["bench_simulate.py", "--users", "20000"],
-                 "large": ["bench_simulate.py", "--users", "1000000", "--no-oracle"]},
+    "simulate": {"small": ["bench_simulate.py", "--scale", "default"],
+                 "large": ["bench_simulate.py", "--scale", "large"]},
     "features": {"small": ["bench_features.py", "--users", "20000"],
                  "large": ["bench_features.py", "--users", "1000000"]},
     "train": {"small": ["bench_train.py", "--users", "20000"],
-              "large": ["bench_train.py", "--users", "1000000"]},
-    "score": {"small": ["bench_score.py", "--users", "20000"],
-              "large": ["bench_score.py", "--users", "1000000"]},
-    "api": {"small": ["bench_api.py", "--users", "2000"],
-            "large": ["bench_api.py", "--users", "20000"]},
+              "large": ["bench_train.py", "--users", "1000000", "--no-oracle"]},
+    "score": {"small": ["bench_score.py", "--users", "100000"],
+              "large": ["bench_score.py", "--users", "1000000", "--end-to-end"]},
+    "api": {"small": ["bench_api.py", "--users", "2000", "--seconds", "8"],
+            "large": ["bench_api.py", "--users", "20000", "--seconds", "20"]},
 }
 VERSIONS = ["duckdb", "lightgbm", "mlflow", "bentoml", "pyspark", "pandas", "numpy", "pyarrow", "scikit-learn"]
 
