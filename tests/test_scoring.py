@@ -133,6 +133,62 @@ def test_api_scores_equal_batch_scores(world, snap):
         assert item["p_churn"] == pytest.approx(by_id.loc[item["user_id"]].p_churn, abs=1e-9)
 
 
+def test_json_answer_is_byte_identical_to_the_dict_answer(world, snap):
+    """The API's pre-rendered JSON equals json.dumps of predict_ids (all users, unknown ids, nulls)."""
+    import json
+
+    from siyu.serving.predictor import Predictor
+
+    pred = Predictor.load(world.cfg, str(world.scores))
+    ids = ["nobody"] + snap.user_id.tolist() + ['q"uote\\ü']
+    text, tiers, scores = pred.predict_ids_json(ids)
+    items = pred.predict_ids(ids)
+    assert text == json.dumps(items, allow_nan=False, separators=(",", ":"))
+    ok = [i for i in items if i["status"] == "ok"]
+    assert tiers == [i["tier"] for i in ok]
+    for lab, p in scores.items():
+        assert np.array_equal(p, [np.nan if i[f"p_{lab}"] is None else i[f"p_{lab}"] for i in ok], equal_nan=True)
+    assert pred.predict_ids_json(["nobody"])[0] == '[{"user_id":"nobody","status":"unknown_user"}]'
+
+
+def test_json_renderer_escapes_and_special_values():
+    """Names and meanings needing escapes, NaN / -0.0 / huge values, and an empty population render like json.dumps."""
+    import json
+    from types import SimpleNamespace
+
+    from siyu.serving.render import JsonRenderer
+    from siyu.serving.scoring import ReasonFormatter
+
+    feats = [SimpleNamespace(name='a"b', meaning='100% 复购 "x"\\', unit="days"),
+             SimpleNamespace(name="c", meaning="", unit="currency"), SimpleNamespace(name="d", meaning="d", unit="")]
+    fmt = ReasonFormatter(feats)
+    X = np.array([[np.nan, -0.0, 1.5e15], [0.0, 12345.678, -2.0]])
+    idx = np.array([[0, 1, 2], [2, -1, -1]])
+    con = np.array([[0.5, -0.25, 1e-9], [-3.0, 0.0, 0.0]])
+    p, pct = np.array([0.25, np.nan]), np.array([33.333, np.nan])
+    cols = {"churn": (p, pct, np.array(["low", None], dtype=object), idx, con)}
+    text = JsonRenderer(fmt).items(["u1", "u2", "zz"], [0, 1, -1], np.array(["buyer", "lost"], dtype=object), X, cols)
+    want = [{"user_id": "u1", "status": "ok", "tier": "buyer", "p_churn": 0.25, "p_promotion": None, "p_koc": None,
+             "churn": {"probability": 0.25, "percentile": 33.33, "bucket": "low",
+                       "reasons": [fmt.item("churn", j, X[0, j], con[0, k]) for k, j in enumerate(idx[0])]},
+             "promotion": None, "koc": None},
+            {"user_id": "u2", "status": "ok", "tier": "lost", "p_churn": None, "p_promotion": None, "p_koc": None,
+             "churn": None, "promotion": None, "koc": None},
+            {"user_id": "zz", "status": "unknown_user"}]
+    assert text == json.dumps(want, allow_nan=False, separators=(",", ":"))
+
+
+def test_single_row_leaves_match_lightgbm(scorer, world):
+    """The single-row C API path returns the leaves `Booster.predict(pred_leaf=True)` does."""
+    from siyu.serving.snapshot import load_snapshot
+
+    X = load_snapshot(world.scores).X[:40]
+    for lab, ex in scorer._explainers.items():
+        assert ex._single is not None, lab
+        want = ex.booster.predict(X, pred_leaf=True).astype(np.int64) + ex.offsets
+        assert np.array_equal(np.vstack([ex.leaves(X[i:i + 3]) for i in range(0, len(X), 3)]), want)
+
+
 def test_score_pool_is_atomic(world, tmp_path, monkeypatch):
     """A crash while writing leaves neither the output nor a temp file behind."""
     import siyu.serving.snapshot as snapshot

@@ -177,3 +177,24 @@ def test_real_bentoml_serve(world, tmp_path):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_observe_many_equals_one_observe_per_value():
+    """The batched histogram update leaves the same buckets, count and sum as observe() per value."""
+    import numpy as np
+    import prometheus_client as pc
+
+    from siyu.serving.service import observe_many
+
+    reg = pc.CollectorRegistry()
+    bounds = [0.01, 0.1, 0.5, 1.0]
+    a = pc.Histogram("a", "a", buckets=bounds, registry=reg)
+    b = pc.Histogram("b", "b", buckets=bounds, registry=reg)
+    values = np.array([0.0, 0.01, 0.010001, 0.3, 0.5, 0.99, 1.0, 0.3, 2.0])
+    for v in values:
+        a.observe(float(v))
+    observe_many(b, values)
+    observe_many(b, values[:0])
+    samples = {name: {(s.name[1:], tuple(sorted(s.labels.items()))): s.value for s in m.samples}
+               for name, m in ((m.name, m) for m in reg.collect())}
+    assert samples["a"] == pytest.approx(samples["b"])

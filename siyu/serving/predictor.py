@@ -17,6 +17,7 @@ import pandas as pd
 from siyu.config import Config
 from siyu.errors import SiyuError
 from siyu.features.contract import CANONICAL_COLUMNS, LABELS
+from siyu.serving.render import JsonRenderer
 from siyu.serving.scoring import ReasonFormatter, Scorer, buckets, percentiles, reference
 from siyu.serving.snapshot import Snapshot, load_snapshot
 
@@ -74,6 +75,7 @@ class Predictor:
             raise SiyuError("snapshot feature columns differ from the scorer's")
         reg = _registry()
         self.reasons = ReasonFormatter([reg.get(f) or _Feat(f, f.replace("_", " ")) for f in snap.feature_names])
+        self.renderer = JsonRenderer(self.reasons)
         self.versions = scorer.versions
         # Percentiles compare against the pool as the serving models score it: reuse the stored
         # scores when the same versions wrote them, otherwise rescore the snapshot once at startup.
@@ -95,35 +97,54 @@ class Predictor:
 
     def predict_ids(self, user_ids: list[str]) -> list[dict[str, Any]]:
         """Predictions for snapshot users; unknown ids get status `unknown_user`."""
+        rows, ids, X, tier, pops = self._lookup(user_ids)
+        items = iter(self.predict_rows(ids, X, tier, pops))
+        return [next(items) if r >= 0 else {"user_id": u, "status": "unknown_user"} for u, r in zip(user_ids, rows)]
+
+    def predict_ids_json(self, user_ids: list[str]) -> tuple[str, list[str], dict[str, np.ndarray]]:
+        """`predict_ids` as JSON array text (the API's hot path; see render.py).
+
+        Returns:
+            (JSON text of the items, tier of each known user, label -> scores of the known users).
+        """
+        rows, ids, X, tier, pops = self._lookup(user_ids)
+        cols = self.columns(X, pops) if len(ids) else {}
+        pos = np.cumsum(np.asarray(rows) >= 0) - 1  # row of each known id within the scored rows
+        text = self.renderer.items(user_ids, [int(k) if r >= 0 else -1 for r, k in zip(rows, pos)], tier, X, cols)
+        return text, [str(t) for t in tier], {lab: c[0] for lab, c in cols.items()}
+
+    def _lookup(self, user_ids: list[str]) -> tuple[list[int], list[str], np.ndarray, np.ndarray, dict]:
+        """Snapshot rows of the ids (-1: unknown) and the known users' ids, features, tiers, populations."""
         rows = [self.snap.index.get(u, -1) for u in user_ids]
         known = np.array([r for r in rows if r >= 0], dtype=np.int64)
-        items = iter(self.predict_rows([user_ids[i] for i, r in enumerate(rows) if r >= 0], self.snap.X[known],
-                                       self.snap.tier[known], {lab: m[known] for lab, m in self.snap.pops.items()}))
-        return [next(items) if r >= 0 else {"user_id": u, "status": "unknown_user"} for u, r in zip(user_ids, rows)]
+        return (rows, [u for u, r in zip(user_ids, rows) if r >= 0], self.snap.X[known], self.snap.tier[known],
+                {lab: m[known] for lab, m in self.snap.pops.items()})
+
+    def columns(self, X: np.ndarray, pops: dict[str, np.ndarray]) -> dict[str, tuple]:
+        """Per label with a model: (proba, percentile, bucket, reason idx, reason contrib) of each row."""
+        s = self.scorer.score(X, pops)
+        cols = {}
+        for lab in LABELS:
+            if lab in s.proba:
+                pct = percentiles(s.proba[lab], self.refs[lab])
+                cols[lab] = (s.proba[lab], pct, buckets(pct, self.cfg.scoring.buckets), s.reason_idx[lab],
+                             s.reason_contrib[lab])
+        return cols
 
     def predict_rows(self, user_ids: list[str], X: np.ndarray, tier: np.ndarray,
                      pops: dict[str, np.ndarray]) -> list[dict[str, Any]]:
         """Score feature rows and shape one answer item per row."""
         if len(user_ids) == 0:
             return []
-        s = self.scorer.score(X, pops)
+        cols = self.columns(X, pops)
         fmt = self.reasons.item
         # Keys in reading order: the three probabilities first, then their details.
         blank = {"p_churn": None, "p_promotion": None, "p_koc": None, "churn": None, "promotion": None, "koc": None}
         out = [{"user_id": u, "status": "ok", "tier": str(t), **blank} for u, t in zip(user_ids, tier)]
-        for lab in LABELS:
+        for lab, (p, pct, bkt, idx, con) in cols.items():
             key = f"p_{lab}"
-            if lab not in s.proba:
-                for item in out:
-                    item[key], item[lab] = None, None
-                continue
-            p = s.proba[lab]
-            pct = percentiles(p, self.refs[lab])
-            bkt = buckets(pct, self.cfg.scoring.buckets)
-            idx, con = s.reason_idx[lab], s.reason_contrib[lab]
             for i, item in enumerate(out):
                 if np.isnan(p[i]):
-                    item[key], item[lab] = None, None
                     continue
                 item[key] = float(p[i])
                 item[lab] = {

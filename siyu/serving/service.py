@@ -14,12 +14,15 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from datetime import datetime, timezone
 
 import bentoml
+import numpy as np
 from starlette.responses import JSONResponse, Response
 
 from siyu.errors import SiyuError
+from siyu.features.contract import LABELS
 from siyu.serving.auth import BearerTokenMiddleware
 from siyu.serving.schemas import PredictEventsRequest, PredictRequest, PredictResponse
 
@@ -53,6 +56,36 @@ class DocsMiddleware:
         await self.app(scope, receive, send)
 
 
+def _count(endpoint: str, tiers: list[str], scores: dict[str, np.ndarray]) -> None:
+    """Count users served per tier and add their scores to the histograms (one update per label, not per user)."""
+    m = _metrics()
+    for tier, n in Counter(tiers).items():
+        m["served"].labels(tier, endpoint).inc(n)
+    for lab, p in scores.items():
+        observe_many(m["score"].labels(lab), p[~np.isnan(p)])
+
+
+def observe_many(hist, values: np.ndarray) -> None:
+    """`hist.observe(v)` for every value, as one update per bucket (prometheus_client has no batch observe).
+
+    Args:
+        hist: a prometheus_client Histogram (or labelled child).
+        values: finite observations.
+    """
+    try:  # prometheus_client keeps per-bucket counts: value v goes to the first bound >= v
+        bounds, counts, total = hist._upper_bounds, hist._buckets, hist._sum
+    except AttributeError:  # another prometheus_client layout: one call per value, always right
+        for v in values.tolist():
+            hist.observe(v)
+        return
+    if len(values) == 0:
+        return
+    per_bucket = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for i in np.flatnonzero(per_bucket).tolist():
+        counts[i].inc(int(per_bucket[i]))
+    total.inc(float(np.sum(values)))
+
+
 def _naive_utc(t: datetime | None) -> datetime | None:
     """An aware time as naive UTC (the project's convention); naive times already are UTC."""
     return t.astimezone(timezone.utc).replace(tzinfo=None) if t is not None and t.tzinfo else t
@@ -65,7 +98,13 @@ def _error(status: int, msg: str, loc: list | None = None) -> JSONResponse:
 
 # One worker: the 2-core budget is shared with batch jobs; scale out with more replicas.
 # Per-request access logs cost about as much as a prediction; SIYU_ACCESS_LOG=1 turns them on.
-@bentoml.service(name="siyu", traffic={"timeout": 30}, workers=1,
+# BentoML wraps every request in OpenTelemetry spans even when none are sampled (its default
+# sample rate is 0): about a third of a single-user request's CPU. The prediction routes skip
+# it unless SIYU_TRACING=1 (then configure BentoML's tracing exporter and sample rate as usual).
+_UNTRACED = [] if os.environ.get("SIYU_TRACING", "0") == "1" else [r"/predict$", r"/predict_events$"]
+
+
+@bentoml.service(name="siyu", traffic={"timeout": 30}, workers=1, tracing={"excluded_urls": _UNTRACED or None},
                  logging={"access": {"enabled": os.environ.get("SIYU_ACCESS_LOG", "0") == "1"}})
 class SiyuService:
     """Tier, churn, promotion and KOC predictions with reasons, for snapshot users or raw events."""
@@ -105,28 +144,24 @@ class SiyuService:
     def _not_ready(self) -> JSONResponse:
         return _error(503, "models or snapshot not loaded yet" + (f" ({self.load_error})" if self.load_error else ""))
 
-    def _answer(self, items: list[dict], asof: datetime, endpoint: str) -> Response:
-        m = _metrics()
-        for item in items:
-            if item["status"] == "ok":
-                m["served"].labels(item["tier"], endpoint).inc()
-                for lab in ("churn", "promotion", "koc"):
-                    if item.get(f"p_{lab}") is not None:
-                        m["score"].labels(lab).observe(item[f"p_{lab}"])
+    def _answer(self, items: list[dict] | str, asof: datetime, endpoint: str) -> Response:
+        """The response: `items` as dicts (shaped to PredictResponse; a test validates them) or as JSON text."""
         p = self.predictor
-        # The items are built to the PredictResponse schema (a test validates them against it);
-        # serialising them directly skips a second validation pass on the hot path.
-        body = {"model_versions": p.versions, "snapshot_date": p.snap.asof.isoformat(), "asof": asof.isoformat(),
-                "predictions": items}
-        return Response(json.dumps(body, allow_nan=False, separators=(",", ":"), check_circular=False).encode(),
-                        media_type="application/json")
+        head = json.dumps({"model_versions": p.versions, "snapshot_date": p.snap.asof.isoformat(),
+                           "asof": asof.isoformat()}, separators=(",", ":"))
+        if not isinstance(items, str):
+            items = json.dumps(items, allow_nan=False, separators=(",", ":"), check_circular=False)
+        # Serialised directly: a second validation pass through the response model would cost more than scoring.
+        return Response((head[:-1] + ',"predictions":' + items + "}").encode(), media_type="application/json")
 
     @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=PredictResponse)
     async def predict(self, user_ids: list[str]) -> PredictResponse:
         """Score users of the latest snapshot by id (1-1000); unknown ids come back as `unknown_user`."""
         if self.predictor is None:
             return self._not_ready()
-        return self._answer(self.predictor.predict_ids(user_ids), self.predictor.snap.asof, "predict")
+        text, tiers, scores = self.predictor.predict_ids_json(user_ids)
+        _count("predict", tiers, scores)
+        return self._answer(text, self.predictor.snap.asof, "predict")
 
     @bentoml.api(route="/predict_events", input_spec=PredictEventsRequest, output_spec=PredictResponse)
     def predict_events(self, events: list, asof: datetime | None = None) -> PredictResponse:
@@ -142,6 +177,9 @@ class SiyuService:
             return _error(400, str(e), ["events", e.row, e.field])
         except SiyuError as e:  # any other contract problem of the posted events: the caller's to fix, not a 500
             return _error(400, str(e)[:500], ["events"])
+        ok = [i for i in items if i["status"] == "ok"]
+        _count("predict_events", [i["tier"] for i in ok],
+               {lab: np.array([i[f"p_{lab}"] for i in ok if i[f"p_{lab}"] is not None], dtype=float) for lab in LABELS})
         return self._answer(items, used, "predict_events")
 
 
