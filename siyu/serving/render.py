@@ -76,7 +76,7 @@ class JsonRenderer:
             scored = ~np.isnan(p)
             if not (np.isfinite(pct[scored]).all() and np.isfinite(con[scored]).all()):
                 raise ValueError(f"non-finite percentile or contribution in the {lab} answer")
-            vals = np.take_along_axis(X, np.maximum(idx, 0), axis=1)  # just the reasons' values, not all of X
+            vals = X[np.arange(len(X))[:, None], np.maximum(idx, 0)]  # just the reasons' values, not all of X
             per_label.append((lab, p.tolist(), pct.tolist(), bkt.tolist(), idx.tolist(), con.tolist(), vals.tolist()))
         out = []
         for u, r in zip(user_ids, rows):

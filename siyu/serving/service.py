@@ -9,6 +9,7 @@ Models and snapshot load in a background thread so /livez answers at once and
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from siyu.serving.schemas import PredictEventsRequest, PredictRequest, PredictRe
 
 log = logging.getLogger("siyu.serving")
 _METRICS: dict = {}
+_CHILDREN: dict = {}
 
 
 def _metrics() -> dict:
@@ -58,11 +60,19 @@ class DocsMiddleware:
 
 def _count(endpoint: str, tiers: list[str], scores: dict[str, np.ndarray]) -> None:
     """Count users served per tier and add their scores to the histograms (one update per label, not per user)."""
-    m = _metrics()
     for tier, n in Counter(tiers).items():
-        m["served"].labels(tier, endpoint).inc(n)
+        _child("served", tier, endpoint).inc(n)
     for lab, p in scores.items():
-        observe_many(m["score"].labels(lab), p[~np.isnan(p)])
+        observe_many(_child("score", lab), p[~np.isnan(p)])
+
+
+def _child(metric: str, *labels: str):
+    """A labelled child of one of siyu's metrics, looked up once (`.labels()` costs a few µs each call)."""
+    key = (metric, labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = _metrics()[metric].labels(*labels)
+    return child
 
 
 def observe_many(hist, values: np.ndarray) -> None:
@@ -75,10 +85,10 @@ def observe_many(hist, values: np.ndarray) -> None:
     try:  # prometheus_client keeps per-bucket counts: value v goes to the first bound >= v
         bounds, counts, total = hist._upper_bounds, hist._buckets, hist._sum
     except AttributeError:  # another prometheus_client layout: one call per value, always right
+        bounds = None
+    if bounds is None or len(values) <= 8:  # few values (the single-user request): the loop is cheaper
         for v in values.tolist():
             hist.observe(v)
-        return
-    if len(values) == 0:
         return
     per_bucket = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
     for i in np.flatnonzero(per_bucket).tolist():
@@ -130,6 +140,12 @@ class SiyuService:
                 self.predictor = Predictor.load(cfg, os.environ.get("SIYU_SCORES") or None)
                 log.info("siyu ready: models %s, snapshot %s (%s users)", self.predictor.versions,
                          self.predictor.snap.path, len(self.predictor.snap.user_ids))
+                # Models, snapshot and the imported libraries are ~400k long-lived objects: a full
+                # collection walks them all (~250 ms here, longer with a big snapshot) in the middle
+                # of some request. Freezing moves them out of the collector's sight; new objects
+                # are still collected.
+                gc.collect()
+                gc.freeze()
             except Exception as e:  # noqa: BLE001 - keep serving probes; /readyz reports not ready
                 self.load_error = f"{type(e).__name__}: {e}"
                 retry = float(os.environ.get("SIYU_LOAD_RETRY_SECONDS", "10"))
