@@ -2,7 +2,9 @@
 
 Settings come from the environment (`siyu serve` sets them): SIYU_CONFIG (config
 file), SIYU_SCORES (snapshot; default the latest `siyu score` wrote),
-SIYU_API_TOKEN (bearer token; unset = open), MLFLOW_TRACKING_URI / SIYU_HOME.
+SIYU_API_TOKEN (bearer token; unset = open), MLFLOW_TRACKING_URI / SIYU_HOME,
+SIYU_ACCESS_LOG=1 (per-request access log), SIYU_TRACING=1 (OpenTelemetry spans on
+the prediction routes too).
 Models and snapshot load in a background thread so /livez answers at once and
 /readyz says 503 until they are in; a failed load is logged and retried.
 """
