@@ -42,7 +42,8 @@ class LoadResult:
 
 async def _post(client: httpx.AsyncClient, url: str, body: dict, headers: dict, timeout: float) -> int:
     try:
-        r = await client.post(url, json=body, headers=headers, timeout=timeout)
+        r = await client.post(url, json=body, headers=headers,
+                              timeout=httpx.Timeout(timeout, pool=None))
         return r.status_code
     except httpx.HTTPError:
         return 0
@@ -86,11 +87,10 @@ async def _open(url: str, ids: list[str], headers: dict, rate: float, seconds: f
             when = i / rate
             if when >= seconds or (stop is not None and stop.is_set()):
                 break
-            delay = t0 + when - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            # Always yield, even when behind schedule: otherwise no request runs until the loop ends.
+            await asyncio.sleep(max(0.0, t0 + when - time.monotonic()))
             tasks.append(asyncio.create_task(one(when, next(cyc))))
-            if len(tasks) > 512:  # keep the task list short on long runs
+            if i % 1024 == 0:  # keep the task list short on long runs
                 tasks = [t for t in tasks if not t.done()]
         await asyncio.gather(*tasks)
         out.seconds = time.monotonic() - t0

@@ -80,6 +80,17 @@ def _registry_state(cfg) -> dict:
     return state
 
 
+def _version_count(db: Path) -> int:
+    """Registered model versions in a sqlite MLflow store (read directly: cheap enough to poll)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return con.execute("SELECT count(*) FROM model_versions").fetchone()[0]
+    except sqlite3.Error:
+        return -1
+
+
 def _assert_consistent(state: dict) -> None:
     for lab, s in state.items():
         bad = {v: ok for v, ok in s["versions"].items() if ok is not True}
@@ -92,7 +103,8 @@ def _assert_consistent(state: dict) -> None:
 @pytest.mark.reliability
 @pytest.mark.timeout(1800)
 def test_kill_train_midway(world, tmp_path):
-    """Kill `siyu train` at 30/60/85% of a full run: registry stays consistent, aliases unmoved, rerun succeeds."""
+    """Kill `siyu train` at 30/60/85% of a full run and right after it registers a version: registry stays
+    consistent, aliases unmoved, rerun succeeds."""
     from siyu.config import load_config
 
     cfg_path = small_config(tmp_path)
@@ -103,9 +115,15 @@ def test_kill_train_midway(world, tmp_path):
     before = _registry_state(cfg)
     _assert_consistent(before)
     kills, moved = [], []
-    for f in KILL_FRACTIONS:
+    db = tmp_path / "mlflow.db"
+    for f in (*KILL_FRACTIONS, "registered"):
         p = _start(argv, tmp_path, env)
-        time.sleep(full * f)
+        if f == "registered":  # kill right after the run registers its first new version (mid-gate)
+            n0, t0 = _version_count(db), time.monotonic()
+            while time.monotonic() - t0 < 3 * full and p.poll() is None and _version_count(db) == n0:
+                time.sleep(0.02)
+        else:
+            time.sleep(full * f)
         was_running = _kill(p)
         after = _registry_state(cfg)
         _assert_consistent(after)
@@ -113,7 +131,7 @@ def test_kill_train_midway(world, tmp_path):
         shifted = {lab: (before.get(lab, {}).get("aliases"), s["aliases"]) for lab, s in after.items()
                    if s["aliases"] != before.get(lab, {}).get("aliases")}
         kills.append({"at": f, "killed_mid_run": was_running, "new_versions": new_versions, "aliases_moved": shifted})
-        moved += [f"{f:.0%}: {lab} {a} -> {b}" for lab, (a, b) in shifted.items()]
+        moved += [f"{f}: {lab} {a} -> {b}" for lab, (a, b) in shifted.items()]
         before = after
     code, rerun, out = _run(argv, tmp_path, env)
     final = _registry_state(cfg)
