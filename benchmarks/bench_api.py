@@ -23,8 +23,6 @@ import os
 import random
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,37 +35,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_setup import HERE, log, snapshot, trained  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from siyu.serving.launch import free_port, stop_server, wait_ready  # noqa: E402
 
 
 def start(argv: list[str], env: dict, logfile: Path) -> subprocess.Popen:
     return subprocess.Popen(argv, env=env, stdout=logfile.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True, cwd=HERE.parent)
-
-
-def stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-
-
-def wait_ready(url: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{url} not ready after {timeout} s")
 
 
 def wrk_rps(url: str, ids: list[str], seconds: int, conns: int, tmp: Path) -> float:
@@ -195,8 +168,8 @@ def main() -> None:
                   "--workers", "1", "--no-access-log", "--log-level", "warning"], env, tmp / "bare.log")
     try:
         us, ub = f"http://127.0.0.1:{ps}", f"http://127.0.0.1:{pb}"
-        wait_ready(us)
-        wait_ready(ub)
+        wait_ready(us, siyu, timeout=240)
+        wait_ready(ub, bare, timeout=240)
         tool = "wrk" if shutil.which("wrk") else "asyncio"
         rps = {}
         for name, url in (("bare", ub), ("siyu", us), ("bare", ub), ("siyu", us)):  # interleaved: drift cancels
@@ -222,8 +195,8 @@ def main() -> None:
         emit(figure="1000-user /predict latency", p50_ms=round(float(np.median(big)), 1),
              max_ms=round(float(big.max()), 1), reps=len(big), goal="< 50 ms")
     finally:
-        stop(siyu)
-        stop(bare)
+        stop_server(siyu)
+        stop_server(bare)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +21,7 @@ from rich.console import Console
 
 from siyu.config import Config
 from siyu.errors import SiyuError
+from siyu.serving.launch import free_port, stop_server, wait_ready
 
 
 @dataclass
@@ -37,18 +36,6 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def free_port(preferred: int) -> int:
-    """The preferred port if it is free on 127.0.0.1, else any free one."""
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return s.getsockname()[1]
-            except OSError:
-                continue
-    raise SiyuError("no free TCP port on 127.0.0.1")
-
-
 def start_api(cfg: Config, scores: Path, port: int, log: Path) -> subprocess.Popen:
     """Start `siyu serve` (a real `bentoml serve`) on 127.0.0.1 in its own process group."""
     cmd = [sys.executable, "-m", "siyu", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -56,32 +43,6 @@ def start_api(cfg: Config, scores: Path, port: int, log: Path) -> subprocess.Pop
     if cfg.source:
         cmd += ["--config", str(cfg.source)]
     return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop_api(proc: subprocess.Popen) -> None:
-    """Stop the API server and its workers."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    """Poll /readyz until it answers 200; fail with the server's last log lines if it dies or times out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-            raise SiyuError(f"the API server exited with code {proc.returncode}; last log lines:\n{tail}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SiyuError(f"the API at {url} was not ready after {timeout:.0f} s; see {log}")
 
 
 def example_request(scores: Path, n: int = 2) -> dict:
@@ -169,7 +130,7 @@ def run_demo(cfg: Config, out_dir: Path, users: int = 20_000, days: int = 365, s
             proc.wait()
     finally:
         if not keep_serving or proc.poll() is None:
-            stop_api(proc)
+            stop_server(proc)
     total = sum(secs.values())
     console.print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in secs.items()) + f"; total {total:.1f} s")
     return DemoResult(out_dir=out_dir, scores=scores, api_url=url, request=request, response=answer, seconds=secs)

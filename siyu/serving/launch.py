@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
+
 from siyu.config import Config
+from siyu.errors import SiyuError
 from siyu.serving.snapshot import latest_snapshot, read_meta
 
 SERVICE = "siyu.serving.service:SiyuService"
@@ -45,3 +52,46 @@ def exec_serve(argv: list[str], env: dict[str, str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(argv[0], argv, env)
+
+
+def free_port(preferred: int = 0) -> int:
+    """The preferred port if it is free on 127.0.0.1, else any free one."""
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return s.getsockname()[1]
+            except OSError:
+                continue
+    raise SiyuError("no free TCP port on 127.0.0.1")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop a server started with start_new_session=True, and its workers."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, log: Path | None = None,
+               timeout: float = 180) -> None:
+    """Poll `url`/readyz until it answers 200.
+
+    Raises:
+        SiyuError: the server process died (with its last log lines) or the timeout passed.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log else ""
+            raise SiyuError(f"the API server exited with code {proc.returncode}; last log lines:\n{tail}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SiyuError(f"the API at {url} was not ready after {timeout:.0f} s" + (f"; see {log}" if log else ""))
