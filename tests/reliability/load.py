@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
+CONNECTIONS = 8  # client connections, in the max measurement and under load
+
 
 @dataclass
 class Sample:
@@ -66,7 +68,7 @@ async def _closed(url: str, ids: list[str], headers: dict, seconds: float, concu
 
 
 def max_throughput(base_url: str, ids: list[str], headers: dict, seconds: float = 8.0,
-                   concurrency: int = 8) -> float:
+                   concurrency: int = CONNECTIONS) -> float:
     """Measured max successful single-user /predict requests per second."""
     return asyncio.run(_closed(base_url + "/predict", ids, headers, seconds, concurrency))
 
@@ -74,7 +76,9 @@ def max_throughput(base_url: str, ids: list[str], headers: dict, seconds: float 
 async def _open(url: str, ids: list[str], headers: dict, rate: float, seconds: float,
                 out: LoadResult, stop: threading.Event | None) -> None:
     cyc = itertools.cycle(ids)
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+    # The same number of keep-alive connections as the max-throughput measurement: a backlog then
+    # waits in the client's pool (counted as latency) instead of opening hundreds of connections.
+    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
     async with httpx.AsyncClient(limits=limits) as client:
         t0 = time.monotonic()
         tasks = []
