@@ -115,6 +115,8 @@ def _fuzz(world, examples: int, name: str) -> None:
             path = _write(rows, drop, kind, Path(d))
             try:
                 got = _pipeline(path, len(rows), cfg, Path(d))["stage"]
+            except AssertionError as e:  # show the file: Hypothesis cannot print this example's repr
+                raise AssertionError(f"{e}\n{kind} file: {path.read_bytes()[:1500]!r}") from e
             except SiyuError as e:
                 got = f"SiyuError: {str(e)[:60]}"
                 assert "\n" not in str(e).strip() or "Traceback" not in str(e)
