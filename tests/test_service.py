@@ -123,6 +123,20 @@ def test_predict_events_new_user(client):
     assert item["p_promotion"] is not None and len(item["promotion"]["reasons"]) == 3
 
 
+@pytest.mark.parametrize("asof", ["0001-01-01T01:00:00+03:03", "9999-12-31T23:00:00-05:00", "1969-12-31"])
+def test_predict_events_asof_out_of_range_is_400(client, asof):
+    # Found by the OpenAPI fuzz: converting year 1 with an offset to UTC overflowed into a 500.
+    r = client.post("/predict_events", json={**EXAMPLE_EVENTS_REQUEST, "asof": asof})
+    assert r.status_code == 400, r.text
+    assert "asof must be between" in r.text
+
+
+def test_predict_events_asof_offset_is_converted_to_utc(client):
+    r = client.post("/predict_events", json={**EXAMPLE_EVENTS_REQUEST, "asof": "2025-12-05T08:00:00+08:00"})
+    assert r.status_code == 200, r.text
+    assert r.json()["asof"].startswith("2025-12-05T00:00:00")
+
+
 def test_auth_and_open_probes(client):
     bare = {"Authorization": ""}
     assert client.post("/predict", json=EXAMPLE_REQUEST, headers=bare).status_code == 401

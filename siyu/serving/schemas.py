@@ -6,14 +6,30 @@ a 400 naming the field instead of a silent accept or a 500.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 MAX_ITEMS = 1000
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Text = Annotated[str, StringConstraints(max_length=1024)]
+ASOF_RANGE = (datetime(1970, 1, 1), datetime(2200, 1, 1))
+
+
+def _asof_utc(t: datetime | None) -> datetime | None:
+    """An aware cutoff as naive UTC (the project's convention), refused outside ASOF_RANGE."""
+    if t is None:
+        return None
+    lo, hi = ASOF_RANGE
+    # Compare before converting: shifting 0001-01-01+03:00 to UTC would overflow the datetime range.
+    naive = t.replace(tzinfo=None)
+    if not lo <= naive < hi:
+        raise ValueError(f"asof must be between {lo:%Y-%m-%d} and {hi:%Y-%m-%d}")
+    return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+
+
+Asof = Annotated[datetime | None, AfterValidator(_asof_utc)]
 
 EXAMPLE_REQUEST: dict = {"user_ids": ["u1", "u2", "no-such-user"]}
 """A /predict request body (the docs' example; the tests post it)."""
@@ -61,8 +77,8 @@ class PredictEventsRequest(_Request):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": EXAMPLE_EVENTS_REQUEST})
     events: list[Event] = Field(..., min_length=1, max_length=MAX_ITEMS,
                                 description="1 to 1000 events; features use only these events")
-    asof: datetime | None = Field(None, description="cutoff (UTC); default: the later of the snapshot date and "
-                                                    "the newest posted event")
+    asof: Asof = Field(None, description="cutoff (an offset is converted to UTC; 1970-2200); default: the later of "
+                                         "the snapshot date and the newest posted event")
 
 
 class Reason(BaseModel):

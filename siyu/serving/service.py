@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime
 
 import bentoml
 import numpy as np
@@ -96,11 +96,6 @@ def observe_many(hist, values: np.ndarray) -> None:
     for i in np.flatnonzero(per_bucket).tolist():
         counts[i].inc(int(per_bucket[i]))
     total.inc(float(np.sum(values)))
-
-
-def _naive_utc(t: datetime | None) -> datetime | None:
-    """An aware time as naive UTC (the project's convention); naive times already are UTC."""
-    return t.astimezone(timezone.utc).replace(tzinfo=None) if t is not None and t.tzinfo else t
 
 
 def _error(status: int, msg: str, loc: list | None = None) -> JSONResponse:
@@ -195,7 +190,7 @@ class SiyuService:
             return self._not_ready()
         rows = [e.model_dump() for e in events]
         try:
-            items, used = self.predictor.predict_events(rows, _naive_utc(asof))
+            items, used = self.predictor.predict_events(rows, asof)  # naive UTC (schemas.Asof)
         except EventsRejected as e:
             return _error(400, str(e), ["events", e.row, e.field])
         except SiyuError as e:  # any other contract problem of the posted events: the caller's to fix, not a 500
