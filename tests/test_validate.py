@@ -187,3 +187,25 @@ def test_iso_offsets_do_not_depend_on_the_machine_time_zone(cfg, monkeypatch):
         monkeypatch.delenv("TZ")
         time.tzset()
     assert set(accepted.ts.astype(str)) == {"2026-01-01 08:00:00"}
+
+
+@pytest.mark.parametrize("text", [
+    # Found by the event fuzz: a sniffed quote character of ' merged these two rows into one.
+    "user_id,ts,event,amount\nu1,2025-01-01,follow,'\nu2,2025-01-01,follow,'\n",
+    "user_id,ts,event\n'a,2025-01-01,follow\nu2,2025-01-01,b'\n",
+    "user_id,ts,event\n#a,2025-01-01,follow\n#b,2025-01-01,follow\n",  # '#' is data, not a comment
+    "user_id,ts,event\na;b;c,2025;01,follow\nd;e;f,2025;01,follow\n",  # ';' is data, not the delimiter
+    'user_id,ts,event\r\n"a\r\nb",2025-01-01,follow\r\nu2,2025-01-01,follow\r\n',  # CRLF, a quoted line break
+])
+def test_csv_dialect_is_fixed_so_no_row_is_merged_or_skipped(cfg, tmp_path, text):
+    p = tmp_path / "e.csv"
+    p.write_bytes(text.encode())
+    r = run_validation(connect(), p, cfg)
+    assert r.rows_read == 2
+
+
+def test_tab_separated_file(cfg, tmp_path):
+    p = tmp_path / "e.tsv"
+    p.write_text("user_id\tts\tevent\nu1\t2025-01-01\tfollow\nu2\t2025-01-02\tfollow, twice\n")
+    r = run_validation(connect(), p, cfg)
+    assert (r.rows_read, r.accepted, r.quarantined) == (2, 1, 1)

@@ -44,7 +44,11 @@ def _source_sql(source: str | Path) -> str:
         return f"read_parquet('{quoted}')"
     if suffix in {".csv", ".tsv", ".txt", ".gz"}:
         # Everything as text: leading zeros in ids survive and bad values reach validation intact.
-        return f"read_csv('{quoted}', all_varchar = true, header = true)"
+        # The dialect is fixed (RFC 4180), not sniffed: a sniffed quote of ' merged two rows holding
+        # a stray ' each into one, silently losing a row (found by tests/reliability/test_fuzz_events.py).
+        delim = "\\t" if ".tsv" in path.suffixes[-2:] else ","
+        return (f"read_csv('{quoted}', all_varchar = true, header = true, delim = '{delim}', quote = '\"', "
+                f"escape = '\"', comment = '', skip = 0)")
     raise SiyuError(f"unsupported event file type '{suffix}' for {path} (use .csv, .parquet or a folder of parts)")
 
 
