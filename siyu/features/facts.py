@@ -19,7 +19,7 @@ import pandas as pd
 
 from siyu.errors import SiyuError
 from siyu.features.contract import (
-    BRAND_EVENTS, CONNECT_EVENTS, EVENTS, DISCONNECT_EVENTS, EVENT_FAMILY, MEMBERSHIP_EVENTS,
+    BRAND_EVENTS, CONNECT_EVENTS, EVENTS, DISCONNECT_EVENTS, MEMBERSHIP_EVENTS,
 )
 
 EPOCH = date(1970, 1, 1)
@@ -28,6 +28,11 @@ EPOCH = date(1970, 1, 1)
 def sql_list(items) -> str:
     """A SQL literal list: ('a', 'b')."""
     return "(" + ", ".join(f"'{i}'" for i in items) + ")"
+
+
+def codes_list(events) -> str:
+    """A SQL list of the event codes (`ev`, index in contract.EVENTS) of these event names: (3, 7)."""
+    return "(" + ", ".join(str(EVENTS.index(e)) for e in sorted(events)) + ")"
 
 
 def day_sql(expr: str) -> str:
@@ -82,7 +87,7 @@ class Facts:
 
     prefix: str
     offset: int
-    iv: str      # user_id, e, event, fam, ev (EVENTS index), n, amt, n_coupon, rating_sum, rating_n, min_b, max_b, mask
+    iv: str      # user_id, e, ev (EVENTS index), n, amt, n_coupon, rating_sum, rating_n, min_b, max_b, mask
     states: str  # user_id, chan, b, b_next, is_open  (chan 'member' = membership)
     orders: str  # user_id, cday, b, amount, coupon, cancel_b
     users: str   # user_id, first_b, first_user_b
@@ -134,13 +139,14 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
     interval = "CASE " + " ".join(f"WHEN b <= {x} THEN {x}" for x in bs) + " END"
     bit = f"CASE WHEN e - b < {MASK_DAYS} THEN CAST(1 AS BIGINT) << CAST(e - b AS INTEGER) ELSE 0 END"
     run.table(f.iv, f"""
-        SELECT user_id, e, event, {_case(EVENT_FAMILY)} AS fam, {event_code('event')} AS ev,
-               CAST(count(*) AS DOUBLE) AS n, sum(amount) AS amt,
+        SELECT user_id, e, ev, CAST(count(*) AS DOUBLE) AS n, sum(amount) AS amt,
                CAST(sum(CASE WHEN coupon THEN 1 ELSE 0 END) AS DOUBLE) AS n_coupon,
                CAST(sum(rating) AS DOUBLE) AS rating_sum, CAST(count(rating) AS DOUBLE) AS rating_n,
                min(b) AS min_b, max(b) AS max_b, bit_or({bit}) AS mask
-        FROM (SELECT user_id, event, amount, coupon, rating, b, {interval} AS e FROM {ev} y) x
-        GROUP BY user_id, e, event""")  # DOUBLE measures: DuckDB sums BIGINT into slow HUGEINT
+        FROM (SELECT user_id, {event_code('event')} AS ev, amount, coupon, rating, b, {interval} AS e
+              FROM {ev} y) x
+        GROUP BY user_id, e, ev""")  # an integer event code groups faster and smaller than the name;
+    # DOUBLE measures: DuckDB sums BIGINT into slow HUGEINT
     chan = {**CONNECT_EVENTS, **DISCONNECT_EVENTS, **{e: "member" for e in MEMBERSHIP_EVENTS}}
     opening = sql_list([*CONNECT_EVENTS, *(e for e, v in MEMBERSHIP_EVENTS.items() if v)])
     # The last state change of each bucket decides; at the same timestamp a close wins.
@@ -168,7 +174,7 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
         GROUP BY pur.user_id, pur.order_id, pur.ts, pur.cday, pur.b, pur.amount, pur.coupon""")
     run.table(f.users, f"""
         SELECT user_id, min(min_b) AS first_b,
-               min(CASE WHEN event NOT IN {sql_list(BRAND_EVENTS)} THEN min_b END) AS first_user_b
+               min(CASE WHEN ev NOT IN {codes_list(BRAND_EVENTS)} THEN min_b END) AS first_user_b
         FROM {f.iv} GROUP BY user_id""")
     return f
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 
 from siyu.config import Config
-from siyu.features.facts import Facts, Runner, build_facts, instant_of, split_instant
+from siyu.features.contract import EVENT_FAMILY, EVENTS
+from siyu.features.facts import Facts, Runner, build_facts, split_instant
 from siyu.features.feature_compiler import Compiled
 from siyu.features.registry import Feature, features_for
 from siyu.features.tiers import tier_bounds, tier_sql
@@ -75,14 +77,19 @@ def feature_sql(facts: Facts, tiers: str, days: list[int], cfg: Config) -> tuple
     LEFT JOIN {tiers} prev ON prev.user_id = k.user_id AND prev.d = k.d - {cfg.windows.period_days}
     {grid}
     LEFT JOIN w ON w.user_id = k.user_id AND w.d = k.d
-    WHERE k.d IN ({", ".join(str(d) for d in ds)})"""
+    WHERE k.d IN ({", ".join(str(d) for d in ds)})
+    ORDER BY k.d, k.user_id"""
     return sql, [f.name for f in registry_for(cfg)]
 
 
 def family_first_days(run: Runner, facts: Facts) -> dict[str, int]:
     """Day number at which each event family first occurs in the facts."""
-    df = run.df(f"SELECT fam, min(min_b) AS b FROM {facts.iv} GROUP BY fam")
-    return {str(f): int(b) for f, b in zip(df["fam"], df["b"]) if f is not None}
+    df = run.df(f"SELECT ev, min(min_b) AS b FROM {facts.iv} GROUP BY ev")
+    first: dict[str, int] = {}
+    for ev, b in zip(df["ev"], df["b"]):
+        fam = EVENT_FAMILY[EVENTS[int(ev)]]
+        first[fam] = min(first.get(fam, int(b)), int(b))
+    return first
 
 
 def tidy_features(df: pd.DataFrame, names: list[str], offset: int, feats: list[Feature],
@@ -92,17 +99,21 @@ def tidy_features(df: pd.DataFrame, names: list[str], offset: int, feats: list[F
     A feature is NaN at a cutoff when one of its source families is absent from the log up to
     that cutoff (`first_days`), or from `families` when given.
     """
-    df = df.copy()
-    day = df["d"].astype("int64")
-    df.insert(1, "asof", pd.Series([instant_of(int(d), offset) for d in day], dtype="datetime64[us]"))
-    for f in feats:
-        col = df[f.name].astype("float64")
+    day = df["d"].to_numpy(dtype="int64")
+    asof = (day * 86400 + offset).astype("datetime64[s]").astype("datetime64[us]")
+    seen: dict[str, np.ndarray] = {}
+    for fam in {s for f in feats for s in f.sources}:
+        seen[fam] = (np.full(len(df), fam in families) if families is not None
+                     else day >= first_days.get(fam, 2**62))
+    cols: dict[str, object] = {"user_id": df["user_id"].to_numpy(), "asof": asof}
+    for f in feats:  # one frame built at once: inserting 90 columns one by one fragments it
+        col = df[f.name].to_numpy(dtype="float64", na_value=np.nan)
         for s in f.sources:
-            seen = (pd.Series(s in families, index=df.index) if families is not None
-                    else day >= first_days.get(s, 2**62))
-            col = col.where(seen)
-        df[f.name] = col.round().astype("Int64") if f.name in INT_FEATURES else col
-    return df[["user_id", "asof", *names]].sort_values(["asof", "user_id"]).reset_index(drop=True)
+            col = np.where(seen[s], col, np.nan)
+        cols[f.name] = pd.array(np.round(col), dtype="Int64") if f.name in INT_FEATURES else col
+    del df
+    # The engine sorted by (d, user_id), i.e. by (asof, user_id).
+    return pd.DataFrame({c: cols[c] for c in ["user_id", "asof", *names]})
 
 
 def features_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str = "events",

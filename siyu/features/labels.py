@@ -12,7 +12,7 @@ import pandas as pd
 
 from siyu.config import Config
 from siyu.features.contract import BRAND_EVENTS, TIER_RANK
-from siyu.features.facts import Facts, Runner, build_facts, instant_of, pairs_table, split_instant, sql_list
+from siyu.features.facts import Facts, Runner, build_facts, codes_list, instant_of, pairs_table, split_instant
 from siyu.features.tiers import tier_bounds, tier_sql
 
 LABEL_COLUMNS = ["user_id", "cutoff", "tier", "tier_next", "in_churn_pop", "in_promotion_pop", "in_koc_pop",
@@ -37,7 +37,7 @@ def label_sql(facts: Facts, tiers: str, days: list[int], cfg: Config) -> str:
     WITH fut AS (
         SELECT a.user_id, i.d - {H} AS d, sum(a.n) AS n_future
         FROM {facts.iv} a JOIN {pairs_table(facts.bounds, [d + H for d in days], H)} i ON a.e = i.e
-        WHERE a.event NOT IN {sql_list(BRAND_EVENTS)}
+        WHERE a.ev NOT IN {codes_list(BRAND_EVENTS)}
         GROUP BY a.user_id, i.d - {H}),
     j AS (
         SELECT t.user_id, t.d, t.tier, n.tier AS tier_next, t.tier_rank, n.tier_rank AS rank_next,

@@ -14,7 +14,9 @@ import pandas as pd
 
 from siyu.config import Config
 from siyu.features.contract import ACTIONS, BRAND_EVENTS, TIER_RANK
-from siyu.features.facts import Facts, Runner, build_facts, instants_table, pairs_table, split_instant, sql_list
+from siyu.features.facts import (
+    Facts, Runner, build_facts, codes_list, instants_table, pairs_table, split_instant,
+)
 
 TIER_COLUMNS = ["user_id", "d", "tier", "tier_rank", "connected", "member", "channels_open",
                 "purchase_days", "lapsed", "n_actions", "n_referrals", "n_user_events"]
@@ -44,9 +46,9 @@ def tier_sql(facts: Facts, days: list[int], cfg: Config) -> str:
         GROUP BY s.user_id, i.d),
     act AS (
         SELECT a.user_id, i.d,
-               sum(CASE WHEN a.event IN {sql_list(ACTIONS)} THEN a.n ELSE 0 END) AS n_actions,
-               sum(CASE WHEN a.event = 'referral_purchase' THEN a.n ELSE 0 END) AS n_referrals,
-               sum(CASE WHEN a.event NOT IN {sql_list(BRAND_EVENTS)} THEN a.n ELSE 0 END) AS n_user_events
+               sum(CASE WHEN a.ev IN {codes_list(ACTIONS)} THEN a.n ELSE 0 END) AS n_actions,
+               sum(CASE WHEN a.ev IN {codes_list(['referral_purchase'])} THEN a.n ELSE 0 END) AS n_referrals,
+               sum(CASE WHEN a.ev NOT IN {codes_list(BRAND_EVENTS)} THEN a.n ELSE 0 END) AS n_user_events
         FROM {facts.iv} a JOIN {pairs_table(facts.bounds, days, P)} i ON a.e = i.e
         GROUP BY a.user_id, i.d),
     pur AS (
