@@ -137,6 +137,37 @@ def test_predict_events_asof_offset_is_converted_to_utc(client):
     assert r.json()["asof"].startswith("2025-12-05T00:00:00")
 
 
+def test_fast_path_answers_exactly_like_the_bentoml_route(client, monkeypatch):
+    from siyu.serving import service
+
+    fast = client.post("/predict", json=EXAMPLE_REQUEST)
+    monkeypatch.delitem(service._LIVE, "svc")  # the middleware then hands every request to the route
+    routed = client.post("/predict", json=EXAMPLE_REQUEST)
+    assert fast.status_code == routed.status_code == 200
+    assert fast.content == routed.content
+    assert fast.headers["content-type"] == routed.headers["content-type"]
+
+
+@pytest.mark.parametrize("body", [b'{"user_ids": []}', b'{"user_ids": ["u1"], "x": 1}', b"not json", b""])
+def test_fast_path_hands_invalid_bodies_to_the_route_intact(body):
+    import asyncio
+
+    from siyu.serving.service import FastPredictMiddleware
+
+    seen = {}
+
+    async def inner(scope, receive, send):
+        seen["body"] = (await receive())["body"]
+
+    async def receive_in_two_parts(parts=[body[:3], body[3:]]):
+        part = parts.pop(0)
+        return {"type": "http.request", "body": part, "more_body": bool(parts)}
+
+    scope = {"type": "http", "path": "/predict", "method": "POST"}
+    asyncio.run(FastPredictMiddleware(inner)(scope, receive_in_two_parts, None))
+    assert seen["body"] == body
+
+
 def test_auth_and_open_probes(client):
     bare = {"Authorization": ""}
     assert client.post("/predict", json=EXAMPLE_REQUEST, headers=bare).status_code == 401

@@ -22,6 +22,7 @@ from datetime import datetime
 
 import bentoml
 import numpy as np
+from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response
 
 from siyu.errors import SiyuError
@@ -32,6 +33,7 @@ from siyu.serving.schemas import PredictEventsRequest, PredictRequest, PredictRe
 log = logging.getLogger("siyu.serving")
 _METRICS: dict = {}
 _CHILDREN: dict = {}
+_LIVE: dict = {}  # this worker's SiyuService instance, for FastPredictMiddleware
 
 
 def _metrics() -> dict:
@@ -58,6 +60,53 @@ class DocsMiddleware:
             await send({"type": "http.response.body", "body": b""})
             return
         await self.app(scope, receive, send)
+
+
+class FastPredictMiddleware:
+    """`POST /predict` with a valid body, answered here once the models are in.
+
+    BentoML's route machinery (context, IO descriptor, argument binding, response
+    conversion) costs more CPU than scoring one user. The body is validated with the
+    same PredictRequest model; anything else (invalid body, not ready, other routes)
+    goes on to the BentoML route unchanged, so its errors, docs and spec stay BentoML's.
+    It sits inside BentoML's metrics, timeout and auth middlewares, so those still apply.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:
+            msg = await receive()
+            if msg["type"] != "http.request":  # client went away: let the route see it
+                await self.app(scope, _replay(b"".join(chunks), msg, receive), send)
+                return
+            chunks.append(msg.get("body", b""))
+            more = msg.get("more_body", False)
+        body = b"".join(chunks)
+        svc = _LIVE.get("svc")
+        if svc is not None and svc.predictor is not None:
+            try:
+                user_ids = PredictRequest.model_validate_json(body).user_ids
+            except ValidationError:
+                user_ids = None
+            if user_ids is not None:
+                await svc.predict_now(user_ids)(scope, receive, send)
+                return
+        await self.app(scope, _replay(body, None, receive), send)
+
+
+def _replay(body: bytes, then: dict | None, receive):
+    """An ASGI `receive` that hands out an already-read body first."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}] + ([then] if then else [])
+
+    async def replay():
+        return pending.pop(0) if pending else await receive()
+    return replay
 
 
 def _count(endpoint: str, tiers: list[str], scores: dict[str, np.ndarray]) -> None:
@@ -119,6 +168,7 @@ class SiyuService:
     def __init__(self) -> None:
         self.predictor = None
         self.load_error: str | None = None
+        _LIVE["svc"] = self
         self._first_try = threading.Event()
         threading.Thread(target=self._load_forever, name="siyu-load", daemon=True).start()
         # A worker takes connections only once __init__ returns: wait for the first load attempt so a
@@ -177,6 +227,10 @@ class SiyuService:
         """Score users of the latest snapshot by id (1-1000); unknown ids come back as `unknown_user`."""
         if self.predictor is None:
             return self._not_ready()
+        return self.predict_now(user_ids)
+
+    def predict_now(self, user_ids: list[str]) -> Response:
+        """The /predict answer for validated ids (FastPredictMiddleware calls it directly)."""
         text, tiers, scores = self.predictor.predict_ids_json(user_ids)
         _count("predict", tiers, scores)
         return self._answer(text, self.predictor.snap.asof, "predict")
@@ -203,3 +257,4 @@ class SiyuService:
 
 SiyuService.add_asgi_middleware(DocsMiddleware)
 SiyuService.add_asgi_middleware(BearerTokenMiddleware)
+SiyuService.add_asgi_middleware(FastPredictMiddleware)  # last: inside auth
