@@ -3,10 +3,12 @@
 Settings come from the environment (`siyu serve` sets them): SIYU_CONFIG (config
 file), SIYU_SCORES (snapshot; default the latest `siyu score` wrote),
 SIYU_API_TOKEN (bearer token; unset = open), MLFLOW_TRACKING_URI / SIYU_HOME,
-SIYU_ACCESS_LOG=1 (per-request access log), SIYU_TRACING=1 (OpenTelemetry spans on
-the prediction routes too).
+SIYU_RELOAD_SECONDS (how often to look for a new champion or snapshot; default 30,
+0 = never), SIYU_ACCESS_LOG=1 (per-request access log), SIYU_TRACING=1
+(OpenTelemetry spans on the prediction routes too).
 Models and snapshot load in a background thread so /livez answers at once and
-/readyz says 503 until they are in; a failed load is logged and retried.
+/readyz says 503 until they are in; a failed load is logged and retried. Once
+loaded, the same thread swaps in new champions / a new snapshot when they appear.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import json
 import logging
 import os
 import threading
-import time
 from collections import Counter
 from datetime import datetime
 
@@ -100,6 +101,12 @@ class FastPredictMiddleware:
         await self.app(scope, _replay(body, None, receive), send)
 
 
+def _file_id(path) -> tuple:
+    """What changes when a file is rewritten (`siyu score` replaces the snapshot atomically)."""
+    st = os.stat(path)
+    return os.path.realpath(path), st.st_ino, st.st_mtime_ns
+
+
 def _replay(body: bytes, then: dict | None, receive):
     """An ASGI `receive` that hands out an already-read body first."""
     pending = [{"type": "http.request", "body": body, "more_body": False}] + ([then] if then else [])
@@ -170,6 +177,7 @@ class SiyuService:
         self.load_error: str | None = None
         _LIVE["svc"] = self
         self._first_try = threading.Event()
+        self._stop = threading.Event()
         threading.Thread(target=self._load_forever, name="siyu-load", daemon=True).start()
         # A worker takes connections only once __init__ returns: wait for the first load attempt so a
         # replacement worker never answers 503 beside a ready sibling; bounded, so a failing load
@@ -181,7 +189,7 @@ class SiyuService:
         from siyu.config import load_config
         from siyu.serving.predictor import Predictor
 
-        while self.predictor is None:
+        while self.predictor is None and not self._stop.is_set():
             try:
                 cfg = load_config(os.environ.get("SIYU_CONFIG") or None)
                 self.predictor = Predictor.load(cfg, os.environ.get("SIYU_SCORES") or None)
@@ -198,12 +206,43 @@ class SiyuService:
                 retry = float(os.environ.get("SIYU_LOAD_RETRY_SECONDS", "10"))
                 log.error("siyu not ready (retrying in %ss): %s", retry, self.load_error)
                 self._first_try.set()
-                time.sleep(retry)
+                self._stop.wait(retry)
         self._first_try.set()
+        self._watch(float(os.environ.get("SIYU_RELOAD_SECONDS", "30")))
+
+    def _watch(self, period: float) -> None:
+        """Every `period` seconds (0 = never), reload when a champion alias or the latest snapshot moved.
+
+        The new predictor is built beside the old one and swapped in by one reference
+        assignment: every request runs wholly on the old or wholly on the new models.
+        """
+        from siyu.serving.predictor import Predictor
+        from siyu.serving.snapshot import latest_snapshot
+        from siyu.training.registry import champion_versions
+
+        while period > 0 and not self._stop.wait(period):
+            cur = self.predictor
+            try:
+                champions = champion_versions(cur.cfg, [lab for lab, v in cur.versions.items() if v is not None])
+                scores = os.environ.get("SIYU_SCORES") or latest_snapshot(cur.cfg)
+                if (champions == {lab: v for lab, v in cur.versions.items() if v is not None}
+                        and _file_id(scores) == _file_id(cur.snap.path)):
+                    continue
+                new = Predictor.load(cur.cfg, os.environ.get("SIYU_SCORES") or None)
+            except Exception as e:  # noqa: BLE001 - the registry or a file is away for now: keep serving
+                log.error("siyu reload check failed (still serving %s): %s: %s", cur.versions, type(e).__name__, e)
+                continue
+            self.predictor = new
+            log.info("siyu reloaded: models %s -> %s, snapshot %s", cur.versions, new.versions, new.snap.path)
+            del cur
+            gc.unfreeze()  # let the old predictor go, then freeze the new long-lived objects (see above)
+            gc.collect()
+            gc.freeze()
 
     @bentoml.on_shutdown
     def _unfreeze(self) -> None:
-        """Hand the frozen objects back to the collector (their finalisers run; no leak reports at exit)."""
+        """Stop the load/reload thread; hand the frozen objects back to the collector (no leak reports at exit)."""
+        self._stop.set()
         gc.unfreeze()
 
     def __is_ready__(self) -> bool:
@@ -212,9 +251,8 @@ class SiyuService:
     def _not_ready(self) -> JSONResponse:
         return _error(503, "models or snapshot not loaded yet" + (f" ({self.load_error})" if self.load_error else ""))
 
-    def _answer(self, items: list[dict] | str, asof: datetime, endpoint: str) -> Response:
-        """The response: `items` as dicts (shaped to PredictResponse; a test validates them) or as JSON text."""
-        p = self.predictor
+    def _answer(self, p, items: list[dict] | str, asof: datetime) -> Response:
+        """The response of predictor `p`: `items` as dicts (shaped to PredictResponse) or as JSON text."""
         head = json.dumps({"model_versions": p.versions, "snapshot_date": p.snap.asof.isoformat(),
                            "asof": asof.isoformat()}, separators=(",", ":"))
         if not isinstance(items, str):
@@ -231,20 +269,22 @@ class SiyuService:
 
     def predict_now(self, user_ids: list[str]) -> Response:
         """The /predict answer for validated ids (FastPredictMiddleware calls it directly)."""
-        text, tiers, scores = self.predictor.predict_ids_json(user_ids)
+        p = self.predictor  # once: a reload may swap it mid-request
+        text, tiers, scores = p.predict_ids_json(user_ids)
         _count("predict", tiers, scores)
-        return self._answer(text, self.predictor.snap.asof, "predict")
+        return self._answer(p, text, p.snap.asof)
 
     @bentoml.api(route="/predict_events", input_spec=PredictEventsRequest, output_spec=PredictResponse)
     def predict_events(self, events: list, asof: datetime | None = None) -> PredictResponse:
         """Score users from their raw events (validated like batch; features from the batch feature code)."""
         from siyu.serving.predictor import EventsRejected
 
-        if self.predictor is None:
+        p = self.predictor  # once: a reload may swap it mid-request
+        if p is None:
             return self._not_ready()
         rows = [e.model_dump() for e in events]
         try:
-            items, used = self.predictor.predict_events(rows, asof)  # naive UTC (schemas.Asof)
+            items, used = p.predict_events(rows, asof)  # naive UTC (schemas.Asof)
         except EventsRejected as e:
             return _error(400, str(e), ["events", e.row, e.field])
         except SiyuError as e:  # any other contract problem of the posted events: the caller's to fix, not a 500
@@ -252,7 +292,7 @@ class SiyuService:
         ok = [i for i in items if i["status"] == "ok"]
         _count("predict_events", [i["tier"] for i in ok],
                {lab: np.array([i[f"p_{lab}"] for i in ok if i[f"p_{lab}"] is not None], dtype=float) for lab in LABELS})
-        return self._answer(items, used, "predict_events")
+        return self._answer(p, items, used)
 
 
 SiyuService.add_asgi_middleware(DocsMiddleware)

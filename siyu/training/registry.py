@@ -145,6 +145,17 @@ def resolve_alias(cfg: Config, label: str, alias: str = "champion") -> int:
         raise SiyuError(f"model '{name}' has no version with alias '{alias}' (train first, or `siyu promote`)") from e
 
 
+def champion_versions(cfg: Config, labels) -> dict[str, int]:
+    """label -> version the `champion` alias points to, read without touching the process-wide MLflow URIs.
+
+    For a long-running poller (the API's reload check) that must not redirect other MLflow work
+    in the same process.
+    """
+    uri = cfg.tracking_uri()
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return {lab: int(client.get_model_version_by_alias(model_name(cfg, lab), "champion").version) for lab in labels}
+
+
 class RegistryUnreachable(SiyuError):
     """The tracking/registry server did not answer (as opposed to: the model or alias does not exist)."""
 

@@ -163,8 +163,6 @@ def test_mlflow_unreachable_default_retries_logged_soon(world, workdir):
 
 @pytest.mark.slow
 @pytest.mark.reliability
-@pytest.mark.xfail(strict=True, reason="the service loads champions once at startup and has no reload "
-                   "(see docs/ml-test-score.md, 'champion reload'); remove this mark when it does")
 def test_new_champion_picked_up_without_failed_requests(world, workdir, user_ids):
     """Promote a new champion while serving under load: answers switch to the new version with 0 failed requests.
 
