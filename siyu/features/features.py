@@ -125,11 +125,11 @@ def features_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str =
     try:
         run.table(tiers, tier_sql(facts, tier_days(days, cfg), cfg))
         sql, names = feature_sql(facts, tiers, days, cfg)
-        df = run.df(sql)
         first = family_first_days(run, facts)
+        # Passed straight in so tidy_features holds the only reference to the engine's frame.
+        return tidy_features(run.df(sql), names, facts.offset, registry_for(cfg), first, families)
     finally:
         run.drop([*facts.names(), tiers])
-    return tidy_features(df, names, facts.offset, registry_for(cfg), first, families)
 
 
 def feature_table(con, asof: datetime, cfg: Config, events: str = "events",

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import numpy as np
 import pandas as pd
 
 from siyu.config import Config
 from siyu.features.contract import BRAND_EVENTS, TIER_RANK
-from siyu.features.facts import Facts, Runner, build_facts, codes_list, instant_of, pairs_table, split_instant
+from siyu.features.facts import Facts, Runner, build_facts, codes_list, pairs_table, split_instant
 from siyu.features.tiers import tier_bounds, tier_sql
 
 LABEL_COLUMNS = ["user_id", "cutoff", "tier", "tier_next", "in_churn_pop", "in_promotion_pop", "in_koc_pop",
@@ -53,21 +54,24 @@ def label_sql(facts: Facts, tiers: str, days: list[int], cfg: Config) -> str:
            CASE WHEN in_churn_pop = 1 THEN gone END AS churn,
            CASE WHEN in_up_pop = 1 THEN CASE WHEN rank_next > tier_rank THEN 1 ELSE 0 END END AS promotion,
            CASE WHEN in_up_pop = 1 THEN CASE WHEN rank_next = {koc} THEN 1 ELSE 0 END END AS koc
-    FROM j"""
+    FROM j
+    ORDER BY d, user_id"""
 
 
 def tidy_labels(df: pd.DataFrame, offset: int) -> pd.DataFrame:
     """Engine output -> LABEL_COLUMNS with stable dtypes (bool flags, nullable Int8 labels)."""
-    df = df.copy()
-    df["cutoff"] = [instant_of(int(d), offset) for d in df["d"]]
-    df["cutoff"] = df["cutoff"].astype("datetime64[us]")
+    day = df["d"].to_numpy(dtype="int64")
+    out = {"user_id": df["user_id"].to_numpy(),
+           "cutoff": (day * 86400 + offset).astype("datetime64[s]").astype("datetime64[us]")}
+    for c in ("tier", "tier_next"):
+        out[c] = df[c].astype(str).to_numpy()
     for c in ("in_churn_pop", "in_promotion_pop", "in_koc_pop"):
-        df[c] = df[c].astype(bool)
+        out[c] = df[c].to_numpy(dtype=bool)
     for c in ("churn", "promotion", "koc"):
-        df[c] = pd.array(df[c].tolist(), dtype="Int8") if len(df) else pd.Series([], dtype="Int8")
-    df["tier"] = df["tier"].astype(str)
-    df["tier_next"] = df["tier_next"].astype(str)
-    return df[LABEL_COLUMNS].sort_values(["cutoff", "user_id"]).reset_index(drop=True)
+        v = df[c].to_numpy(dtype="float64", na_value=np.nan)
+        out[c] = pd.arrays.IntegerArray(np.nan_to_num(v).astype("int8"), np.isnan(v))
+    # The engine sorted by (d, user_id), i.e. by (cutoff, user_id).
+    return pd.DataFrame({c: out[c] for c in LABEL_COLUMNS})
 
 
 def labels_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str = "events") -> pd.DataFrame:

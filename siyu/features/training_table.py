@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import numpy as np
 import pandas as pd
 
 from siyu.config import Config
@@ -64,17 +65,22 @@ def training_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str =
     try:
         run.table(tiers, tier_sql(facts, tdays, cfg))
         sql, names = feature_sql(facts, tiers, days, cfg)
-        feats = run.df(sql)
         first = family_first_days(run, facts)
-        labels = run.df(label_sql(facts, tiers, days, cfg))
+        labels = tidy_labels(run.df(label_sql(facts, tiers, days, cfg)), facts.offset).drop(columns=["tier"])
+        # Passed straight in so tidy_features holds the only reference to the engine's frame.
+        out = tidy_features(run.df(sql), names, facts.offset, registry_for(cfg), first).rename(
+            columns={"asof": "cutoff"})
     finally:
         run.drop([*facts.names(), tiers])
-    feats = tidy_features(feats, names, facts.offset, registry_for(cfg), first)
-    labels = tidy_labels(labels, facts.offset).drop(columns=["tier"])
-    out = feats.rename(columns={"asof": "cutoff"}).merge(labels, on=["user_id", "cutoff"], how="inner",
-                                                          validate="one_to_one")
-    out.insert(2, "tier_name", [TIERS[int(r)] for r in out["tier"]])
-    return out.sort_values(["cutoff", "user_id"]).reset_index(drop=True)
+    # Both frames come sorted by (cutoff, user_id) over the same users (the tiers at each cutoff):
+    # adding the label columns in place saves a merge's copy of every feature (GBs at 1M users).
+    if not (len(out) == len(labels) and np.array_equal(out["user_id"].to_numpy(), labels["user_id"].to_numpy())
+            and np.array_equal(out["cutoff"].to_numpy(), labels["cutoff"].to_numpy())):
+        raise SiyuError("feature and label rows do not line up (engine returned them unsorted?)")
+    for c in labels.columns.drop(["user_id", "cutoff"]):
+        out[c] = labels[c].to_numpy() if labels[c].dtype != "Int8" else labels[c].array
+    out.insert(2, "tier_name", np.asarray(TIERS, dtype=object)[out["tier"].to_numpy(dtype="int64")])
+    return out
 
 
 def training_table(con, cutoffs: list[datetime], cfg: Config, events: str = "events") -> pd.DataFrame:
