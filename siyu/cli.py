@@ -168,12 +168,14 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="interface to bind"),
     port: int = typer.Option(3000, "--port", help="TCP port"),
     scores: Optional[Path] = typer.Option(None, "--scores", help="snapshot to serve (default: the latest `siyu score`)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                          help="worker processes (default 1; 2+ keep answering when one dies)"),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
     """Start the prediction API (BentoML) on the champion models and a scores snapshot."""
     from siyu.serving.launch import exec_serve, serve_command
 
-    argv, env = serve_command(cfg_from(config), host, port, scores)
+    argv, env = serve_command(cfg_from(config), host, port, scores, workers)
     console.print(f"serving {env['SIYU_SCORES']} on http://{host}:{port} (docs: /docs)", highlight=False)
     exec_serve(argv, env)
 

@@ -20,7 +20,7 @@ SERVICE = "siyu.serving.service:SiyuService"
 
 
 def serve_command(cfg: Config, host: str = "127.0.0.1", port: int = 3000,
-                  scores: str | Path | None = None) -> tuple[list[str], dict[str, str]]:
+                  scores: str | Path | None = None, workers: int | None = None) -> tuple[list[str], dict[str, str]]:
     """The argv and environment that start the prediction API.
 
     Args:
@@ -28,6 +28,8 @@ def serve_command(cfg: Config, host: str = "127.0.0.1", port: int = 3000,
         host: interface to bind (127.0.0.1 keeps it local).
         port: TCP port.
         scores: snapshot to serve; default the latest one `siyu score` recorded.
+        workers: worker processes (default: the service's 1). With 2 or more, a killed worker's
+            share is taken by the others at once instead of after a 10-20 s restart.
 
     Returns:
         (argv for `bentoml serve`, environment for it).
@@ -43,6 +45,11 @@ def serve_command(cfg: Config, host: str = "127.0.0.1", port: int = 3000,
     env["MLFLOW_TRACKING_URI"] = cfg.tracking_uri()
     if cfg.source:
         env["SIYU_CONFIG"] = str(cfg.source)
+    if workers is not None:
+        if workers < 1:
+            raise SiyuError(f"--workers must be at least 1, got {workers}")
+        extra = env.get("BENTOML_CONFIG_OPTIONS", "")
+        env["BENTOML_CONFIG_OPTIONS"] = f"{extra} services.siyu.workers={int(workers)}".strip()
     argv = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port)]
     return argv, env
 

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import os
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -116,3 +122,77 @@ def run_load_in_thread(base_url: str, ids: list[str], headers: dict, rate: float
                                                            out, stop)), daemon=True)
     th.start()
     return th, out
+
+
+# --- wrk (C) as the load client, when installed: on 2 shared cores the Python client above
+# --- cannot hold 70% of the server's max for minutes; wrk costs the server almost no CPU.
+
+@dataclass
+class WrkWindow:
+    requests: int
+    errors: int  # socket errors (connect/read/write/timeout) + non-2xx answers
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def have_wrk() -> bool:
+    """Whether the wrk HTTP benchmark tool is on PATH."""
+    return shutil.which("wrk") is not None
+
+
+def _wrk_script(folder: Path, ids: list[str], headers: dict, delay_ms: float) -> Path:
+    hdr = ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in {**headers, "Content-Type": "application/json"}.items())
+    path = folder / f"siyu-load-{os.getpid()}.lua"
+    path.write_text(
+        "local ids = {" + ",".join(json.dumps(i) for i in ids) + "}\n"
+        "local n = 0\n"
+        f"local hdr = {{{hdr}}}\n"
+        "request = function()\n"
+        "  n = n + 1\n"
+        "  return wrk.format('POST', '/predict', hdr, '{\"user_ids\":[\"' .. ids[(n % #ids) + 1] .. '\"]}')\n"
+        "end\n"
+        + (f"delay = function() return {delay_ms:.3f} end\n" if delay_ms > 0 else "")
+        + "done = function(s, latency, r)\n"
+        "  local e = s.errors\n"
+        "  io.write(string.format('SIYU %d %d %d %.3f %.3f\\n', s.requests, e.connect + e.read + e.write + "
+        "e.timeout + e.status, s.duration, latency:percentile(50) / 1000, latency:percentile(99) / 1000))\n"
+        "end\n")
+    return path
+
+
+def wrk_run(base_url: str, ids: list[str], headers: dict, seconds: float, connections: int = CONNECTIONS,
+            delay_ms: float = 0.0) -> WrkWindow:
+    """One wrk run of single-user /predict: closed loop, or paced by `delay_ms` per connection between requests."""
+    with tempfile.TemporaryDirectory() as d:
+        script = _wrk_script(Path(d), ids, headers, delay_ms)
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "15s",
+                              "-s", str(script), base_url], capture_output=True, text=True, timeout=seconds + 60)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("SIYU ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary: {out.stdout[-500:]} {out.stderr[-500:]}")
+    req, err, dur_us, p50, p99 = line.split()[1:]
+    return WrkWindow(int(req), int(err), int(dur_us) / 1e6, float(p50), float(p99))
+
+
+def wrk_paced(base_url: str, ids: list[str], headers: dict, rate: float, seconds: float, window: float,
+              connections: int = CONNECTIONS) -> list[WrkWindow]:
+    """About `rate` req/s for `seconds`, as consecutive wrk runs of `window` seconds (one p99 per window).
+
+    wrk has no fixed-rate mode: each connection waits `delay` between answer and next request, and the
+    delay is corrected after every window from the rate it achieved.
+    """
+    delay = max(0.0, 1000.0 * connections / rate - 1.0)
+    windows: list[WrkWindow] = []
+    while sum(w.seconds for w in windows) < seconds - 0.5:
+        w = wrk_run(base_url, ids, headers, min(window, seconds - sum(x.seconds for x in windows)), connections,
+                    delay)
+        windows.append(w)
+        if w.rps > 0:  # per-request cycle = delay + service time; keep the service time, fix the delay
+            cycle = 1000.0 * connections / w.rps
+            delay = max(0.0, delay + (1000.0 * connections / rate - cycle))
+    return windows

@@ -31,12 +31,10 @@ def _predict_ok(api, ids, timeout: float = 2.0) -> bool:
 
 @pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
 def served(request, world, workdir):
-    """A dedicated server with 1 (the default) or 2 BentoML workers (BENTOML_CONFIG services.siyu.workers)."""
+    """A dedicated server with 1 (the default) or 2 workers (`siyu serve --workers 2`)."""
     n = request.param
-    conf = workdir / f"bentoml-{n}.yaml"
-    conf.write_text(f"services:\n  siyu:\n    workers: {n}\n")
     server = start_server(world.cfg_path, world.scores, workdir,
-                          extra_env={"MLFLOW_TRACKING_URI": world.cfg.tracking_uri(), "BENTOML_CONFIG": str(conf)})
+                          extra_env={"MLFLOW_TRACKING_URI": world.cfg.tracking_uri()}, workers=n if n > 1 else None)
     try:
         wait_status(server, "/readyz", 200, timeout=240)
         yield n, server

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from reliability.load import max_throughput, run_load
+from reliability.load import have_wrk, max_throughput, run_load, wrk_paced, wrk_run
 from reliability.results import env_float, record
 
 LOAD_FRACTION = 0.7
@@ -69,11 +69,54 @@ def test_load_short(api, user_ids):
     _load_check(api, user_ids, seconds=20, window=5, ratio=3.0, slack_s=0.25, name="load_short", fraction=0.5)
 
 
+def _load_check_wrk(api, user_ids, seconds: float, window: float, ratio: float, slack_s: float, name: str) -> None:
+    """_load_check with wrk as the client: max closed loop, then 70% of it paced, one p99 per window."""
+    peak = wrk_run(api.url, user_ids, api.headers, env_float("SIYU_REL_MAX_SECONDS", 8)).rps
+    assert peak > 5, f"max throughput {peak:.1f} req/s: the server barely answers"
+    rate = LOAD_FRACTION * peak
+    rss: list[int] = []
+    done = threading.Event()
+
+    def sample_rss():
+        while not done.is_set():
+            rss.append(api.rss_bytes())
+            done.wait(1.0)
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
+    try:
+        wins = wrk_paced(api.url, user_ids, api.headers, rate, seconds, window)
+    finally:
+        done.set()
+        sampler.join()
+    growth = rss[-1] / rss[0] - 1
+    errors = sum(w.errors for w in wins)
+    achieved = sum(w.requests for w in wins) / sum(w.seconds for w in wins)
+    # The first window also tunes the pacing: steadiness compares the second window with the last.
+    first, last = (wins[1] if len(wins) > 2 else wins[0]).p99_ms / 1000, wins[-1].p99_ms / 1000
+    steady = _p99_steady(first, last, ratio, slack_s)
+    ok = not errors and steady and growth < RSS_GROWTH_MAX and achieved > 0.8 * rate
+    record(name, ok, client="wrk", seconds=seconds, max_rps=round(peak, 1), target_rps=round(rate, 1),
+           achieved_rps=round(achieved, 1), requests=sum(w.requests for w in wins), errors=errors,
+           p99_first_ms=round(first * 1000, 1), p99_last_ms=round(last * 1000, 1),
+           p99_per_window_ms=[round(w.p99_ms, 1) for w in wins], rps_per_window=[round(w.rps) for w in wins],
+           window_s=window, rss_start_mb=round(rss[0] / 2**20, 1), rss_end_mb=round(rss[-1] / 2**20, 1),
+           rss_growth_pct=round(100 * growth, 2))
+    assert not errors, f"{errors} failed requests"
+    assert steady, f"p99 drifted: {first * 1000:.1f} ms -> {last * 1000:.1f} ms"
+    assert growth < RSS_GROWTH_MAX, f"server RSS grew {100 * growth:.1f}% ({rss[0]} -> {rss[-1]} bytes)"
+    assert achieved > 0.8 * rate, f"offered {rate:.1f} req/s, achieved {achieved:.1f}"
+
+
 @pytest.mark.slow
 @pytest.mark.reliability
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_load_5_minutes(api, user_ids):
-    """5 minutes at 70% of max: no errors, p99 of the last minute vs the first, RSS growth < 10%."""
+    """5 minutes at 70% of max: no errors, p99 of the last minute vs the first, RSS growth < 10%.
+
+    With wrk installed it is the client (the Python client cannot hold 70% of max for minutes
+    on 2 shared cores: its backlog, not the server, then sets the latency).
+    """
     seconds = env_float("SIYU_REL_LOAD_SECONDS", 300)
-    _load_check(api, user_ids, seconds=seconds, window=min(60, seconds / 5), ratio=2.0, slack_s=0.025,
-                name="load_5min")
+    check = _load_check_wrk if have_wrk() else _load_check
+    check(api, user_ids, seconds=seconds, window=min(60, seconds / 5), ratio=2.0, slack_s=0.025, name="load_5min")
