@@ -11,6 +11,7 @@ import sys
 import time
 
 import httpx
+import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
@@ -243,3 +244,15 @@ def test_observe_many_equals_one_observe_per_value():
     samples = {name: {(s.name[1:], tuple(sorted(s.labels.items()))): s.value for s in m.samples}
                for name, m in ((m.name, m) for m in reg.collect())}
     assert samples["a"] == pytest.approx(samples["b"])
+
+
+def test_metrics_flush_counts_every_queued_user():
+    from siyu.serving import service
+
+    served, hist = service._child("served", "buyer", "unit-test"), service._child("score", "unit-test")
+    before, before_sum = served._value.get(), hist._sum.get()
+    for _ in range(5):
+        service._count("unit-test", ["buyer", "buyer"], {"unit-test": np.array([0.25, np.nan])})
+    service.flush_metrics()
+    assert served._value.get() == before + 10
+    assert hist._sum.get() == pytest.approx(before_sum + 5 * 0.25)
