@@ -139,10 +139,10 @@ def test_predict_events_asof_offset_is_converted_to_utc(client):
 
 
 def test_fast_path_answers_exactly_like_the_bentoml_route(client, monkeypatch):
-    from siyu.serving import service
+    from siyu.serving import asgi
 
     fast = client.post("/predict", json=EXAMPLE_REQUEST)
-    monkeypatch.delitem(service._LIVE, "svc")  # the middleware then hands every request to the route
+    monkeypatch.delitem(asgi.LIVE, "svc")  # the middleware then hands every request to the route
     routed = client.post("/predict", json=EXAMPLE_REQUEST)
     assert fast.status_code == routed.status_code == 200
     assert fast.content == routed.content
@@ -153,7 +153,7 @@ def test_fast_path_answers_exactly_like_the_bentoml_route(client, monkeypatch):
 def test_fast_path_hands_invalid_bodies_to_the_route_intact(body):
     import asyncio
 
-    from siyu.serving.service import FastPredictMiddleware
+    from siyu.serving.asgi import FastPredictMiddleware
 
     seen = {}
 
@@ -230,7 +230,7 @@ def test_observe_many_equals_one_observe_per_value():
     import numpy as np
     import prometheus_client as pc
 
-    from siyu.serving.service import observe_many
+    from siyu.serving.metrics import observe_many
 
     reg = pc.CollectorRegistry()
     bounds = [0.01, 0.1, 0.5, 1.0]
@@ -247,12 +247,12 @@ def test_observe_many_equals_one_observe_per_value():
 
 
 def test_metrics_flush_counts_every_queued_user():
-    from siyu.serving import service
+    from siyu.serving import metrics
 
-    served, hist = service._child("served", "buyer", "unit-test"), service._child("score", "unit-test")
+    served, hist = metrics._child("served", "buyer", "unit-test"), metrics._child("score", "unit-test")
     before, before_sum = served._value.get(), hist._sum.get()
     for _ in range(5):
-        service._count("unit-test", ["buyer", "buyer"], {"unit-test": np.array([0.25, np.nan])})
-    service.flush_metrics()
+        metrics.count("unit-test", ["buyer", "buyer"], {"unit-test": np.array([0.25, np.nan])})
+    metrics.flush_metrics()
     assert served._value.get() == before + 10
     assert hist._sum.get() == pytest.approx(before_sum + 5 * 0.25)

@@ -18,166 +18,26 @@ import json
 import logging
 import os
 import threading
-from collections import Counter, deque
 from datetime import datetime
 
 import bentoml
 import numpy as np
-from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response
 
 from siyu.errors import SiyuError
 from siyu.features.contract import LABELS
+from siyu.serving.asgi import LIVE, DocsMiddleware, FastPredictMiddleware
 from siyu.serving.auth import BearerTokenMiddleware
+from siyu.serving.metrics import count, flush_metrics
 from siyu.serving.schemas import PredictEventsRequest, PredictRequest, PredictResponse
 
 log = logging.getLogger("siyu.serving")
-_METRICS: dict = {}
-_CHILDREN: dict = {}
-_LIVE: dict = {}  # this worker's SiyuService instance, for FastPredictMiddleware
-
-
-def _metrics() -> dict:
-    """Prometheus collectors, created once per process (after BentoML set up multiprocess mode)."""
-    if not _METRICS:
-        import prometheus_client as pc
-
-        _METRICS["served"] = pc.Counter("siyu_predictions", "Users scored, by tier and endpoint", ["tier", "endpoint"])
-        _METRICS["score"] = pc.Histogram("siyu_score", "Scores served, by label", ["label"],
-                                         buckets=[0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0])
-    return _METRICS
-
-
-class DocsMiddleware:
-    """`GET /docs` -> BentoML's Swagger UI at `/` (the spec itself is at `/docs.json`)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope.get("path") in ("/docs", "/docs/") and scope.get("method") in ("GET", "HEAD"):
-            await send({"type": "http.response.start", "status": 307,
-                        "headers": [(b"location", b"/"), (b"content-length", b"0")]})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        await self.app(scope, receive, send)
-
-
-class FastPredictMiddleware:
-    """`POST /predict` with a valid body, answered here once the models are in.
-
-    BentoML's route machinery (context, IO descriptor, argument binding, response
-    conversion) costs more CPU than scoring one user. The body is validated with the
-    same PredictRequest model; anything else (invalid body, not ready, other routes)
-    goes on to the BentoML route unchanged, so its errors, docs and spec stay BentoML's.
-    It sits inside BentoML's metrics, timeout and auth middlewares, so those still apply.
-    """
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
-            if scope["type"] == "http" and scope["path"] == "/metrics":
-                flush_metrics()  # the scrape sees every request this worker answered so far
-            await self.app(scope, receive, send)
-            return
-        chunks, more = [], True
-        while more:
-            msg = await receive()
-            if msg["type"] != "http.request":  # client went away: let the route see it
-                await self.app(scope, _replay(b"".join(chunks), msg, receive), send)
-                return
-            chunks.append(msg.get("body", b""))
-            more = msg.get("more_body", False)
-        body = b"".join(chunks)
-        svc = _LIVE.get("svc")
-        if svc is not None and svc.predictor is not None:
-            try:
-                user_ids = PredictRequest.model_validate_json(body).user_ids
-            except ValidationError:
-                user_ids = None
-            if user_ids is not None:
-                await svc.predict_now(user_ids)(scope, receive, send)
-                return
-        await self.app(scope, _replay(body, None, receive), send)
 
 
 def _file_id(path) -> tuple:
     """What changes when a file is rewritten (`siyu score` replaces the snapshot atomically)."""
     st = os.stat(path)
     return os.path.realpath(path), st.st_ino, st.st_mtime_ns
-
-
-def _replay(body: bytes, then: dict | None, receive):
-    """An ASGI `receive` that hands out an already-read body first."""
-    pending = [{"type": "http.request", "body": body, "more_body": False}] + ([then] if then else [])
-
-    async def replay():
-        return pending.pop(0) if pending else await receive()
-    return replay
-
-
-_PENDING: deque = deque()  # (endpoint, tiers, scores) of answered requests, not yet in the metrics
-
-
-def _count(endpoint: str, tiers: list[str], scores: dict[str, np.ndarray]) -> None:
-    """Queue a request's users and scores for the metrics (a deque append; the flush does the work)."""
-    _PENDING.append((endpoint, tiers, scores))
-
-
-def flush_metrics() -> None:
-    """Move the queued requests into the Prometheus counters and histograms, batched.
-
-    Updating prometheus_client per request cost ~25 µs of a single-user request's CPU; batched,
-    one update per tier and per histogram bucket covers every request since the last flush.
-    """
-    served: Counter = Counter()
-    scores: dict[str, list[np.ndarray]] = {}
-    while _PENDING:
-        try:
-            endpoint, tiers, sc = _PENDING.popleft()
-        except IndexError:  # emptied by a concurrent flush
-            break
-        for tier in tiers:
-            served[(tier, endpoint)] += 1
-        for lab, p in sc.items():
-            scores.setdefault(lab, []).append(p)
-    for (tier, endpoint), n in served.items():
-        _child("served", tier, endpoint).inc(n)
-    for lab, ps in scores.items():
-        p = np.concatenate(ps)
-        observe_many(_child("score", lab), p[~np.isnan(p)])
-
-
-def _child(metric: str, *labels: str):
-    """A labelled child of one of siyu's metrics, looked up once (`.labels()` costs a few µs each call)."""
-    key = (metric, labels)
-    child = _CHILDREN.get(key)
-    if child is None:
-        child = _CHILDREN[key] = _metrics()[metric].labels(*labels)
-    return child
-
-
-def observe_many(hist, values: np.ndarray) -> None:
-    """`hist.observe(v)` for every value, as one update per bucket (prometheus_client has no batch observe).
-
-    Args:
-        hist: a prometheus_client Histogram (or labelled child).
-        values: finite observations.
-    """
-    try:  # prometheus_client keeps per-bucket counts: value v goes to the first bound >= v
-        bounds, counts, total = hist._upper_bounds, hist._buckets, hist._sum
-    except AttributeError:  # another prometheus_client layout: one call per value, always right
-        bounds = None
-    if bounds is None or len(values) <= 8:  # few values (the single-user request): the loop is cheaper
-        for v in values.tolist():
-            hist.observe(v)
-        return
-    per_bucket = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
-    for i in np.flatnonzero(per_bucket).tolist():
-        counts[i].inc(int(per_bucket[i]))
-    total.inc(float(np.sum(values)))
 
 
 def _error(status: int, msg: str, loc: list | None = None) -> JSONResponse:
@@ -201,7 +61,7 @@ class SiyuService:
     def __init__(self) -> None:
         self.predictor = None
         self.load_error: str | None = None
-        _LIVE["svc"] = self
+        LIVE["svc"] = self
         self._first_try = threading.Event()
         self._stop = threading.Event()
         threading.Thread(target=self._load_forever, name="siyu-load", daemon=True).start()
@@ -303,7 +163,7 @@ class SiyuService:
         """The /predict answer for validated ids (FastPredictMiddleware calls it directly)."""
         p = self.predictor  # once: a reload may swap it mid-request
         text, tiers, scores = p.predict_ids_json(user_ids)
-        _count("predict", tiers, scores)
+        count("predict", tiers, scores)
         return self._answer(p, text, p.snap.asof)
 
     @bentoml.api(route="/predict_events", input_spec=PredictEventsRequest, output_spec=PredictResponse)
@@ -322,7 +182,7 @@ class SiyuService:
         except SiyuError as e:  # any other contract problem of the posted events: the caller's to fix, not a 500
             return _error(400, str(e)[:500], ["events"])
         ok = [i for i in items if i["status"] == "ok"]
-        _count("predict_events", [i["tier"] for i in ok],
+        count("predict_events", [i["tier"] for i in ok],
                {lab: np.array([i[f"p_{lab}"] for i in ok if i[f"p_{lab}"] is not None], dtype=float) for lab in LABELS})
         return self._answer(p, items, used)
 

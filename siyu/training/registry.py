@@ -239,9 +239,12 @@ class GateDecision:
     champion_version: int | None = None
 
 
-def gate(cfg: Config, label: str, version: int, X_val: np.ndarray, names: list[str], y: np.ndarray,
-         challenger_score: float, metric_fn, metric: str) -> GateDecision:
-    """Mark `version` challenger; make it champion when at least as good as the champion on `val`.
+def judge(cfg: Config, label: str, version: int, X_val: np.ndarray, names: list[str], y: np.ndarray,
+          challenger_score: float, metric_fn, metric: str) -> GateDecision:
+    """Whether `version` may become champion: at least as good as the champion on the same validation rows.
+
+    Moves no alias (see apply_gate), so a training run can judge every label first and move
+    all aliases together at its very end.
 
     Args:
         cfg: config (model names).
@@ -255,14 +258,13 @@ def gate(cfg: Config, label: str, version: int, X_val: np.ndarray, names: list[s
         metric: its name, for the record.
 
     Returns:
-        The GateDecision (also reflected in the aliases).
+        The GateDecision.
     """
-    name = model_name(cfg, label)
-    _client().set_registered_model_alias(name, "challenger", str(version))
     try:
         champ_v = resolve_alias(cfg, label, "champion")
+    except RegistryUnreachable:
+        raise
     except SiyuError:
-        promote(cfg, label, version)
         return GateDecision(True, "no champion yet", metric, challenger_score)
     champ = load_version(cfg, label, champ_v)
     missing = [f for f in champ.feature_names if f not in names]
@@ -272,8 +274,14 @@ def gate(cfg: Config, label: str, version: int, X_val: np.ndarray, names: list[s
     cols = [names.index(f) for f in champ.feature_names]
     champ_score = float(metric_fn(y, champ.predict_proba(X_val[:, cols])))
     if challenger_score >= champ_score:
-        promote(cfg, label, version)
         return GateDecision(True, f"{metric} {challenger_score:.4f} >= champion v{champ_v} {champ_score:.4f}",
                             metric, challenger_score, champ_score, champ_v)
     return GateDecision(False, f"{metric} {challenger_score:.4f} < champion v{champ_v} {champ_score:.4f}",
                         metric, challenger_score, champ_score, champ_v)
+
+
+def apply_gate(cfg: Config, label: str, version: int, decision: GateDecision) -> None:
+    """Point `challenger` at `version`, and `champion` too when the decision promotes it."""
+    _client().set_registered_model_alias(model_name(cfg, label), "challenger", str(version))
+    if decision.promoted:
+        promote(cfg, label, version)

@@ -151,6 +151,11 @@ def train_table(table: pd.DataFrame, cutoffs: Sequence, cfg: Config, features: S
             data = LabelData.split(table, label, part, names, keep=[c for c in keep if c in table.columns])
             results[label] = _train_label(label, data, cfg, features, oracle, cutoffs[-1])
             del data  # free this label's matrices before the next one is built
+        # Aliases move only now, all together (milliseconds): a run killed before this point leaves
+        # every challenger and champion where it was, even for labels it already registered.
+        for r in results.values():
+            if r.gate is not None:
+                registry.apply_gate(cfg, r.label, r.version, r.gate)
         for r in results.values():
             mlflow.log_metrics({f"{r.label}_{k}": v for k, v in r.metrics.items() if k in ("roc_auc", "pr_auc", "brier")})
         lost = [r.label for r in results.values() if r.trained and not r.beats_baselines]
@@ -162,7 +167,7 @@ def train_table(table: pd.DataFrame, cutoffs: Sequence, cfg: Config, features: S
 
 def _train_label(label: str, d: LabelData, cfg: Config, features: Sequence[Feature],
                  oracle: pd.DataFrame | None, val_cutoff) -> LabelResult:
-    """Eligibility, fit, calibrate, evaluate against baselines and oracle, log, register, gate."""
+    """Eligibility, fit, calibrate, evaluate against baselines and oracle, log, register, judge (aliases: caller)."""
     t = cfg.training
     res = LabelResult(label, False, counts=d.counts())
     small = {k: v for k, v in res.counts.items() if not k.startswith("holdout") and v < t.min_class_count}
@@ -215,8 +220,8 @@ def _train_label(label: str, d: LabelData, cfg: Config, features: Sequence[Featu
         res.version = registry.log_model(booster, cal, label, registry.model_name(cfg, label), example)
         metric_fn = {"roc_auc": lambda yy, pp: evaluate.ranking_metrics(yy, pp)["roc_auc"],
                      "pr_auc": lambda yy, pp: evaluate.ranking_metrics(yy, pp)["pr_auc"]}[t.gate_metric]
-        res.gate = registry.gate(cfg, label, res.version, d.X_val, names, y, res.metrics[t.gate_metric],
-                                 metric_fn, t.gate_metric)
+        res.gate = registry.judge(cfg, label, res.version, d.X_val, names, y, res.metrics[t.gate_metric],
+                                  metric_fn, t.gate_metric)
         g = res.gate
         mlflow.set_tags({"siyu.gate": "promoted" if g.promoted else "kept_champion", "siyu.gate_reason": g.reason,
                          "siyu.model_version": str(res.version)})
