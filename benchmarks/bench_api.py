@@ -22,7 +22,6 @@ import json
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from serving_setup import HERE, log, snapshot, trained  # noqa: E402
 from siyu.serving.launch import free_port, stop_server, wait_ready  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent / "tests"))
-from reliability.load import have_wrk, wrk_paced  # noqa: E402
+from reliability.load import have_wrk, wrk_paced, wrk_run  # noqa: E402
 
 
 def start(argv: list[str], env: dict, logfile: Path) -> subprocess.Popen:
@@ -46,18 +45,12 @@ def start(argv: list[str], env: dict, logfile: Path) -> subprocess.Popen:
                             start_new_session=True, cwd=HERE.parent)
 
 
-def wrk_rps(url: str, ids: list[str], seconds: int, conns: int, tmp: Path) -> float:
-    """Closed-loop max throughput of single-user /predict with wrk (random user per request)."""
-    script = tmp / "post.lua"
-    script.write_text("ids = {" + ",".join(json.dumps(i) for i in ids) + "}\n"
-                      "request = function()\n  local id = ids[math.random(#ids)]\n"
-                      "  return wrk.format('POST', '/predict', {['Content-Type']='application/json'},"
-                      " '{\"user_ids\": [\"' .. id .. '\"]}')\nend\n")
-    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in out:
-        raise SystemExit(f"errors under load at {url}:\n{out}")
-    return float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+def wrk_rps(url: str, ids: list[str], seconds: int, conns: int) -> float:
+    """Closed-loop max throughput of single-user /predict with wrk (the users in turn); any error stops the run."""
+    w = wrk_run(url, ids, {}, seconds, conns)
+    if w.errors:
+        raise SystemExit(f"{w.errors} errors under load at {url}")
+    return w.rps
 
 
 class RawClient:
@@ -188,10 +181,10 @@ def main() -> None:
         us, ub = f"http://127.0.0.1:{ps}", f"http://127.0.0.1:{pb}"
         wait_ready(us, siyu, timeout=240)
         wait_ready(ub, bare, timeout=240)
-        tool = "wrk" if shutil.which("wrk") else "asyncio"
+        tool = "wrk" if have_wrk() else "asyncio"
         rps = {}
         for name, url in (("bare", ub), ("siyu", us), ("bare", ub), ("siyu", us)):  # interleaved: drift cancels
-            r = (wrk_rps(url, ids, a.seconds, a.connections, tmp) if tool == "wrk"
+            r = (wrk_rps(url, ids, a.seconds, a.connections) if tool == "wrk"
                  else asyncio.run(raw_rps(int(url.rsplit(":", 1)[1]), ids, a.seconds, a.connections)))
             rps[name] = max(rps.get(name, 0.0), r)
             log(f"max throughput {name:5s} ({tool}, {a.connections} conns): {r:8.0f} req/s")

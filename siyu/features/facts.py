@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 
 from siyu.errors import SiyuError
@@ -51,6 +52,11 @@ def split_instant(t: datetime) -> tuple[int, int]:
 def instant_of(day: int, offset: int) -> datetime:
     """Inverse of split_instant."""
     return datetime(1970, 1, 1) + timedelta(days=day, seconds=offset)
+
+
+def instants_of(days: np.ndarray, offset: int) -> np.ndarray:
+    """instant_of for an array of day numbers, as datetime64[us] (the engines' `d` column -> cutoff)."""
+    return (np.asarray(days, dtype="int64") * 86400 + offset).astype("datetime64[s]").astype("datetime64[us]")
 
 
 class Runner:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from siyu.config import Config
 from siyu.features.contract import EVENT_FAMILY, EVENTS
-from siyu.features.facts import Facts, Runner, build_facts, split_instant
+from siyu.features.facts import Facts, Runner, build_facts, instants_of, split_instant
 from siyu.features.feature_compiler import Compiled
 from siyu.features.registry import Feature, features_for
 from siyu.features.tiers import tier_bounds, tier_sql
@@ -100,7 +100,7 @@ def tidy_features(df: pd.DataFrame, names: list[str], offset: int, feats: list[F
     that cutoff (`first_days`), or from `families` when given.
     """
     day = df["d"].to_numpy(dtype="int64")
-    asof = (day * 86400 + offset).astype("datetime64[s]").astype("datetime64[us]")
+    asof = instants_of(day, offset)
     seen: dict[str, np.ndarray] = {}
     for fam in {s for f in feats for s in f.sources}:
         seen[fam] = (np.full(len(df), fam in families) if families is not None

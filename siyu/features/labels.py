@@ -13,7 +13,7 @@ import pandas as pd
 
 from siyu.config import Config
 from siyu.features.contract import BRAND_EVENTS, TIER_RANK
-from siyu.features.facts import Facts, Runner, build_facts, codes_list, pairs_table, split_instant
+from siyu.features.facts import Facts, Runner, build_facts, codes_list, instants_of, pairs_table, split_instant
 from siyu.features.tiers import tier_bounds, tier_sql
 
 LABEL_COLUMNS = ["user_id", "cutoff", "tier", "tier_next", "in_churn_pop", "in_promotion_pop", "in_koc_pop",
@@ -60,9 +60,7 @@ def label_sql(facts: Facts, tiers: str, days: list[int], cfg: Config) -> str:
 
 def tidy_labels(df: pd.DataFrame, offset: int) -> pd.DataFrame:
     """Engine output -> LABEL_COLUMNS with stable dtypes (bool flags, nullable Int8 labels)."""
-    day = df["d"].to_numpy(dtype="int64")
-    out = {"user_id": df["user_id"].to_numpy(),
-           "cutoff": (day * 86400 + offset).astype("datetime64[s]").astype("datetime64[us]")}
+    out = {"user_id": df["user_id"].to_numpy(), "cutoff": instants_of(df["d"].to_numpy(dtype="int64"), offset)}
     for c in ("tier", "tier_next"):
         out[c] = df[c].astype(str).to_numpy()
     for c in ("in_churn_pop", "in_promotion_pop", "in_koc_pop"):

@@ -107,15 +107,15 @@ class SiyuService:
         from siyu.serving.snapshot import latest_snapshot
         from siyu.training.registry import champion_versions
 
+        pinned = os.environ.get("SIYU_SCORES") or None
         while period > 0 and not self._stop.wait(period):
             cur = self.predictor
+            served = {lab: v for lab, v in cur.versions.items() if v is not None}
             try:
-                champions = champion_versions(cur.cfg, [lab for lab, v in cur.versions.items() if v is not None])
-                scores = os.environ.get("SIYU_SCORES") or latest_snapshot(cur.cfg)
-                if (champions == {lab: v for lab, v in cur.versions.items() if v is not None}
-                        and _file_id(scores) == _file_id(cur.snap.path)):
+                if (champion_versions(cur.cfg, served) == served
+                        and _file_id(pinned or latest_snapshot(cur.cfg)) == _file_id(cur.snap.path)):
                     continue
-                new = Predictor.load(cur.cfg, os.environ.get("SIYU_SCORES") or None)
+                new = Predictor.load(cur.cfg, pinned)
             except Exception as e:  # noqa: BLE001 - the registry or a file is away for now: keep serving
                 log.error("siyu reload check failed (still serving %s): %s: %s", cur.versions, type(e).__name__, e)
                 continue
@@ -183,7 +183,7 @@ class SiyuService:
             return _error(400, str(e)[:500], ["events"])
         ok = [i for i in items if i["status"] == "ok"]
         count("predict_events", [i["tier"] for i in ok],
-               {lab: np.array([i[f"p_{lab}"] for i in ok if i[f"p_{lab}"] is not None], dtype=float) for lab in LABELS})
+              {lab: np.array([i[f"p_{lab}"] for i in ok if i[f"p_{lab}"] is not None], dtype=float) for lab in LABELS})
         return self._answer(p, items, used)
 
 
