@@ -54,7 +54,7 @@ def main() -> None:
     import duckdb
 
     from siyu.config import load_config
-    from siyu.features.registry import features_for
+    from siyu.features.registry import features_of
     from siyu.features.training_table import training_cutoffs, training_table
     from siyu.features.validate import load_valid_events
     from siyu.training.baselines import load_oracle
@@ -72,7 +72,7 @@ def main() -> None:
         cutoffs = training_cutoffs(con, cfg)
         table = training_table(con, cutoffs, cfg)
         t1 = time.perf_counter()
-        feats = features_for(tuple(cfg.windows.feature_windows), cfg.windows.period_days)
+        feats = features_of(cfg)
         result = train_table(table, cutoffs, cfg, feats, "bench", load_oracle(events))
         t2 = time.perf_counter()
     target = 120 if len(table) < 2_000_000 else 1200

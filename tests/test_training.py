@@ -77,9 +77,9 @@ def test_lgbm_params_imbalance_and_monotone(cfg):
 def test_registry_constraints_cover_complaints_mutes_and_referrals(cfg):
     """Every count that a complaint or mute raises is constrained up for churn; every count or sum
     that a referral purchase raises is constrained up for KOC (registry hints + training.monotone_extra)."""
-    from siyu.features.registry import features_for
+    from siyu.features.registry import features_of
 
-    feats = features_for(tuple(cfg.windows.feature_windows), cfg.windows.period_days)
+    feats = features_of(cfg)
     names = [f.name for f in feats]
     churn = dict(zip(names, lgbm_params("churn", cfg, feats, 1, 1)["monotone_constraints"]))
     koc = dict(zip(names, lgbm_params("koc", cfg, feats, 1, 1)["monotone_constraints"]))

@@ -1,9 +1,13 @@
 """Compiles the registry's feature expressions (their `{...}` placeholders) into SQL pieces.
 
-Three aggregation levels keep many cutoffs cheap: per (user, interval) pivots
-of the interval facts; per (user, cutoff, slot) sums, where slots cut the days
-before a cutoff at every window end; per (user, cutoff) window sums over slots.
-History older than every window is grouped once and shared between cutoffs.
+Every placeholder becomes one aggregate over the interval facts of a user,
+computed per cutoff straight from the facts: a window is a condition on the
+interval label `e` (intervals are cut at every window end), so one pass over
+the facts groups by user alone. Grouping by user alone (one group per user,
+like the bare `GROUP BY user_id` floor) is what makes this fast: pivoting per
+(user, interval) first costs a hash table ten times larger. Facts older than
+every window feed only the lifetime aggregates (a second, narrow pass), so
+they are not run through some eighty window sums that are all zero for them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ _WINDOWED = {"n": "a.n", "amt": "a.amt", "coupon": "a.n_coupon"}
 _DAYS = ("@user", "purchase")
 _LIFETIME = {"ln": "n", "lamt": "amt", "lcoupon": "n_coupon", "lrsum": "rating_sum", "lrn": "rating_n",
              "last": "max_b", "first": "min_b"}
+_D = "__D__"  # the cutoff day, filled in per cutoff
 
 
 def _event_cond(spec: str, alias: str = "a") -> str:
@@ -37,33 +42,33 @@ def _event_cond(spec: str, alias: str = "a") -> str:
 
 
 class Compiled:
-    """The feature expressions compiled into three aggregation levels.
+    """The feature expressions compiled into per-user aggregates over the interval facts.
 
-    Level 0 (`measures`): per (user, interval) pivots of the interval facts.
-    Level 1: measures summed per (user, cutoff, slot), where slots cut the days
-    before the cutoff at every window end. Level 2 (`finals`): per (user, cutoff),
-    windows are sums over slots, lifetime values over all slots.
+    `aggregates` maps each aggregate's SQL (the cutoff day as a placeholder) to its alias
+    `wN`; `exprs` maps each feature to its SQL over `w.wN`, the ladder tables and `t.d`.
     """
 
     def __init__(self, feats: list[Feature], lookbacks: list[int]) -> None:
-        self.measures: dict[str, tuple[str, str]] = {}   # level-0 sql -> (alias, level-1 combine)
-        self.refs: dict[tuple, str] = {}                 # (measure, combine, window) -> final alias
+        self.aggregates: dict[str, str] = {}
+        self.lifetime: dict[str, str] = {}  # alias -> how two partial values combine (sum, min, max)
+        self.user_days: set[str] = set()    # aliases computed over the user-days facts
         self.offsets: set[int] = {0}
         self.max_days = 0
         self.lookbacks = lookbacks
         self.exprs = {f.name: _PH.sub(self._ref, f.expr) for f in feats}
-        self.slots = sorted(self.bound_offsets())
 
-    def _measure(self, sql: str, combine: str) -> str:
-        return self.measures.setdefault(sql, (f"m{len(self.measures)}", combine))[0]
-
-    def _final(self, measure: str, combine: str, window: tuple[int, int] | None) -> str:
-        return self.refs.setdefault((measure, combine, window), f"w{len(self.refs)}")
+    def _agg(self, sql: str, lifetime: str | None = None, user_days: bool = False) -> str:
+        alias = self.aggregates.setdefault(sql, f"w{len(self.aggregates)}")
+        if lifetime:
+            self.lifetime[alias] = lifetime
+        if user_days:
+            self.user_days.add(alias)
+        return alias
 
     def _ref(self, m: re.Match) -> str:
         kind, arg = m.group(1), m.group(2)
         if kind == "d":
-            return "k.d"
+            return "t.d"
         if kind == "days_in_tier":
             cases = " ".join(f"WHEN coalesce(g{w}.tier_rank, -1) <> t.tier_rank THEN {prev}"
                              for prev, w in zip([0, *self.lookbacks], self.lookbacks))
@@ -72,21 +77,24 @@ class Compiled:
             ev, hi, *lo = arg.split(":")
             hi, lo = int(hi), int(lo[0]) if lo else 0
             self.offsets |= {hi, lo}
+            window = f"a.e > {_D} - {hi} AND a.e <= {_D} - {lo}"
             if kind == "days":
                 if ev not in _DAYS:
                     raise ValueError(f"distinct days are tracked for {sorted(_DAYS)} only, not {ev}")
                 self.max_days = max(self.max_days, hi)
-                sql = f"CAST(bit_count(bit_or(CASE WHEN {_event_cond(ev)} THEN a.mask ELSE 0 END)) AS DOUBLE)"
-            else:
-                sql = f"sum(CASE WHEN {_event_cond(ev)} THEN {_WINDOWED[kind]} ELSE 0 END)"
-            return f"coalesce(w.{self._final(self._measure(sql, 'sum'), 'sum', (hi, lo))}, 0)"
+                # Intervals are disjoint and each is under MASK_DAYS long: distinct days add up.
+                # Any user-side event counts, so its masks come OR-ed per interval (user-days facts).
+                cond = window if ev == "@user" else f"{_event_cond(ev)} AND {window}"
+                sql = f"sum(CASE WHEN {cond} THEN CAST(bit_count(a.mask) AS DOUBLE) ELSE 0 END)"
+                return f"coalesce(w.{self._agg(sql, user_days=ev == '@user')}, 0)"
+            sql = f"sum(CASE WHEN {_event_cond(ev)} AND {window} THEN {_WINDOWED[kind]} ELSE 0 END)"
+            return f"coalesce(w.{self._agg(sql)}, 0)"
         if kind in _LIFETIME:
             col, cond = _LIFETIME[kind], _event_cond(arg)
             if kind in ("last", "first"):
                 fn = "max" if kind == "last" else "min"
-                return f"w.{self._final(self._measure(f'{fn}(CASE WHEN {cond} THEN a.{col} END)', fn), fn, None)}"
-            sql = f"sum(CASE WHEN {cond} THEN a.{col} ELSE 0 END)"
-            return f"coalesce(w.{self._final(self._measure(sql, 'sum'), 'sum', None)}, 0)"
+                return f"w.{self._agg(f'{fn}(CASE WHEN {cond} THEN a.{col} END)', fn)}"
+            return f"coalesce(w.{self._agg(f'sum(CASE WHEN {cond} THEN a.{col} ELSE 0 END)', 'sum')}, 0)"
         raise ValueError(f"unknown placeholder {m.group(0)}")
 
     def bound_offsets(self) -> set[int]:
@@ -94,33 +102,32 @@ class Compiled:
         step = MASK_DAYS - 2
         return self.offsets | set(range(0, self.max_days + step, step))
 
-    def slot_pairs(self, bounds, days) -> str:
-        """Inline table (e, d, j): interval e lies in slot j (days before cutoff d), recent slots only."""
-        tail = self.slots[-1]
-        rows = [(e, d, max(j for j, o in enumerate(self.slots) if o <= d - e))
-                for d in sorted(set(days)) for e in bounds if 0 <= d - e < tail]
-        return "(" + " UNION ALL ".join(f"SELECT {e} AS e, {d} AS d, {j} AS j" for e, d, j in rows) + ")"
+    @property
+    def span(self) -> int:
+        """Days before the cutoff that any window reaches back; older facts feed lifetime values only."""
+        return max(self.offsets)
 
-    def tail_groups(self, days) -> tuple[str, str]:
-        """The oldest slot (all history before the last window end), shared between cutoffs.
+    def aggregates_sql(self, day: int, part: str) -> str:
+        """The SELECT list of one part's aggregates at cutoff day `day`.
 
-        Returns:
-            (SQL CASE giving each interval e its tail group g, inline table (g, d) of the groups
-            that make up cutoff d's tail). Many cutoffs then sum a few groups, not every interval.
+        Args:
+            day: the cutoff's day number.
+            part: "recent" (interval facts within `span`: every aggregate but the user-days ones),
+                "old" (older interval facts: lifetime aggregates) or "user_days" (user-days facts).
         """
-        tails = sorted({d - self.slots[-1] for d in days})
-        case = "CASE " + " ".join(f"WHEN p.e <= {t} THEN {t}" for t in tails) + " END"
-        rows = [(g, d) for d in sorted(set(days)) for g in tails if g <= d - self.slots[-1]]
-        return case, "(" + " UNION ALL ".join(f"SELECT {g} AS g, {d} AS d" for g, d in rows) + ")"
+        keep = {"recent": lambda a: a not in self.user_days, "old": lambda a: a in self.lifetime,
+                "user_days": lambda a: a in self.user_days}[part]
+        return ", ".join(f"{sql.replace(_D, str(int(day)))} AS {a}" for sql, a in self.aggregates.items() if keep(a))
 
-    def final_sql(self) -> str:
-        """Level-2 aggregates over the slot table."""
+    def combined_sql(self, recent: str, old: str, user_days: str) -> str:
+        """The SELECT list putting the three parts' aggregates together (lifetime = recent + old)."""
+        ways = {"sum": "coalesce({r}, 0) + coalesce({o}, 0)", "min": "least({r}, {o})", "max": "greatest({r}, {o})"}
         out = []
-        for (m, fn, win), alias in self.refs.items():
-            if win is None:
-                out.append(f"{fn}(s.{m}) AS {alias}")
+        for a in self.aggregates.values():
+            if a in self.user_days:
+                out.append(f"{user_days}.{a} AS {a}")
+            elif a in self.lifetime:
+                out.append(ways[self.lifetime[a]].format(r=f"{recent}.{a}", o=f"{old}.{a}") + f" AS {a}")
             else:
-                hi, lo = win
-                js = [j for j, o in enumerate(self.slots) if lo <= o < hi]  # contiguous
-                out.append(f"sum(CASE WHEN s.j BETWEEN {js[0]} AND {js[-1]} THEN s.{m} ELSE 0 END) AS {alias}")
+                out.append(f"{recent}.{a} AS {a}")
         return ", ".join(out)

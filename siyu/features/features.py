@@ -15,16 +15,11 @@ import pandas as pd
 from siyu.config import Config
 from siyu.features.contract import EVENT_FAMILY, EVENTS
 from siyu.features.facts import Facts, Runner, build_facts, instants_of, split_instant
-from siyu.features.feature_compiler import Compiled
-from siyu.features.registry import Feature, features_for
+from siyu.features.feature_compiler import Compiled, _event_cond
+from siyu.features.registry import Feature, features_of
 from siyu.features.tiers import tier_bounds, tier_sql
 
 INT_FEATURES = ("tier", "prev_tier")
-
-
-def registry_for(cfg: Config) -> list[Feature]:
-    """The feature declarations for this config's windows and period."""
-    return features_for(tuple(cfg.windows.feature_windows), cfg.windows.period_days)
 
 
 def tier_days(days: list[int], cfg: Config) -> list[int]:
@@ -35,7 +30,7 @@ def tier_days(days: list[int], cfg: Config) -> list[int]:
 
 def compiled_for(cfg: Config) -> Compiled:
     """The compiled registry for this config."""
-    return Compiled(registry_for(cfg), sorted(cfg.windows.feature_windows))
+    return Compiled(features_of(cfg), sorted(cfg.windows.feature_windows))
 
 
 def feature_bounds(days: list[int], cfg: Config) -> set[int]:
@@ -44,42 +39,62 @@ def feature_bounds(days: list[int], cfg: Config) -> set[int]:
     return {d - o for d in days for o in offs} | tier_bounds(tier_days(days, cfg), cfg)
 
 
-def feature_sql(facts: Facts, tiers: str, days: list[int], cfg: Config) -> tuple[str, list[str]]:
-    """SQL for the features at each cutoff day; tiers must hold tier_sql at tier_days(days)."""
+def user_days_sql(facts: Facts, days: list[int], cfg: Config) -> str:
+    """SQL for the distinct-days facts: per (user, interval) the OR of the day masks of user-side events.
+
+    Only intervals inside the longest distinct-days window of some cutoff are kept.
+    """
+    span = compiled_for(cfg).max_days
+    near = " OR ".join(f"(a.e > {d - span} AND a.e <= {d})" for d in sorted(set(days)))
+    return (f"SELECT a.user_id, a.e, bit_or(a.mask) AS mask FROM {facts.iv} a "
+            f"WHERE {_event_cond('@user')} AND ({near}) GROUP BY a.user_id, a.e")
+
+
+def _with_user(select: str) -> str:
+    return f"a.user_id, {select}" if select else "a.user_id"
+
+
+def feature_sql(facts: Facts, tiers: str, user_days: str, day: int, cfg: Config) -> tuple[str, list[str]]:
+    """SQL for the features at one cutoff day, sorted by user_id.
+
+    Args:
+        facts: the fact tables.
+        tiers: table holding tier_sql at tier_days([day]) (or more days).
+        user_days: table holding user_days_sql for this day (or more days).
+        day: the cutoff's day number.
+        cfg: the config.
+
+    Returns:
+        (SQL, feature names in registry order).
+    """
     c = compiled_for(cfg)
-    lookbacks = c.lookbacks
-    ds = sorted(days)
-    lvl0 = ", ".join(f"{sql} AS {a}" for sql, (a, _) in c.measures.items())
-    lvl1 = ", ".join(f"{fn}(p.{a}) AS {a}" for a, fn in c.measures.values())
-    tail_case, tail_pairs = c.tail_groups(ds)
-    grid = " ".join(f"LEFT JOIN {tiers} g{w} ON g{w}.user_id = k.user_id AND g{w}.d = k.d - {w}"
-                    for w in lookbacks)
+    d = int(day)
+    # Each lookback joins only its own day's tiers (a constant filter, not a hash on (user, day)).
+    back = {"prev": cfg.windows.period_days, **{f"g{w}": w for w in c.lookbacks}}
+    grid = " ".join(f"LEFT JOIN (SELECT * FROM {tiers} WHERE d = {d - w}) {a} ON {a}.user_id = t.user_id"
+                    for a, w in back.items())
     outs = ", ".join(f"CAST({e} AS DOUBLE) AS {n}" for n, e in c.exprs.items())
     sql = f"""
-    WITH pv AS (
-        SELECT a.user_id, a.e, {lvl0} FROM {facts.iv} a GROUP BY a.user_id, a.e),
-    tg AS (
-        SELECT p.user_id, p.g, {lvl1}
-        FROM (SELECT p.*, {tail_case} AS g FROM pv p) p WHERE p.g IS NOT NULL GROUP BY p.user_id, p.g),
-    s AS (
-        SELECT p.user_id, i.d, i.j, {lvl1}
-        FROM pv p JOIN {c.slot_pairs(facts.bounds, ds)} i ON p.e = i.e
-        GROUP BY p.user_id, i.d, i.j
-        UNION ALL
-        SELECT p.user_id, i.d, {len(c.slots) - 1} AS j, {lvl1}
-        FROM tg p JOIN {tail_pairs} i ON p.g = i.g
-        GROUP BY p.user_id, i.d),
+    WITH t AS (SELECT * FROM {tiers} WHERE d = {d}),
+    r AS (
+        SELECT {_with_user(c.aggregates_sql(d, "recent"))}
+        FROM {facts.iv} a WHERE a.e <= {d} AND a.e > {d - c.span} GROUP BY a.user_id),
+    o AS (
+        SELECT {_with_user(c.aggregates_sql(d, "old"))}
+        FROM {facts.iv} a WHERE a.e <= {d - c.span} GROUP BY a.user_id),
+    u AS (
+        SELECT {_with_user(c.aggregates_sql(d, "user_days"))}
+        FROM {user_days} a WHERE a.e <= {d} AND a.e > {d - c.max_days} GROUP BY a.user_id),
     w AS (
-        SELECT s.user_id, s.d, {c.final_sql()} FROM s GROUP BY s.user_id, s.d)
-    SELECT k.user_id, k.d, {outs}
-    FROM {tiers} k
-    JOIN {tiers} t ON t.user_id = k.user_id AND t.d = k.d
-    LEFT JOIN {tiers} prev ON prev.user_id = k.user_id AND prev.d = k.d - {cfg.windows.period_days}
+        SELECT t.user_id, {c.combined_sql("r", "o", "u")}
+        FROM t LEFT JOIN r ON r.user_id = t.user_id LEFT JOIN o ON o.user_id = t.user_id
+               LEFT JOIN u ON u.user_id = t.user_id)
+    SELECT t.user_id, t.d, {outs}
+    FROM t
     {grid}
-    LEFT JOIN w ON w.user_id = k.user_id AND w.d = k.d
-    WHERE k.d IN ({", ".join(str(d) for d in ds)})
-    ORDER BY k.d, k.user_id"""
-    return sql, [f.name for f in registry_for(cfg)]
+    LEFT JOIN w ON w.user_id = t.user_id
+    ORDER BY t.user_id"""
+    return sql, [f.name for f in features_of(cfg)]
 
 
 def family_first_days(run: Runner, facts: Facts) -> dict[str, int]:
@@ -92,28 +107,72 @@ def family_first_days(run: Runner, facts: Facts) -> dict[str, int]:
     return first
 
 
-def tidy_features(df: pd.DataFrame, names: list[str], offset: int, feats: list[Feature],
-                  first_days: dict[str, int], families: Collection[str] | None = None) -> pd.DataFrame:
-    """Engine output -> user_id, asof, features (float64; tier codes Int64).
+def tidy_columns(df: pd.DataFrame, offset: int, feats: list[Feature], first_days: dict[str, int],
+                 families: Collection[str] | None = None) -> dict[str, np.ndarray]:
+    """Engine output of one cutoff -> arrays user_id, asof, features (float64).
 
     A feature is NaN at a cutoff when one of its source families is absent from the log up to
     that cutoff (`first_days`), or from `families` when given.
     """
     day = df["d"].to_numpy(dtype="int64")
-    asof = instants_of(day, offset)
     seen: dict[str, np.ndarray] = {}
     for fam in {s for f in feats for s in f.sources}:
         seen[fam] = (np.full(len(df), fam in families) if families is not None
                      else day >= first_days.get(fam, 2**62))
-    cols: dict[str, object] = {"user_id": df["user_id"].to_numpy(), "asof": asof}
-    for f in feats:  # one frame built at once: inserting 90 columns one by one fragments it
-        col = df[f.name].to_numpy(dtype="float64", na_value=np.nan)
+    cols: dict[str, np.ndarray] = {"user_id": df["user_id"].to_numpy(), "asof": instants_of(day, offset)}
+    for f in feats:
+        # A copy, never a view: a view would keep the engine frame's whole 2-D block alive.
+        col = np.array(df[f.name].to_numpy(dtype="float64", na_value=np.nan), dtype="float64", copy=True)
         for s in f.sources:
-            col = np.where(seen[s], col, np.nan)
-        cols[f.name] = pd.array(np.round(col), dtype="Int64") if f.name in INT_FEATURES else col
-    del df
-    # The engine sorted by (d, user_id), i.e. by (asof, user_id).
-    return pd.DataFrame({c: cols[c] for c in ["user_id", "asof", *names]})
+            col[~seen[s]] = np.nan
+        cols[f.name] = col
+    return cols
+
+
+def stack_columns(chunks: list[dict[str, np.ndarray]], order: list[str]) -> pd.DataFrame:
+    """Per-cutoff column arrays -> one frame, column by column (each chunk's array freed once copied).
+
+    Tier codes become Int64. The frame keeps one block per column (no consolidating copy).
+    """
+    cols: dict[str, object] = {}
+    for c in order:
+        parts = [ch.pop(c) for ch in chunks]
+        col = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        del parts
+        cols[c] = pd.array(np.round(col), dtype="Int64") if c in INT_FEATURES else col
+    return pd.DataFrame(cols, copy=False)
+
+
+def feature_rows(run: Runner, facts: Facts, tiers: str, days: list[int], cfg: Config,
+                 families: Collection[str] | None = None) -> pd.DataFrame:
+    """Features at each cutoff day over built facts and tiers, sorted by (asof, user_id).
+
+    One query per cutoff: each groups the facts by user alone, and its result is turned into
+    arrays before the next runs, so the engine never holds every cutoff's rows at once.
+
+    Args:
+        run: the engine runner.
+        facts: fact tables built for these days (feature_bounds).
+        tiers: table holding tier_sql at tier_days(days).
+        days: cutoff day numbers.
+        cfg: the config.
+        families: see feature_table.
+
+    Returns:
+        DataFrame user_id, asof, then registry.feature_names(cfg) in order.
+    """
+    user_days = f"{facts.prefix}_udays"
+    feats = features_of(cfg)
+    chunks = []
+    try:
+        run.table(user_days, user_days_sql(facts, days, cfg))
+        first = family_first_days(run, facts)
+        for d in sorted(set(days)):
+            sql, names = feature_sql(facts, tiers, user_days, d, cfg)
+            chunks.append(tidy_columns(run.df(sql), facts.offset, feats, first, families))
+    finally:
+        run.drop([user_days])
+    return stack_columns(chunks, ["user_id", "asof", *(f.name for f in feats)])
 
 
 def features_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str = "events",
@@ -124,10 +183,7 @@ def features_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str =
     tiers = f"{facts.prefix}_tiers"
     try:
         run.table(tiers, tier_sql(facts, tier_days(days, cfg), cfg))
-        sql, names = feature_sql(facts, tiers, days, cfg)
-        first = family_first_days(run, facts)
-        # Passed straight in so tidy_features holds the only reference to the engine's frame.
-        return tidy_features(run.df(sql), names, facts.offset, registry_for(cfg), first, families)
+        return feature_rows(run, facts, tiers, days, cfg, families)
     finally:
         run.drop([*facts.names(), tiers])
 

@@ -4,7 +4,7 @@ Training uses the order of FEATURES as the model's column order; the model
 report and the API's reasons read `meaning` and `unit` from here; the feature
 SQL (siyu.features.features) compiles `expr`. Window lengths come from the
 config (`windows.feature_windows`, `windows.period_days`); FEATURES is the
-list for the default config, `features_for(cfg)` the list for any other.
+list for the default config, `features_of(cfg)` the list for any other.
 
 `expr` is SQL over one user at one cutoff day `{d}`, with placeholders:
 `{n:EV:HI[:LO]}` events in (d-HI, d-LO] days, `{amt:..}` their amount,
@@ -24,6 +24,7 @@ from siyu.features.contract import FAMILIES
 
 DEFAULT_WINDOWS: tuple[int, ...] = (7, 30, 90)
 DEFAULT_PERIOD = 90
+DEFAULT_HORIZON = 30
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,9 @@ def _trend(a: str, b: str) -> str:
     return f"CASE WHEN {a} + {b} = 0 THEN 0.0 ELSE CAST({a} - {b} AS DOUBLE) / ({a} + {b}) END"
 
 
-def features_for(windows: tuple[int, ...] = DEFAULT_WINDOWS, period: int = DEFAULT_PERIOD) -> list[Feature]:
-    """Declare every feature for the given RFM windows (shortest..longest) and period P."""
+def features_for(windows: tuple[int, ...] = DEFAULT_WINDOWS, period: int = DEFAULT_PERIOD,
+                 horizon: int = DEFAULT_HORIZON) -> list[Feature]:
+    """Declare every feature for the given RFM windows (shortest..longest), period P and horizon H."""
     ws = tuple(sorted(windows))
     mid, long = ws[min(1, len(ws) - 1)], ws[-1]
     F: list[Feature] = []
@@ -136,6 +138,9 @@ def features_for(windows: tuple[int, ...] = DEFAULT_WINDOWS, period: int = DEFAU
         _ratio(f"{{n:refund:{long}}}", f"{{n:purchase:{long}}}"), ("commerce",), churn_up)
     add(f"n_coupon_claim_{long}d", "trust", f"coupons claimed in the last {long} days", "count",
         f"{{n:coupon_claim:{long}}}", ("commerce",))
+    # A claimed coupon is usable for a few days: a recent claim is a purchase on its way.
+    add("days_since_coupon_claim", "trust", "days since the last coupon claim", "days",
+        "{d} - {last:coupon_claim}", ("commerce",))
     add(f"coupon_share_{long}d", "trust", f"share of purchases paid with a coupon in the last {long} days", "ratio",
         _ratio(f"{{coupon:purchase:{long}}}", f"{{n:purchase:{long}}}"), ("commerce",))
     add("coupon_share_life", "trust", "share of all purchases paid with a coupon", "ratio",
@@ -176,7 +181,19 @@ def features_for(windows: tuple[int, ...] = DEFAULT_WINDOWS, period: int = DEFAU
     add("period_purchase_days", "ladder", f"purchase days (refunds netted) in the last {period} days", "days",
         "t.purchase_days", (), (("churn", -1), ("promotion", 1)))
     add("lapsed_buyer", "ladder", f"bought before the last {period} days", "flag", "t.lapsed", ())
+    if 0 < horizon < period:
+        # Purchase days that leave the tier's window before the horizon ends: the tier the user
+        # falls back to without a new purchase, which a promotion is measured against.
+        add("purchase_days_expiring", "ladder",
+            f"purchase days that leave the {period}-day tier window within the next {horizon} days", "days",
+            f"{{days:purchase:{period}:{period - horizon}}}", ("commerce",), ())
     return F
+
+
+def features_of(cfg) -> list[Feature]:
+    """The feature declarations for a config's windows, period and horizon."""
+    w = cfg.windows
+    return features_for(tuple(w.feature_windows), w.period_days, w.horizon_days)
 
 
 FEATURES: list[Feature] = features_for()
@@ -187,7 +204,7 @@ def feature_names(cfg=None) -> list[str]:
     """Column order of the model inputs (for `cfg`'s windows; default config when None)."""
     if cfg is None:
         return [f.name for f in FEATURES]
-    return [f.name for f in features_for(tuple(cfg.windows.feature_windows), cfg.windows.period_days)]
+    return [f.name for f in features_of(cfg)]
 
 
 def get(name: str) -> Feature:

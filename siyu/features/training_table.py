@@ -16,9 +16,7 @@ from siyu.config import Config
 from siyu.errors import SiyuError
 from siyu.features.contract import TIERS
 from siyu.features.facts import Runner, build_facts, instant_of, split_instant
-from siyu.features.features import (
-    family_first_days, feature_bounds, feature_sql, registry_for, tidy_features, tier_days,
-)
+from siyu.features.features import feature_bounds, feature_rows, tier_days
 from siyu.features.labels import label_sql, tidy_labels
 from siyu.features.tiers import tier_bounds, tier_sql
 
@@ -64,12 +62,8 @@ def training_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str =
     tiers = f"{facts.prefix}_tiers"
     try:
         run.table(tiers, tier_sql(facts, tdays, cfg))
-        sql, names = feature_sql(facts, tiers, days, cfg)
-        first = family_first_days(run, facts)
         labels = tidy_labels(run.df(label_sql(facts, tiers, days, cfg)), facts.offset).drop(columns=["tier"])
-        # Passed straight in so tidy_features holds the only reference to the engine's frame.
-        out = tidy_features(run.df(sql), names, facts.offset, registry_for(cfg), first).rename(
-            columns={"asof": "cutoff"})
+        out = feature_rows(run, facts, tiers, days, cfg).rename(columns={"asof": "cutoff"})
     finally:
         run.drop([*facts.names(), tiers])
     # Both frames come sorted by (cutoff, user_id) over the same users (the tiers at each cutoff):

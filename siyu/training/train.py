@@ -91,7 +91,7 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from siyu.features.loader import connect
-    from siyu.features.registry import features_for
+    from siyu.features.registry import features_of
     from siyu.features.training_table import training_cutoffs, training_table
     from siyu.features.validate import load_valid_events
 
@@ -102,7 +102,7 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
     con.close()  # DuckDB's memory goes back before LightGBM needs it
     info = {"events_path": str(events_path), "data_window_start": str(lo), "data_window_end": str(hi)}
-    features = features_for(tuple(cfg.windows.feature_windows), cfg.windows.period_days)
+    features = features_of(cfg)
     return train_table(table, cutoffs, cfg, features, experiment, baselines.load_oracle(Path(events_path)), info)
 
 
