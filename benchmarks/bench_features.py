@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--events", type=Path, help="use this canonical events Parquet instead of simulating")
-    ap.add_argument("--cache", type=Path, default=Path("out/bench"))
+    ap.add_argument("--cache", type=Path, default=Path(__file__).resolve().parent / "data")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-training", action="store_true")
     a = ap.parse_args(argv)

@@ -15,9 +15,18 @@ from siyu.features.registry import Feature
 from siyu.training.calibrate import Calibrator, fit_calibrator
 
 
-def matrix(df: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
-    """Float matrix of the named columns (missing -> NaN), the layout LightGBM and serving use."""
-    return df[list(names)].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+def matrix(df: pd.DataFrame, names: Sequence[str], rows: np.ndarray | None = None) -> np.ndarray:
+    """Float matrix of the named columns (missing -> NaN) at the given row positions (default all).
+
+    Filled column by column into a column-major array, so a 1M-user table is never copied
+    whole on the way (LightGBM reads either layout).
+    """
+    n = len(df) if rows is None else len(rows)
+    X = np.empty((n, len(names)), dtype=np.float64, order="F")
+    for j, name in enumerate(names):
+        col = df[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        X[:, j] = col if rows is None else col[rows]
+    return X
 
 
 def tier_column(df: pd.DataFrame) -> str:
@@ -54,10 +63,10 @@ class LabelData:
             [c for c in ("user_id", "cutoff", tier_column(table), label) if c in table.columns] + list(keep)))
         frames, X = {}, {}
         for k, m in part.items():
-            rows = table[pop & m]
-            X[k] = matrix(rows, names)
+            rows = np.flatnonzero((pop & m).to_numpy())
+            X[k] = matrix(table, names, rows)
             # Only the columns baselines need stay in pandas: a 1M-user table is large.
-            frames[k] = (rows if cols is None else rows[cols]).reset_index(drop=True)
+            frames[k] = (table if cols is None else table[cols]).iloc[rows].reset_index(drop=True)
             frames[k][label] = frames[k][label].astype(int)
         return cls(label, frames["fit"], frames["holdout"], frames["validation"], X["fit"], X["holdout"], X["validation"])
 
