@@ -31,7 +31,7 @@ TASKS = {
     "validate-sample": ("validate the bundled messy sample log", ["siyu", "validate", "tests/data/messy_events.csv", "--out", "out/validate"]),
     "reliability": ("the reliability suite: load, faults, fuzz, crash safety, security (--quick: CI parts)",
                     ["python", "benchmarks/reliability.py"]),
-    "bench": ("benchmarks (see benchmarks/README.md); pass --scale small|large", ["python", "benchmarks/run.py"]),
+    "bench": ("benchmarks (see benchmarks/README.md); pass --scale small|large [--only NAME ...]", ["python", "benchmarks/run.py"]),
     "setup": ("create .venv from requirements.lock (every task does this when needed)", None),
     "lock": ("re-resolve requirements.lock from pyproject.toml", None),
 }

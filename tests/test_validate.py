@@ -209,3 +209,26 @@ def test_tab_separated_file(cfg, tmp_path):
     p.write_text("user_id\tts\tevent\nu1\t2025-01-01\tfollow\nu2\t2025-01-02\tfollow, twice\n")
     r = run_validation(connect(), p, cfg)
     assert (r.rows_read, r.accepted, r.quarantined) == (2, 1, 1)
+
+
+def test_malformed_csv_lines_are_quarantined_alone(cfg, tmp_path):
+    # Too many fields, too few, and a quoted line break in between: each refused line is one
+    # quarantined record with its position; the lines around it are read as usual.
+    p = tmp_path / "e.csv"
+    p.write_text("user_id,ts,event,amount\n"
+                 "u1,2025-01-01,visit,\n"
+                 "u2,2025-01-01,visit,,extra\n"
+                 'u3,2025-01-02,"visit\nagain",\n'
+                 "u4\n"
+                 "u5,2025-01-03,visit,\n")
+    con = connect()
+    r = run_validation(con, p, cfg)
+    assert (r.rows_read, r.accepted, r.quarantined, r.duplicates) == (5, 2, 3, 0)
+    assert r.by_reason == {"malformed CSV line": 2, "unknown event": 1}
+    q = con.table("quarantine").df()
+    assert q.source_row.tolist() == [2, 3, 4]
+    assert q.reason.tolist() == ["malformed CSV line", "unknown event", "malformed CSV line"]
+    assert q.detail[0].startswith("record 2: Expected Number of Columns: 4 Found: 5: u2,2025-01-01")
+    assert sorted(con.table("events").df().user_id) == ["u1", "u5"]
+    # A second read on the same connection counts only its own refused lines.
+    assert run_validation(con, p, cfg).rows_read == 5

@@ -67,9 +67,11 @@ def _source_sql(source: str | Path) -> str:
         # Everything as text: leading zeros in ids survive and bad values reach validation intact.
         # The dialect is fixed (RFC 4180), not sniffed: a sniffed quote of ' merged two rows holding
         # a stray ' each into one, silently losing a row (found by tests/reliability/test_fuzz_events.py).
+        # A line with the wrong number of fields is set aside in DuckDB's `reject_errors` table (and
+        # quarantined by validation) instead of failing the whole file.
         delim = "\\t" if ".tsv" in path.suffixes[-2:] else ","
         return (f"read_csv('{quoted}', all_varchar = true, header = true, delim = '{delim}', quote = '\"', "
-                f"escape = '\"', comment = '', skip = 0)")
+                f"escape = '\"', comment = '', skip = 0, store_rejects = true)")
     raise SiyuError(f"unsupported event file type '{suffix}' for {path} (use .csv, .parquet or a folder of parts)")
 
 

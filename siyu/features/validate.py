@@ -105,6 +105,35 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
         raise SiyuError(f"cannot read event log: {str(e).splitlines()[0]}") from e
 
 
+def _set_aside_malformed(con: duckdb.DuckDBPyConnection) -> int:
+    """Table `_malformed` of the CSV records DuckDB refused (wrong field count); renumber `_checked`.
+
+    `reject_errors.line` counts records (a quoted line break does not start one), header
+    included; `_row` of the parsed rows is shifted past the refused records so every
+    source_row is the record's position in the file.
+
+    Returns:
+        How many records were refused (0 for non-CSV sources).
+    """
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'reject_errors'").fetchone()[0]:
+        return 0
+    con.execute("""CREATE OR REPLACE TEMP TABLE _malformed AS
+        SELECT CAST(line AS BIGINT) - 1 AS source_row,
+               'record ' || (CAST(line AS BIGINT) - 1) || ': ' || first(error_message ORDER BY column_idx) || ': '
+                   || left(first(csv_line), 200) AS detail
+        FROM reject_errors GROUP BY line""")
+    n = con.execute("SELECT count(*) FROM _malformed").fetchone()[0]
+    if n:
+        # Parsed row k sits after refused record r_i (the i-th) when k > r_i - i.
+        con.execute("""CREATE OR REPLACE TEMP TABLE _checked AS
+            SELECT c.* REPLACE (c._row + coalesce(m.i, 0) AS _row)
+            FROM _checked c ASOF LEFT JOIN (
+                SELECT source_row - i + 1 AS g, i
+                FROM (SELECT source_row, row_number() OVER (ORDER BY source_row) AS i FROM _malformed)) m
+            ON c._row >= m.g""")
+    return int(n)
+
+
 def _canonical_select() -> str:
     cols = {c: c for c in CANONICAL_COLUMNS}
     cols["rating"] = "CAST(rating_num AS INTEGER)"
@@ -127,16 +156,23 @@ def run_validation(
         The report; quarantined rows stay in TEMP table `quarantine`.
     """
     raw, ts_kind = stage_raw(con, source)
+    for t in ("reject_errors", "reject_scans"):  # DuckDB keeps adding to them: count this read only
+        con.execute(f"DROP TABLE IF EXISTS {t}")
     _classify(con, cfg, raw, ts_kind)
+    n_malformed = _set_aside_malformed(con)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
                 f"SELECT DISTINCT {_canonical_select()} FROM _checked WHERE reason IS NULL")
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE quarantine AS SELECT _row AS source_row, reason, "
-        + ", ".join(f"raw_{c} AS {c}" for c in CANONICAL_COLUMNS)
-        + " FROM _checked WHERE reason IS NOT NULL ORDER BY source_row"
-    )
+    raw_cols = ", ".join(f"raw_{c} AS {c}" for c in CANONICAL_COLUMNS)
+    malformed = ("" if not n_malformed else
+                 " UNION ALL SELECT source_row, 'malformed CSV line' AS reason, detail, "
+                 + ", ".join(f"NULL AS {c}" for c in CANONICAL_COLUMNS) + " FROM _malformed")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE quarantine AS SELECT * FROM ("
+                f"SELECT _row AS source_row, reason, CAST(NULL AS VARCHAR) AS detail, {raw_cols} "
+                f"FROM _checked WHERE reason IS NOT NULL{malformed}) q ORDER BY source_row")
     rows_read, valid_rows = con.execute("SELECT count(*), count(*) FILTER (reason IS NULL) FROM _checked").fetchone()
+    rows_read += n_malformed
     con.execute("DROP TABLE _checked")
+    con.execute("DROP TABLE IF EXISTS _malformed")
     report = ValidationReport.collect(con, table, str(source) if not isinstance(source, pd.DataFrame) else "<frame>",
                                       rows_read, valid_rows, cfg.quarantine.max_fraction)
     return report
