@@ -26,7 +26,7 @@ _LIFETIME = {"ln": "n", "lamt": "amt", "lcoupon": "n_coupon", "lrsum": "rating_s
 _D = "__D__"  # the cutoff day, filled in per cutoff
 
 
-def _event_cond(spec: str, alias: str = "a") -> str:
+def event_cond(spec: str, alias: str = "a") -> str:
     """SQL condition on the integer event code `ev` (faster than comparing names)."""
     if spec == "@all":
         return "1 = 1"
@@ -84,13 +84,13 @@ class Compiled:
                 self.max_days = max(self.max_days, hi)
                 # Intervals are disjoint and each is under MASK_DAYS long: distinct days add up.
                 # Any user-side event counts, so its masks come OR-ed per interval (user-days facts).
-                cond = window if ev == "@user" else f"{_event_cond(ev)} AND {window}"
+                cond = window if ev == "@user" else f"{event_cond(ev)} AND {window}"
                 sql = f"sum(CASE WHEN {cond} THEN CAST(bit_count(a.mask) AS DOUBLE) ELSE 0 END)"
                 return f"coalesce(w.{self._agg(sql, user_days=ev == '@user')}, 0)"
-            sql = f"sum(CASE WHEN {_event_cond(ev)} AND {window} THEN {_WINDOWED[kind]} ELSE 0 END)"
+            sql = f"sum(CASE WHEN {event_cond(ev)} AND {window} THEN {_WINDOWED[kind]} ELSE 0 END)"
             return f"coalesce(w.{self._agg(sql)}, 0)"
         if kind in _LIFETIME:
-            col, cond = _LIFETIME[kind], _event_cond(arg)
+            col, cond = _LIFETIME[kind], event_cond(arg)
             if kind in ("last", "first"):
                 fn = "max" if kind == "last" else "min"
                 return f"w.{self._agg(f'{fn}(CASE WHEN {cond} THEN a.{col} END)', fn)}"

@@ -1,7 +1,9 @@
-"""The feature SQL (DESIGN §5): the registry compiled into one query over the fact tables.
+"""The feature SQL (DESIGN §5): the registry compiled into one query per cutoff over the fact tables.
 
 Features at T read only facts with bucket <= day(T) (point in time); the
-ladder features join the tiers at T, T - P and T - each RFM window.
+ladder features join the tiers at T, T - P and T - each RFM window. Several
+cutoffs share one set of facts and tiers; each cutoff's rows are turned into
+arrays before the next query runs.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pandas as pd
 from siyu.config import Config
 from siyu.features.contract import EVENT_FAMILY, EVENTS
 from siyu.features.facts import Facts, Runner, build_facts, instants_of, split_instant
-from siyu.features.feature_compiler import Compiled, _event_cond
+from siyu.features.feature_compiler import Compiled, event_cond
 from siyu.features.registry import Feature, features_of
 from siyu.features.tiers import tier_bounds, tier_sql
 
@@ -47,7 +49,7 @@ def user_days_sql(facts: Facts, days: list[int], cfg: Config) -> str:
     span = compiled_for(cfg).max_days
     near = " OR ".join(f"(a.e > {d - span} AND a.e <= {d})" for d in sorted(set(days)))
     return (f"SELECT a.user_id, a.e, bit_or(a.mask) AS mask FROM {facts.iv} a "
-            f"WHERE {_event_cond('@user')} AND ({near}) GROUP BY a.user_id, a.e")
+            f"WHERE {event_cond('@user')} AND ({near}) GROUP BY a.user_id, a.e")
 
 
 def _with_user(select: str) -> str:
