@@ -78,7 +78,8 @@ def main(argv: list[str]) -> int:
     print(f"features, one cutoff:            {one:8.2f} s  = {one / floor:.1f}x floor  "
           f"({len(feats):,} rows x {feats.shape[1] - 2} features)  peak RSS {peak_rss_gib():.2f} GiB")
     fig = {"figure": "features", "events": n_events, "users": n_users, "floor_s": round(floor, 2),
-           "one_cutoff_s": round(one, 2), "x_floor": round(one / floor, 1), "features": feats.shape[1] - 2}
+           "one_cutoff_s": round(one, 2), "x_floor": round(one / floor, 1), "features": feats.shape[1] - 2,
+           "one_cutoff_peak_rss_gib": round(peak_rss_gib(), 2)}
     if not a.skip_training:
         tt, many = timed(lambda: training_table(con, cutoffs, cfg))
         print(f"training table, {len(cutoffs)} cutoffs:      {many:8.2f} s  = {many / one:.1f}x one cutoff  "

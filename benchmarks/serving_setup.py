@@ -6,6 +6,7 @@ bench_features.py / bench_train.py), so a second run starts serving at once.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -36,13 +37,16 @@ def world(users: int, days: int = 365) -> Path:
 def trained(train_users: int):
     """The default config pointed at a benchmark MLflow store holding champions trained on `train_users`."""
     from siyu.config import load_config
+    from siyu.features.registry import feature_names
     from siyu.training.registry import resolve_alias
 
-    home = CACHE / f"serving_home_{train_users}"
+    cfg = load_config()
+    # Keyed by the feature list: champions and snapshots of another feature list do not fit this code.
+    key = hashlib.sha256(",".join(feature_names(cfg)).encode()).hexdigest()[:8]
+    home = CACHE / f"serving_home_{train_users}_{key}"
     home.mkdir(parents=True, exist_ok=True)
     os.environ["SIYU_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    cfg = load_config()
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # cfg's store follows SIYU_HOME, read when used
     try:
         resolve_alias(cfg, "churn")
     except Exception:  # noqa: BLE001 - no champion yet: train once
