@@ -232,3 +232,11 @@ def test_malformed_csv_lines_are_quarantined_alone(cfg, tmp_path):
     assert sorted(con.table("events").df().user_id) == ["u1", "u5"]
     # A second read on the same connection counts only its own refused lines.
     assert run_validation(con, p, cfg).rows_read == 5
+
+
+def test_carriage_return_inside_an_unquoted_value_refuses_the_file(cfg, tmp_path):
+    # DuckDB ends a record at a bare CR, so "u1 ... a" would be accepted with its order_id cut short.
+    p = tmp_path / "e.csv"
+    p.write_bytes(b"user_id,ts,event,order_id\nu1,2025-01-01,visit,a\rb\nu2,2025-01-01,visit,x\n")
+    with pytest.raises(SiyuError, match=r"carriage return .* inside an unquoted value"):
+        run_validation(connect(), p, cfg)

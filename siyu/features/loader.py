@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -75,6 +77,25 @@ def _source_sql(source: str | Path) -> str:
     raise SiyuError(f"unsupported event file type '{suffix}' for {path} (use .csv, .parquet or a folder of parts)")
 
 
+_BARE_CR = re.compile(rb"\r(?!\n)")
+BARE_CR_MESSAGE = ("a carriage return (\\r) inside an unquoted value splits a record; "
+                   "quote that value or remove the carriage return")
+
+
+def bare_carriage_return(path: Path) -> bool:
+    """Whether a text file holds a carriage return not followed by a line feed."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rb") as f:
+        prev = b""
+        while chunk := f.read(1 << 24):
+            data = prev + chunk
+            # A CR at the very end may pair with an LF in the next chunk: keep it for the next round.
+            if _BARE_CR.search(data[:-1] if data.endswith(b"\r") else data):
+                return True
+            prev = b"\r" if data.endswith(b"\r") else b""
+        return prev == b"\r"
+
+
 def stage_raw(con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame) -> tuple[str, str]:
     """Expose the log as view `_raw` with every contract column (missing optional ones NULL) and `_row`.
 
@@ -96,6 +117,9 @@ def stage_raw(con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame)
     try:
         cols = {r[0].lower(): (r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {from_sql}").fetchall()}
     except duckdb.Error as e:
+        if isinstance(source, (str, Path)) and Path(source).is_file() and "read_csv" in from_sql \
+                and bare_carriage_return(Path(source)):
+            raise SiyuError(f"cannot read event log {source}: {BARE_CR_MESSAGE}") from e
         raise SiyuError(f"cannot read event log {source}: {str(e).splitlines()[0]}") from e
     missing = [c for c in REQUIRED_COLUMNS if c not in cols]
     if missing:

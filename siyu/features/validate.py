@@ -14,7 +14,7 @@ import pandas as pd
 from siyu.config import Config
 from siyu.errors import SiyuError
 from siyu.features.contract import AMOUNT_REQUIRED, CANONICAL_COLUMNS, EVENTS, REQUIRED_COLUMNS
-from siyu.features.loader import connect, stage_raw
+from siyu.features.loader import BARE_CR_MESSAGE, bare_carriage_return, connect, stage_raw
 from siyu.features.report import ValidationReport, print_report, write_outputs
 
 # (reason, SQL condition on the parsed columns), checked in this order; a row's
@@ -105,7 +105,7 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
         raise SiyuError(f"cannot read event log: {str(e).splitlines()[0]}") from e
 
 
-def _set_aside_malformed(con: duckdb.DuckDBPyConnection) -> int:
+def _set_aside_malformed(con: duckdb.DuckDBPyConnection, source) -> int:
     """Table `_malformed` of the CSV records DuckDB refused (wrong field count); renumber `_checked`.
 
     `reject_errors.line` counts records (a quoted line break does not start one), header
@@ -114,9 +114,16 @@ def _set_aside_malformed(con: duckdb.DuckDBPyConnection) -> int:
 
     Returns:
         How many records were refused (0 for non-CSV sources).
+
+    Raises:
+        SiyuError: the file has a carriage return inside an unquoted value. DuckDB ends a record
+            there, so the record before it would be accepted with its value cut short; the file
+            is refused instead.
     """
     if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'reject_errors'").fetchone()[0]:
         return 0
+    if con.execute("SELECT count(*) FROM reject_errors").fetchone()[0] and bare_carriage_return(Path(source)):
+        raise SiyuError(f"cannot read event log {source}: {BARE_CR_MESSAGE}")
     con.execute("""CREATE OR REPLACE TEMP TABLE _malformed AS
         SELECT CAST(line AS BIGINT) - 1 AS source_row,
                'record ' || (CAST(line AS BIGINT) - 1) || ': ' || first(error_message ORDER BY column_idx) || ': '
@@ -159,7 +166,7 @@ def run_validation(
     for t in ("reject_errors", "reject_scans"):  # DuckDB keeps adding to them: count this read only
         con.execute(f"DROP TABLE IF EXISTS {t}")
     _classify(con, cfg, raw, ts_kind)
-    n_malformed = _set_aside_malformed(con)
+    n_malformed = _set_aside_malformed(con, source)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
                 f"SELECT DISTINCT {_canonical_select()} FROM _checked WHERE reason IS NULL")
     raw_cols = ", ".join(f"raw_{c} AS {c}" for c in CANONICAL_COLUMNS)
