@@ -45,7 +45,8 @@ class Compiled:
     """The feature expressions compiled into per-user aggregates over the interval facts.
 
     `aggregates` maps each aggregate's SQL (the cutoff day as a placeholder) to its alias
-    `wN`; `exprs` maps each feature to its SQL over `w.wN`, the ladder tables and `t.d`.
+    `wN`; `exprs` maps each feature to its SQL over `t` (the tiers at the cutoff, with every `wN`
+    beside them) and the lookback tiers.
     """
 
     def __init__(self, feats: list[Feature], lookbacks: list[int]) -> None:
@@ -86,15 +87,15 @@ class Compiled:
                 # Any user-side event counts, so its masks come OR-ed per interval (user-days facts).
                 cond = window if ev == "@user" else f"{event_cond(ev)} AND {window}"
                 sql = f"sum(CASE WHEN {cond} THEN CAST(bit_count(a.mask) AS DOUBLE) ELSE 0 END)"
-                return f"coalesce(w.{self._agg(sql, user_days=ev == '@user')}, 0)"
+                return f"coalesce(t.{self._agg(sql, user_days=ev == '@user')}, 0)"
             sql = f"sum(CASE WHEN {event_cond(ev)} AND {window} THEN {_WINDOWED[kind]} ELSE 0 END)"
-            return f"coalesce(w.{self._agg(sql)}, 0)"
+            return f"coalesce(t.{self._agg(sql)}, 0)"
         if kind in _LIFETIME:
             col, cond = _LIFETIME[kind], event_cond(arg)
             if kind in ("last", "first"):
                 fn = "max" if kind == "last" else "min"
-                return f"w.{self._agg(f'{fn}(CASE WHEN {cond} THEN a.{col} END)', fn)}"
-            return f"coalesce(w.{self._agg(f'sum(CASE WHEN {cond} THEN a.{col} ELSE 0 END)', 'sum')}, 0)"
+                return f"t.{self._agg(f'{fn}(CASE WHEN {cond} THEN a.{col} END)', fn)}"
+            return f"coalesce(t.{self._agg(f'sum(CASE WHEN {cond} THEN a.{col} ELSE 0 END)', 'sum')}, 0)"
         raise ValueError(f"unknown placeholder {m.group(0)}")
 
     def bound_offsets(self) -> set[int]:

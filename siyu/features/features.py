@@ -41,13 +41,12 @@ def feature_bounds(days: list[int], cfg: Config) -> set[int]:
     return {d - o for d in days for o in offs} | tier_bounds(tier_days(days, cfg), cfg)
 
 
-def user_days_sql(facts: Facts, days: list[int], cfg: Config) -> str:
+def user_days_sql(facts: Facts, days: list[int], c: Compiled) -> str:
     """SQL for the distinct-days facts: per (user, interval) the OR of the day masks of user-side events.
 
     Only intervals inside the longest distinct-days window of some cutoff are kept.
     """
-    span = compiled_for(cfg).max_days
-    near = " OR ".join(f"(a.e > {d - span} AND a.e <= {d})" for d in sorted(set(days)))
+    near = " OR ".join(f"(a.e > {d - c.max_days} AND a.e <= {d})" for d in sorted(set(days)))
     return (f"SELECT a.user_id, a.e, bit_or(a.mask) AS mask FROM {facts.iv} a "
             f"WHERE {event_cond('@user')} AND ({near}) GROUP BY a.user_id, a.e")
 
@@ -56,8 +55,8 @@ def _with_user(select: str) -> str:
     return f"a.user_id, {select}" if select else "a.user_id"
 
 
-def feature_sql(facts: Facts, tiers: str, user_days: str, day: int, cfg: Config) -> tuple[str, list[str]]:
-    """SQL for the features at one cutoff day, sorted by user_id.
+def feature_sql(facts: Facts, tiers: str, user_days: str, day: int, cfg: Config, c: Compiled) -> str:
+    """SQL for the features at one cutoff day, sorted by user_id (columns user_id, d, then the registry's).
 
     Args:
         facts: the fact tables.
@@ -65,11 +64,8 @@ def feature_sql(facts: Facts, tiers: str, user_days: str, day: int, cfg: Config)
         user_days: table holding user_days_sql for this day (or more days).
         day: the cutoff's day number.
         cfg: the config.
-
-    Returns:
-        (SQL, feature names in registry order).
+        c: compiled_for(cfg).
     """
-    c = compiled_for(cfg)
     d = int(day)
     # Each lookback joins only its own day's tiers (a constant filter, not a hash on (user, day)).
     back = {"prev": cfg.windows.period_days, **{f"g{w}": w for w in c.lookbacks}}
@@ -77,7 +73,7 @@ def feature_sql(facts: Facts, tiers: str, user_days: str, day: int, cfg: Config)
                     for a, w in back.items())
     outs = ", ".join(f"CAST({e} AS DOUBLE) AS {n}" for n, e in c.exprs.items())
     sql = f"""
-    WITH t AS (SELECT * FROM {tiers} WHERE d = {d}),
+    WITH k AS (SELECT * FROM {tiers} WHERE d = {d}),
     r AS (
         SELECT {_with_user(c.aggregates_sql(d, "recent"))}
         FROM {facts.iv} a WHERE a.e <= {d} AND a.e > {d - c.span} GROUP BY a.user_id),
@@ -87,16 +83,15 @@ def feature_sql(facts: Facts, tiers: str, user_days: str, day: int, cfg: Config)
     u AS (
         SELECT {_with_user(c.aggregates_sql(d, "user_days"))}
         FROM {user_days} a WHERE a.e <= {d} AND a.e > {d - c.max_days} GROUP BY a.user_id),
-    w AS (
-        SELECT t.user_id, {c.combined_sql("r", "o", "u")}
-        FROM t LEFT JOIN r ON r.user_id = t.user_id LEFT JOIN o ON o.user_id = t.user_id
-               LEFT JOIN u ON u.user_id = t.user_id)
+    t AS (
+        SELECT k.*, {c.combined_sql("r", "o", "u")}
+        FROM k LEFT JOIN r ON r.user_id = k.user_id LEFT JOIN o ON o.user_id = k.user_id
+               LEFT JOIN u ON u.user_id = k.user_id)
     SELECT t.user_id, t.d, {outs}
     FROM t
     {grid}
-    LEFT JOIN w ON w.user_id = t.user_id
     ORDER BY t.user_id"""
-    return sql, [f.name for f in features_of(cfg)]
+    return sql
 
 
 def family_first_days(run: Runner, facts: Facts) -> dict[str, int]:
@@ -164,13 +159,13 @@ def feature_rows(run: Runner, facts: Facts, tiers: str, days: list[int], cfg: Co
         DataFrame user_id, asof, then registry.feature_names(cfg) in order.
     """
     user_days = f"{facts.prefix}_udays"
-    feats = features_of(cfg)
+    feats, c = features_of(cfg), compiled_for(cfg)
     chunks = []
     try:
-        run.table(user_days, user_days_sql(facts, days, cfg))
+        run.table(user_days, user_days_sql(facts, days, c))
         first = family_first_days(run, facts)
         for d in sorted(set(days)):
-            sql, names = feature_sql(facts, tiers, user_days, d, cfg)
+            sql = feature_sql(facts, tiers, user_days, d, cfg, c)
             chunks.append(tidy_columns(run.df(sql), facts.offset, feats, first, families))
     finally:
         run.drop([user_days])

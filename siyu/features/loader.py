@@ -78,11 +78,9 @@ def _source_sql(source: str | Path) -> str:
 
 
 _BARE_CR = re.compile(rb"\r(?!\n)")
-BARE_CR_MESSAGE = ("a carriage return (\\r) inside an unquoted value splits a record; "
-                   "quote that value or remove the carriage return")
 
 
-def bare_carriage_return(path: Path) -> bool:
+def _bare_carriage_return(path: Path) -> bool:
     """Whether a text file holds a carriage return not followed by a line feed."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     with opener(path, "rb") as f:
@@ -94,6 +92,20 @@ def bare_carriage_return(path: Path) -> bool:
                 return True
             prev = b"\r" if data.endswith(b"\r") else b""
         return prev == b"\r"
+
+
+def refuse_bare_carriage_return(path: Path) -> None:
+    """Refuse a text log holding a carriage return inside an unquoted value.
+
+    DuckDB ends a record at such a CR, so the record before it would be read with its value
+    cut short (and the rest would be a malformed record): the file is refused instead.
+
+    Raises:
+        SiyuError: naming the file and what to fix.
+    """
+    if _bare_carriage_return(path):
+        raise SiyuError(f"cannot read event log {path}: a carriage return (\\r) inside an unquoted value "
+                        "splits a record; quote that value or remove the carriage return")
 
 
 def stage_raw(con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame) -> tuple[str, str]:
@@ -117,9 +129,8 @@ def stage_raw(con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame)
     try:
         cols = {r[0].lower(): (r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM {from_sql}").fetchall()}
     except duckdb.Error as e:
-        if isinstance(source, (str, Path)) and Path(source).is_file() and "read_csv" in from_sql \
-                and bare_carriage_return(Path(source)):
-            raise SiyuError(f"cannot read event log {source}: {BARE_CR_MESSAGE}") from e
+        if "read_csv" in from_sql and Path(source).is_file():
+            refuse_bare_carriage_return(Path(source))
         raise SiyuError(f"cannot read event log {source}: {str(e).splitlines()[0]}") from e
     missing = [c for c in REQUIRED_COLUMNS if c not in cols]
     if missing:

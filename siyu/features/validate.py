@@ -14,7 +14,7 @@ import pandas as pd
 from siyu.config import Config
 from siyu.errors import SiyuError
 from siyu.features.contract import AMOUNT_REQUIRED, CANONICAL_COLUMNS, EVENTS, REQUIRED_COLUMNS
-from siyu.features.loader import BARE_CR_MESSAGE, bare_carriage_return, connect, stage_raw
+from siyu.features.loader import connect, refuse_bare_carriage_return, stage_raw
 from siyu.features.report import ValidationReport, print_report, write_outputs
 
 # (reason, SQL condition on the parsed columns), checked in this order; a row's
@@ -116,14 +116,13 @@ def _set_aside_malformed(con: duckdb.DuckDBPyConnection, source) -> int:
         How many records were refused (0 for non-CSV sources).
 
     Raises:
-        SiyuError: the file has a carriage return inside an unquoted value. DuckDB ends a record
-            there, so the record before it would be accepted with its value cut short; the file
-            is refused instead.
+        SiyuError: the file has a carriage return inside an unquoted value (see
+            loader.refuse_bare_carriage_return).
     """
     if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'reject_errors'").fetchone()[0]:
         return 0
-    if con.execute("SELECT count(*) FROM reject_errors").fetchone()[0] and bare_carriage_return(Path(source)):
-        raise SiyuError(f"cannot read event log {source}: {BARE_CR_MESSAGE}")
+    if con.execute("SELECT count(*) FROM reject_errors").fetchone()[0]:
+        refuse_bare_carriage_return(Path(source))
     con.execute("""CREATE OR REPLACE TEMP TABLE _malformed AS
         SELECT CAST(line AS BIGINT) - 1 AS source_row,
                'record ' || (CAST(line AS BIGINT) - 1) || ': ' || first(error_message ORDER BY column_idx) || ': '
