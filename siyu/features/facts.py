@@ -143,10 +143,10 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
           f"{bucket} AS b FROM {events}) z WHERE b <= {last})")
     f = Facts(p, offset, f"{p}_iv", f"{p}_states", f"{p}_orders", f"{p}_users", tuple(bs))
     interval = "CASE " + " ".join(f"WHEN b <= {x} THEN {x}" for x in bs) + " END"
-    bit = f"CASE WHEN e - b < {MASK_DAYS} THEN CAST(1 AS BIGINT) << CAST(e - b AS INTEGER) ELSE 0 END"
+    bit = f"CASE WHEN e - b < {MASK_DAYS} THEN CAST(1 AS BIGINT) << CAST(e - b AS INTEGER) END"
     run.table(f.iv, f"""
         SELECT user_id, e, ev, CAST(count(*) AS DOUBLE) AS n, sum(amount) AS amt,
-               CAST(sum(CASE WHEN coupon THEN 1 ELSE 0 END) AS DOUBLE) AS n_coupon,
+               CAST(count(CASE WHEN coupon THEN 1 END) AS DOUBLE) AS n_coupon,
                CAST(sum(rating) AS DOUBLE) AS rating_sum, CAST(count(rating) AS DOUBLE) AS rating_n,
                min(b) AS min_b, max(b) AS max_b, bit_or({bit}) AS mask
         FROM (SELECT user_id, {event_code('event')} AS ev, amount, coupon, rating, b, {interval} AS e

@@ -86,16 +86,16 @@ class Compiled:
                 # Intervals are disjoint and each is under MASK_DAYS long: distinct days add up.
                 # Any user-side event counts, so its masks come OR-ed per interval (user-days facts).
                 cond = window if ev == "@user" else f"{event_cond(ev)} AND {window}"
-                sql = f"sum(CASE WHEN {cond} THEN CAST(bit_count(a.mask) AS DOUBLE) ELSE 0 END)"
+                sql = f"sum(CASE WHEN {cond} THEN CAST(bit_count(a.mask) AS DOUBLE) END)"
                 return f"coalesce(t.{self._agg(sql, user_days=ev == '@user')}, 0)"
-            sql = f"sum(CASE WHEN {event_cond(ev)} AND {window} THEN {_WINDOWED[kind]} ELSE 0 END)"
+            sql = f"sum(CASE WHEN {event_cond(ev)} AND {window} THEN {_WINDOWED[kind]} END)"
             return f"coalesce(t.{self._agg(sql)}, 0)"
         if kind in _LIFETIME:
             col, cond = _LIFETIME[kind], event_cond(arg)
             if kind in ("last", "first"):
                 fn = "max" if kind == "last" else "min"
                 return f"t.{self._agg(f'{fn}(CASE WHEN {cond} THEN a.{col} END)', fn)}"
-            return f"coalesce(t.{self._agg(f'sum(CASE WHEN {cond} THEN a.{col} ELSE 0 END)', 'sum')}, 0)"
+            return f"coalesce(t.{self._agg(f'sum(CASE WHEN {cond} THEN a.{col} END)', 'sum')}, 0)"
         raise ValueError(f"unknown placeholder {m.group(0)}")
 
     def bound_offsets(self) -> set[int]:
@@ -120,15 +120,23 @@ class Compiled:
                 "user_days": lambda a: a in self.user_days}[part]
         return ", ".join(f"{sql.replace(_D, str(int(day)))} AS {a}" for sql, a in self.aggregates.items() if keep(a))
 
+    def _merge(self, a: str, x: str, y: str) -> str:
+        # DuckDB's and Spark's least/greatest skip NULLs: a side without such facts leaves the other.
+        way = {"sum": "coalesce({x}, 0) + coalesce({y}, 0)", "min": "least({x}, {y})", "max": "greatest({x}, {y})"}
+        return way[self.lifetime[a]].format(x=f"{x}.{a}", y=f"{y}.{a}") + f" AS {a}"
+
+    def accumulated_sql(self, before: str, block: str) -> str:
+        """The SELECT list adding one block's lifetime aggregates to those of the blocks before it."""
+        return ", ".join(self._merge(a, before, block) for a in self.aggregates.values() if a in self.lifetime)
+
     def combined_sql(self, recent: str, old: str, user_days: str) -> str:
         """The SELECT list putting the three parts' aggregates together (lifetime = recent + old)."""
-        ways = {"sum": "coalesce({r}, 0) + coalesce({o}, 0)", "min": "least({r}, {o})", "max": "greatest({r}, {o})"}
         out = []
         for a in self.aggregates.values():
             if a in self.user_days:
                 out.append(f"{user_days}.{a} AS {a}")
             elif a in self.lifetime:
-                out.append(ways[self.lifetime[a]].format(r=f"{recent}.{a}", o=f"{old}.{a}") + f" AS {a}")
+                out.append(self._merge(a, recent, old))
             else:
                 out.append(f"{recent}.{a} AS {a}")
         return ", ".join(out)

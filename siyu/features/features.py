@@ -55,13 +55,29 @@ def _with_user(select: str) -> str:
     return f"a.user_id, {select}" if select else "a.user_id"
 
 
-def feature_sql(facts: Facts, tiers: str, user_days: str, day: int, cfg: Config, c: Compiled) -> str:
+def old_facts_sql(facts: Facts, c: Compiled, hi: int, lo: int | None = None, before: str | None = None) -> str:
+    """SQL for the lifetime aggregates per user of the facts older than every window of a cutoff.
+
+    The facts with e <= hi (the cutoff day minus c.span) are those of `before` (a table of this
+    SQL up to `lo`) plus the block lo < e <= hi, so consecutive cutoffs read each old fact once.
+    """
+    block = (f"SELECT {_with_user(c.aggregates_sql(hi, 'old'))} FROM {facts.iv} a "
+             f"WHERE a.e <= {int(hi)}{'' if lo is None else f' AND a.e > {int(lo)}'} GROUP BY a.user_id")
+    if before is None:
+        return block
+    return (f"SELECT coalesce(p.user_id, b.user_id) AS user_id, {c.accumulated_sql('p', 'b')} "
+            f"FROM {before} p FULL OUTER JOIN ({block}) b ON b.user_id = p.user_id")
+
+
+def feature_sql(facts: Facts, tiers: str, user_days: str, old: str, day: int, cfg: Config,
+                c: Compiled) -> str:
     """SQL for the features at one cutoff day, sorted by user_id (columns user_id, d, then the registry's).
 
     Args:
         facts: the fact tables.
         tiers: table holding tier_sql at tier_days([day]) (or more days).
         user_days: table holding user_days_sql for this day (or more days).
+        old: table holding old_facts_sql up to day - c.span.
         day: the cutoff's day number.
         cfg: the config.
         c: compiled_for(cfg).
@@ -77,15 +93,12 @@ def feature_sql(facts: Facts, tiers: str, user_days: str, day: int, cfg: Config,
     r AS (
         SELECT {_with_user(c.aggregates_sql(d, "recent"))}
         FROM {facts.iv} a WHERE a.e <= {d} AND a.e > {d - c.span} GROUP BY a.user_id),
-    o AS (
-        SELECT {_with_user(c.aggregates_sql(d, "old"))}
-        FROM {facts.iv} a WHERE a.e <= {d - c.span} GROUP BY a.user_id),
     u AS (
         SELECT {_with_user(c.aggregates_sql(d, "user_days"))}
         FROM {user_days} a WHERE a.e <= {d} AND a.e > {d - c.max_days} GROUP BY a.user_id),
     t AS (
         SELECT k.*, {c.combined_sql("r", "o", "u")}
-        FROM k LEFT JOIN r ON r.user_id = k.user_id LEFT JOIN o ON o.user_id = k.user_id
+        FROM k LEFT JOIN r ON r.user_id = k.user_id LEFT JOIN {old} o ON o.user_id = k.user_id
                LEFT JOIN u ON u.user_id = k.user_id)
     SELECT t.user_id, t.d, {outs}
     FROM t
@@ -158,17 +171,21 @@ def feature_rows(run: Runner, facts: Facts, tiers: str, days: list[int], cfg: Co
     Returns:
         DataFrame user_id, asof, then registry.feature_names(cfg) in order.
     """
-    user_days = f"{facts.prefix}_udays"
+    user_days, old = f"{facts.prefix}_udays", [f"{facts.prefix}_old0", f"{facts.prefix}_old1"]
     feats, c = features_of(cfg), compiled_for(cfg)
-    chunks = []
+    chunks, lo = [], None
     try:
         run.table(user_days, user_days_sql(facts, days, c))
         first = family_first_days(run, facts)
         for d in sorted(set(days)):
-            sql = feature_sql(facts, tiers, user_days, d, cfg, c)
+            # Two tables in turn: each cutoff's old aggregates are the previous ones plus one block.
+            run.table(old[1], old_facts_sql(facts, c, d - c.span, lo, None if lo is None else old[0]))
+            old.reverse()
+            lo = d - c.span
+            sql = feature_sql(facts, tiers, user_days, old[0], d, cfg, c)
             chunks.append(tidy_columns(run.df(sql), facts.offset, feats, first, families))
     finally:
-        run.drop([user_days])
+        run.drop([user_days, *old])
     return stack_columns(chunks, ["user_id", "asof", *(f.name for f in feats)])
 
 

@@ -69,6 +69,9 @@ class SparkRunner(Runner):
     def table(self, name: str, sql: str) -> None:
         df = self.spark.sql(transpile(sql)).cache()
         df.createOrReplaceTempView(name)
+        replaced = self._cached.pop(name, None)
+        if replaced is not None:  # its plan is already part of any view made from it
+            replaced.unpersist()
         self._cached[name] = df
 
     def df(self, sql: str) -> pd.DataFrame:

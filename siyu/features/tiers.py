@@ -46,9 +46,9 @@ def tier_sql(facts: Facts, days: list[int], cfg: Config) -> str:
         GROUP BY s.user_id, i.d),
     act AS (
         SELECT a.user_id, i.d,
-               sum(CASE WHEN a.ev IN {codes_list(ACTIONS)} THEN a.n ELSE 0 END) AS n_actions,
-               sum(CASE WHEN a.ev IN {codes_list(['referral_purchase'])} THEN a.n ELSE 0 END) AS n_referrals,
-               sum(CASE WHEN a.ev NOT IN {codes_list(BRAND_EVENTS)} THEN a.n ELSE 0 END) AS n_user_events
+               sum(CASE WHEN a.ev IN {codes_list(ACTIONS)} THEN a.n END) AS n_actions,
+               sum(CASE WHEN a.ev IN {codes_list(['referral_purchase'])} THEN a.n END) AS n_referrals,
+               sum(CASE WHEN a.ev NOT IN {codes_list(BRAND_EVENTS)} THEN a.n END) AS n_user_events
         FROM {facts.iv} a JOIN {pairs_table(facts.bounds, days, P)} i ON a.e = i.e
         GROUP BY a.user_id, i.d),
     pur AS (
