@@ -59,6 +59,14 @@ def instants_of(days: np.ndarray, offset: int) -> np.ndarray:
     return (np.asarray(days, dtype="int64") * 86400 + offset).astype("datetime64[s]").astype("datetime64[us]")
 
 
+def floats(col) -> np.ndarray:
+    """An engine column (masked or object where NULL) as float64 with NaN for NULL, in a new array."""
+    if np.ma.isMaskedArray(col):
+        return np.ma.filled(col.astype("float64"), np.nan)
+    return np.array(pd.array(col, dtype="Float64").to_numpy("float64", na_value=np.nan) if col.dtype == object
+                    else col, dtype="float64", copy=True)
+
+
 class Runner:
     """Runs SQL written in DuckDB's dialect on an engine; this one is DuckDB."""
 
@@ -72,6 +80,10 @@ class Runner:
     def df(self, sql: str) -> pd.DataFrame:
         """Run a query and return a pandas DataFrame."""
         return self.con.execute(sql).df()
+
+    def arrays(self, sql: str) -> dict[str, np.ndarray]:
+        """Run a query and return its columns as arrays (masked where NULL); no DataFrame in between."""
+        return self.con.execute(sql).fetchnumpy()
 
     def drop(self, names) -> None:
         """Drop temporary tables."""

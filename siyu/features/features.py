@@ -16,7 +16,7 @@ import pandas as pd
 
 from siyu.config import Config
 from siyu.features.contract import EVENT_FAMILY, EVENTS
-from siyu.features.facts import Facts, Runner, build_facts, instants_of, split_instant
+from siyu.features.facts import Facts, Runner, build_facts, floats, instants_of, split_instant
 from siyu.features.feature_compiler import Compiled, event_cond
 from siyu.features.registry import Feature, features_of
 from siyu.features.tiers import tier_bounds, tier_sql
@@ -117,26 +117,26 @@ def family_first_days(run: Runner, facts: Facts) -> dict[str, int]:
     return first
 
 
-def tidy_columns(df: pd.DataFrame, offset: int, feats: list[Feature], first_days: dict[str, int],
+def tidy_columns(cols: dict[str, np.ndarray], offset: int, feats: list[Feature], first_days: dict[str, int],
                  families: Collection[str] | None = None) -> dict[str, np.ndarray]:
-    """Engine output of one cutoff -> arrays user_id, asof, features (float64).
+    """Engine columns of one cutoff (Runner.arrays) -> arrays user_id, asof, features (float64).
 
     A feature is NaN at a cutoff when one of its source families is absent from the log up to
     that cutoff (`first_days`), or from `families` when given.
     """
-    day = df["d"].to_numpy(dtype="int64")
+    day = np.asarray(cols["d"], dtype="int64")
     seen: dict[str, np.ndarray] = {}
     for fam in {s for f in feats for s in f.sources}:
-        seen[fam] = (np.full(len(df), fam in families) if families is not None
+        seen[fam] = (np.full(len(day), fam in families) if families is not None
                      else day >= first_days.get(fam, 2**62))
-    cols: dict[str, np.ndarray] = {"user_id": df["user_id"].to_numpy(), "asof": instants_of(day, offset)}
+    out: dict[str, np.ndarray] = {"user_id": np.asarray(cols["user_id"], dtype=object),
+                                  "asof": instants_of(day, offset)}
     for f in feats:
-        # A copy, never a view: a view would keep the engine frame's whole 2-D block alive.
-        col = np.array(df[f.name].to_numpy(dtype="float64", na_value=np.nan), dtype="float64", copy=True)
+        col = floats(cols.pop(f.name))
         for s in f.sources:
             col[~seen[s]] = np.nan
-        cols[f.name] = col
-    return cols
+        out[f.name] = col
+    return out
 
 
 def stack_columns(chunks: list[dict[str, np.ndarray]], order: list[str]) -> pd.DataFrame:
@@ -183,7 +183,7 @@ def feature_rows(run: Runner, facts: Facts, tiers: str, days: list[int], cfg: Co
             old.reverse()
             lo = d - c.span
             sql = feature_sql(facts, tiers, user_days, old[0], d, cfg, c)
-            chunks.append(tidy_columns(run.df(sql), facts.offset, feats, first, families))
+            chunks.append(tidy_columns(run.arrays(sql), facts.offset, feats, first, families))
     finally:
         run.drop([user_days, *old])
     return stack_columns(chunks, ["user_id", "asof", *(f.name for f in feats)])

@@ -13,7 +13,9 @@ import pandas as pd
 
 from siyu.config import Config
 from siyu.features.contract import BRAND_EVENTS, TIER_RANK
-from siyu.features.facts import Facts, Runner, build_facts, codes_list, instants_of, pairs_table, split_instant
+from siyu.features.facts import (
+    Facts, Runner, build_facts, codes_list, floats, instants_of, pairs_table, split_instant,
+)
 from siyu.features.tiers import tier_bounds, tier_sql
 
 LABEL_COLUMNS = ["user_id", "cutoff", "tier", "tier_next", "in_churn_pop", "in_promotion_pop", "in_koc_pop",
@@ -58,15 +60,16 @@ def label_sql(facts: Facts, tiers: str, days: list[int], cfg: Config) -> str:
     ORDER BY d, user_id"""
 
 
-def tidy_labels(df: pd.DataFrame, offset: int) -> pd.DataFrame:
-    """Engine output -> LABEL_COLUMNS with stable dtypes (bool flags, nullable Int8 labels)."""
-    out = {"user_id": df["user_id"].to_numpy(), "cutoff": instants_of(df["d"].to_numpy(dtype="int64"), offset)}
+def tidy_labels(cols: dict[str, np.ndarray], offset: int) -> pd.DataFrame:
+    """Engine columns (Runner.arrays) -> LABEL_COLUMNS with stable dtypes (bool flags, nullable Int8 labels)."""
+    out = {"user_id": np.asarray(cols["user_id"], dtype=object),
+           "cutoff": instants_of(np.asarray(cols["d"], dtype="int64"), offset)}
     for c in ("tier", "tier_next"):
-        out[c] = df[c].astype(str).to_numpy()
+        out[c] = np.asarray(cols[c], dtype=object).astype(str)
     for c in ("in_churn_pop", "in_promotion_pop", "in_koc_pop"):
-        out[c] = df[c].to_numpy(dtype=bool)
+        out[c] = np.asarray(cols[c]).astype(bool)
     for c in ("churn", "promotion", "koc"):
-        v = df[c].to_numpy(dtype="float64", na_value=np.nan)
+        v = floats(cols[c])
         out[c] = pd.arrays.IntegerArray(np.nan_to_num(v).astype("int8"), np.isnan(v))
     # The engine sorted by (d, user_id), i.e. by (cutoff, user_id).
     return pd.DataFrame({c: out[c] for c in LABEL_COLUMNS})
@@ -81,10 +84,10 @@ def labels_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str = "
     tiers = f"{facts.prefix}_tiers"
     try:
         run.table(tiers, tier_sql(facts, tdays, cfg))
-        df = run.df(label_sql(facts, tiers, days, cfg))
+        cols = run.arrays(label_sql(facts, tiers, days, cfg))
     finally:
         run.drop([*facts.names(), tiers])
-    return tidy_labels(df, facts.offset)
+    return tidy_labels(cols, facts.offset)
 
 
 def label_table(con, cutoff: datetime, cfg: Config, events: str = "events") -> pd.DataFrame:

@@ -15,6 +15,7 @@ from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from siyu.config import Config
@@ -76,6 +77,10 @@ class SparkRunner(Runner):
 
     def df(self, sql: str) -> pd.DataFrame:
         return self.spark.sql(transpile(sql)).toPandas()
+
+    def arrays(self, sql: str) -> dict[str, np.ndarray]:
+        df = self.df(sql)
+        return {c: df[c].to_numpy() for c in df.columns}
 
     def drop(self, names) -> None:
         for n in names:

@@ -62,7 +62,7 @@ def training_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str =
     tiers = f"{facts.prefix}_tiers"
     try:
         run.table(tiers, tier_sql(facts, tdays, cfg))
-        labels = tidy_labels(run.df(label_sql(facts, tiers, days, cfg)), facts.offset).drop(columns=["tier"])
+        labels = tidy_labels(run.arrays(label_sql(facts, tiers, days, cfg)), facts.offset).drop(columns=["tier"])
         out = feature_rows(run, facts, tiers, days, cfg).rename(columns={"asof": "cutoff"})
     finally:
         run.drop([*facts.names(), tiers])
