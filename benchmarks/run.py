@@ -87,7 +87,7 @@ def markdown(scale: str, mach: dict, figures: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", choices=["small", "large"], default="small")
-    ap.add_argument("--only", nargs="*", choices=list(SUITE), help="run only these benchmarks")
+    ap.add_argument("--only", nargs="*", choices=list(SUITE), help="run only these benchmarks (today's figures of the others are kept)")
     a = ap.parse_args()
     mach = machine()
     figures: list[dict] = []
@@ -101,6 +101,10 @@ def main() -> None:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     stem = out / f"{date.today()}-{a.scale}"
+    if a.only and stem.with_suffix(".json").exists():
+        # A partial rerun replaces only its own benchmarks' figures in today's results.
+        kept = [f for f in json.loads(stem.with_suffix(".json").read_text())["figures"] if f.get("benchmark") not in a.only]
+        figures = kept + figures
     stem.with_suffix(".json").write_text(json.dumps({"scale": a.scale, "machine": mach, "figures": figures}, indent=2))
     stem.with_suffix(".md").write_text(markdown(a.scale, mach, figures))
     print(f"wrote {stem}.json and {stem}.md")
