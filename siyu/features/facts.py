@@ -117,7 +117,8 @@ class Facts:
 
 def event_code(col: str) -> str:
     """SQL: the event's index in contract.EVENTS (families are contiguous ranges of it)."""
-    return f"CASE {col} " + " ".join(f"WHEN '{e}' THEN {i}" for i, e in enumerate(EVENTS)) + " END"
+    # A list lookup costs a third of a 24-branch CASE per row (both engines count positions from 1).
+    return f"CAST(array_position([{', '.join(repr(e) for e in EVENTS)}], {col}) - 1 AS INTEGER)"
 
 
 def _case(mapping: dict[str, str], col: str = "event") -> str:
@@ -152,19 +153,19 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
     s = f"(ts - INTERVAL '{offset}' SECOND)" if offset else "ts"
     bucket = f"({day_sql(s)} + CASE WHEN {s} = CAST(CAST({s} AS DATE) AS TIMESTAMP) THEN 0 ELSE 1 END)"
     ev = (f"(SELECT * FROM (SELECT user_id, ts, event, amount, coupon, rating, order_id, "
-          f"{bucket} AS b FROM {events}) z WHERE b <= {last})")
+          f"CAST({bucket} AS INTEGER) AS b FROM {events}) z WHERE b <= {last})")
     f = Facts(p, offset, f"{p}_iv", f"{p}_states", f"{p}_orders", f"{p}_users", tuple(bs))
     interval = "CASE " + " ".join(f"WHEN b <= {x} THEN {x}" for x in bs) + " END"
     bit = f"CASE WHEN e - b < {MASK_DAYS} THEN CAST(1 AS BIGINT) << CAST(e - b AS INTEGER) END"
     run.table(f.iv, f"""
         SELECT user_id, e, ev, CAST(count(*) AS DOUBLE) AS n, sum(amount) AS amt,
                CAST(count(CASE WHEN coupon THEN 1 END) AS DOUBLE) AS n_coupon,
-               CAST(sum(rating) AS DOUBLE) AS rating_sum, CAST(count(rating) AS DOUBLE) AS rating_n,
+               sum(CAST(rating AS DOUBLE)) AS rating_sum, CAST(count(rating) AS DOUBLE) AS rating_n,
                min(b) AS min_b, max(b) AS max_b, bit_or({bit}) AS mask
         FROM (SELECT user_id, {event_code('event')} AS ev, amount, coupon, rating, b, {interval} AS e
               FROM {ev} y) x
         GROUP BY user_id, e, ev""")  # an integer event code groups faster and smaller than the name;
-    # DOUBLE measures: DuckDB sums BIGINT into slow HUGEINT
+    # INTEGER days and DOUBLE measures keep each group's state small (DuckDB sums integers into HUGEINT)
     chan = {**CONNECT_EVENTS, **DISCONNECT_EVENTS, **{e: "member" for e in MEMBERSHIP_EVENTS}}
     opening = sql_list([*CONNECT_EVENTS, *(e for e, v in MEMBERSHIP_EVENTS.items() if v)])
     # The last state change of each bucket decides; at the same timestamp a close wins.
