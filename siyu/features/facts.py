@@ -168,14 +168,15 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
     # INTEGER days and DOUBLE measures keep each group's state small (DuckDB sums integers into HUGEINT)
     chan = {**CONNECT_EVENTS, **DISCONNECT_EVENTS, **{e: "member" for e in MEMBERSHIP_EVENTS}}
     opening = sql_list([*CONNECT_EVENTS, *(e for e, v in MEMBERSHIP_EVENTS.items() if v)])
-    # The last state change of each bucket decides; at the same timestamp a close wins.
+    # The last state change of each bucket decides; at the same timestamp a close wins. The filter
+    # is on the event code: DuckDB tests a list of strings row by row, 4x slower than the lookup.
     run.table(f.states, f"""
         SELECT user_id, chan, b, lead(b) OVER (PARTITION BY user_id, chan ORDER BY b) AS b_next, is_open
         FROM (SELECT user_id, chan, b, is_open, row_number() OVER (
                   PARTITION BY user_id, chan, b ORDER BY ts DESC, is_open ASC) AS rn
               FROM (SELECT user_id, b, ts, {_case(chan)} AS chan,
                            CASE WHEN event IN {opening} THEN 1 ELSE 0 END AS is_open
-                    FROM {ev} w WHERE event IN {sql_list(chan)}) x) y
+                    FROM {ev} w WHERE {event_code('event')} IN {codes_list(chan)}) x) y
         WHERE rn = 1""")
     # An order is cancelled from the bucket where refunds with its order_id add up to its amount.
     run.table(f.orders, f"""
