@@ -18,17 +18,16 @@ from siyu.features.loader import connect, refuse_bare_carriage_return, stage_raw
 from siyu.features.report import ValidationReport, print_report, write_outputs
 
 # (reason, SQL condition on the parsed columns), checked in this order; a row's
-# reason is the first that holds, so the counts by reason add up to the total. Membership in a
-# list of names is a list lookup: DuckDB tests `IN ('a', 'b', ...)` string by string, 4x slower.
+# reason is the first that holds, so the counts by reason add up to the total.
 _AMOUNT_EVENTS = ", ".join(f"'{e}'" for e in sorted(AMOUNT_REQUIRED))
 _RULES: list[tuple[str, str]] = [
     ("missing user_id", "user_id IS NULL"),
     ("missing ts", "ts_raw IS NULL"),
     ("unparseable ts", "ts IS NULL"),
     ("missing event", "event_raw IS NULL"),
-    ("unknown event", f"array_position([{', '.join(repr(e) for e in EVENTS)}], event) IS NULL"),
+    ("unknown event", f"event NOT IN ({', '.join(repr(e) for e in EVENTS)})"),
     ("amount is not a number", "amount_raw IS NOT NULL AND (amount IS NULL OR NOT isfinite(amount))"),
-    ("missing amount", f"array_position([{_AMOUNT_EVENTS}], event) IS NOT NULL AND amount IS NULL"),
+    ("missing amount", f"event IN ({_AMOUNT_EVENTS}) AND amount IS NULL"),
     ("negative amount", "amount < 0"),
     ("rating is not an integer", "rating_raw IS NOT NULL AND (rating_num IS NULL OR rating_num != floor(rating_num))"),
     ("missing rating", "event = 'review' AND rating_raw IS NULL"),
