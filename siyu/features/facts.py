@@ -152,8 +152,12 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
     p = f"_siyu_{uuid.uuid4().hex[:10]}"
     s = f"(ts - INTERVAL '{offset}' SECOND)" if offset else "ts"
     bucket = f"({day_sql(s)} + CASE WHEN {s} = CAST(CAST({s} AS DATE) AS TIMESTAMP) THEN 0 ELSE 1 END)"
-    ev = (f"(SELECT * FROM (SELECT user_id, ts, event, amount, coupon, rating, order_id, "
-          f"CAST({bucket} AS INTEGER) AS b FROM {events}) z WHERE b <= {last})")
+
+    def ev(where: str = "1 = 1") -> str:
+        # Rows are filtered before their bucket is computed (a bucket per row of the log costs).
+        return (f"(SELECT * FROM (SELECT user_id, ts, event, amount, coupon, rating, order_id, "
+                f"CAST({bucket} AS INTEGER) AS b FROM {events} WHERE {where}) z WHERE b <= {last})")
+
     f = Facts(p, offset, f"{p}_iv", f"{p}_states", f"{p}_orders", f"{p}_users", tuple(bs))
     interval = "CASE " + " ".join(f"WHEN b <= {x} THEN {x}" for x in bs) + " END"
     bit = f"CASE WHEN e - b < {MASK_DAYS} THEN CAST(1 AS BIGINT) << CAST(e - b AS INTEGER) END"
@@ -163,30 +167,30 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
                sum(CAST(rating AS DOUBLE)) AS rating_sum, CAST(count(rating) AS DOUBLE) AS rating_n,
                min(b) AS min_b, max(b) AS max_b, bit_or({bit}) AS mask
         FROM (SELECT user_id, {event_code('event')} AS ev, amount, coupon, rating, b, {interval} AS e
-              FROM {ev} y) x
+              FROM {ev()} y) x
         GROUP BY user_id, e, ev""")  # an integer event code groups faster and smaller than the name;
     # INTEGER days and DOUBLE measures keep each group's state small (DuckDB sums integers into HUGEINT)
     chan = {**CONNECT_EVENTS, **DISCONNECT_EVENTS, **{e: "member" for e in MEMBERSHIP_EVENTS}}
     opening = sql_list([*CONNECT_EVENTS, *(e for e, v in MEMBERSHIP_EVENTS.items() if v)])
-    # The last state change of each bucket decides; at the same timestamp a close wins. The filter
-    # is on the event code: DuckDB tests a list of strings row by row, 4x slower than the lookup.
+    # The last state change of each bucket decides; at the same timestamp a close wins. A list
+    # lookup finds the channel events 4x faster than `event IN (...)`, which DuckDB tests one by one.
     run.table(f.states, f"""
         SELECT user_id, chan, b, lead(b) OVER (PARTITION BY user_id, chan ORDER BY b) AS b_next, is_open
         FROM (SELECT user_id, chan, b, is_open, row_number() OVER (
                   PARTITION BY user_id, chan, b ORDER BY ts DESC, is_open ASC) AS rn
               FROM (SELECT user_id, b, ts, {_case(chan)} AS chan,
                            CASE WHEN event IN {opening} THEN 1 ELSE 0 END AS is_open
-                    FROM {ev} w WHERE {event_code('event')} IN {codes_list(chan)}) x) y
+                    FROM {ev(f'array_position([{sql_list(chan)[1:-1]}], event) IS NOT NULL')} w) x) y
         WHERE rn = 1""")
     # An order is cancelled from the bucket where refunds with its order_id add up to its amount.
     run.table(f.orders, f"""
         WITH pur AS (SELECT user_id, order_id, ts, {day_sql('ts')} AS cday, b, amount,
                             CASE WHEN coupon THEN 1 ELSE 0 END AS coupon
-                     FROM {ev} WHERE event = 'purchase'),
+                     FROM {ev("event = 'purchase'")}),
              ref AS (SELECT user_id, order_id, b,
                             sum(sum(amount)) OVER (PARTITION BY user_id, order_id ORDER BY b
                                 ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
-                     FROM {ev} WHERE event = 'refund' AND order_id IS NOT NULL
+                     FROM {ev("event = 'refund' AND order_id IS NOT NULL")}
                      GROUP BY user_id, order_id, b)
         SELECT pur.user_id, pur.cday, pur.b, pur.amount, pur.coupon, min(ref.b) AS cancel_b
         FROM pur LEFT JOIN ref ON ref.user_id = pur.user_id AND ref.order_id = pur.order_id
