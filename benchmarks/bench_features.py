@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench_features.py --users 100000
     .venv/bin/python benchmarks/bench_features.py --events out/world/events.parquet
 
-Prints: the floor (`SELECT user_id, count(*), sum(amount) FROM file GROUP BY user_id`),
-features at one cutoff (time, ratio to the floor), the n-cutoff training table
+Prints: the floor (`SELECT user_id, count(*), sum(amount) FROM file GROUP BY user_id`,
+best of --floor-runs), features at one cutoff (best of --one-runs; ratio to the
+floor), the n-cutoff training table (one run)
 (time, ratio to one cutoff) and peak RSS. Targets on 1M users: one cutoff < 60 s
 and <= 4x the floor, training table < 3x one cutoff, peak RSS < 8 GiB.
 The world comes from the simulator (`siyu simulate`), cached under --cache.
@@ -55,6 +56,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--cache", type=Path, default=Path(__file__).resolve().parent / "data")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-training", action="store_true")
+    ap.add_argument("--floor-runs", type=int, default=3, help="the floor is the best of this many runs")
+    ap.add_argument("--one-runs", type=int, default=2, help="the one-cutoff time is the best of this many runs")
     a = ap.parse_args(argv)
 
     from siyu.config import load_config
@@ -69,22 +72,32 @@ def main(argv: list[str]) -> int:
     n_events, n_users = con.execute("SELECT count(*), count(DISTINCT user_id) FROM events").fetchone()
     print(f"log: {path} ({n_events:,} events, {n_users:,} users)")
 
+    # Best of several runs for the floor and the one-cutoff time: this shared machine's timings
+    # vary by 10-30% between runs, and the best is the fairest figure for both sides of a ratio.
     floor_sql = f"SELECT user_id, count(*), sum(amount) FROM read_parquet('{path}') GROUP BY user_id"
-    _, floor = timed(lambda: con.execute(floor_sql).fetchall())
-    print(f"floor (bare GROUP BY user_id):   {floor:8.2f} s")
+    floors = [timed(lambda: con.execute(floor_sql).fetchall())[1] for _ in range(a.floor_runs)]
+    floor = min(floors)
+    print(f"floor (bare GROUP BY user_id):   {floor:8.2f} s  (best of {', '.join(f'{x:.2f}' for x in floors)})")
 
     cutoffs = training_cutoffs(con, cfg)
-    feats, one = timed(lambda: feature_table(con, cutoffs[-1], cfg))
-    print(f"features, one cutoff:            {one:8.2f} s  = {one / floor:.1f}x floor  "
-          f"({len(feats):,} rows x {feats.shape[1] - 2} features)  peak RSS {peak_rss_gib():.2f} GiB")
+    ones = []
+    for _ in range(a.one_runs):
+        feats, t = timed(lambda: feature_table(con, cutoffs[-1], cfg))
+        ones.append(t)
+    one = min(ones)
+    print(f"features, one cutoff:            {one:8.2f} s  = {one / floor:.2f}x floor  "
+          f"({len(feats):,} rows x {feats.shape[1] - 2} features, best of {', '.join(f'{x:.2f}' for x in ones)})  "
+          f"peak RSS {peak_rss_gib():.2f} GiB")
     fig = {"figure": "features", "events": n_events, "users": n_users, "floor_s": round(floor, 2),
-           "one_cutoff_s": round(one, 2), "x_floor": round(one / floor, 1), "features": feats.shape[1] - 2,
-           "one_cutoff_peak_rss_gib": round(peak_rss_gib(), 2)}
+           "floor_runs_s": [round(x, 2) for x in floors], "one_cutoff_s": round(one, 2),
+           "one_cutoff_runs_s": [round(x, 2) for x in ones], "x_floor": round(one / floor, 2),
+           "features": feats.shape[1] - 2, "one_cutoff_peak_rss_gib": round(peak_rss_gib(), 2)}
+    del feats
     if not a.skip_training:
         tt, many = timed(lambda: training_table(con, cutoffs, cfg))
-        print(f"training table, {len(cutoffs)} cutoffs:      {many:8.2f} s  = {many / one:.1f}x one cutoff  "
+        print(f"training table, {len(cutoffs)} cutoffs:      {many:8.2f} s  = {many / one:.2f}x one cutoff  "
               f"({len(tt):,} rows)  peak RSS {peak_rss_gib():.2f} GiB")
-        fig.update({"cutoffs": len(cutoffs), "training_table_s": round(many, 2), "x_one_cutoff": round(many / one, 1)})
+        fig.update({"cutoffs": len(cutoffs), "training_table_s": round(many, 2), "x_one_cutoff": round(many / one, 2)})
     fig["peak_rss_gib"] = round(peak_rss_gib(), 2)
     print(json.dumps(fig), flush=True)
     return 0
