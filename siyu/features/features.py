@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from siyu.config import Config
+from siyu.errors import SiyuError
 from siyu.features.contract import EVENT_FAMILY, EVENTS
 from siyu.features.facts import Facts, Runner, build_facts, floats, instants_of, split_instant
 from siyu.features.feature_compiler import Compiled, event_cond
@@ -139,26 +140,44 @@ def tidy_columns(cols: dict[str, np.ndarray], offset: int, feats: list[Feature],
     return out
 
 
-def stack_columns(chunks: list[dict[str, np.ndarray]], order: list[str]) -> pd.DataFrame:
-    """Per-cutoff column arrays -> one frame, column by column (each chunk's array freed once copied).
+class ColumnStack:
+    """Per-cutoff column arrays written straight into whole-table columns (no chunks to concatenate)."""
 
-    Tier codes become Int64. The frame keeps one block per column (no consolidating copy).
-    """
-    cols: dict[str, object] = {}
-    for c in order:
-        parts = [ch.pop(c) for ch in chunks]
-        col = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        del parts
-        cols[c] = pd.array(np.round(col), dtype="Int64") if c in INT_FEATURES else col
-    return pd.DataFrame(cols, copy=False)
+    def __init__(self, sizes: list[int]) -> None:
+        self.sizes, self.cols, self.at, self.added = sizes, {}, 0, 0
+        self.total = sum(sizes)
+
+    def add(self, chunk: dict[str, np.ndarray]) -> None:
+        """Append the next cutoff's arrays (its row count must be the next of `sizes`)."""
+        n = len(chunk["user_id"])
+        if n != self.sizes[self.added]:
+            raise SiyuError(f"a cutoff's feature rows ({n:,}) do not match its known users "
+                            f"({self.sizes[self.added]:,})")
+        self.added += 1
+        for name, col in chunk.items():
+            if name not in self.cols:
+                self.cols[name] = np.empty(self.total, dtype=col.dtype)
+            self.cols[name][self.at:self.at + n] = col
+        self.at += n
+
+    def frame(self, order: list[str]) -> pd.DataFrame:
+        """The columns as one frame in `order` (tier codes as Int64), one block per column."""
+        return frame_of(self.cols, order)
+
+
+def frame_of(cols: dict[str, np.ndarray], order: list[str]) -> pd.DataFrame:
+    """Column arrays -> a frame in `order`; tier codes become Int64; no consolidating copy."""
+    return pd.DataFrame({c: pd.array(np.round(cols[c]), dtype="Int64") if c in INT_FEATURES else cols[c]
+                         for c in order}, copy=False)
 
 
 def feature_rows(run: Runner, facts: Facts, tiers: str, days: list[int], cfg: Config,
                  families: Collection[str] | None = None) -> pd.DataFrame:
     """Features at each cutoff day over built facts and tiers, sorted by (asof, user_id).
 
-    One query per cutoff: each groups the facts by user alone, and its result is turned into
-    arrays before the next runs, so the engine never holds every cutoff's rows at once.
+    One query per cutoff: each groups the facts by user alone, and its result is copied into
+    the whole table's columns before the next runs, so neither the engine nor Python holds
+    every cutoff's rows twice.
 
     Args:
         run: the engine runner.
@@ -173,20 +192,31 @@ def feature_rows(run: Runner, facts: Facts, tiers: str, days: list[int], cfg: Co
     """
     user_days, old = f"{facts.prefix}_udays", [f"{facts.prefix}_old0", f"{facts.prefix}_old1"]
     feats, c = features_of(cfg), compiled_for(cfg)
-    chunks, lo = [], None
+    days, stack, one, lo = sorted(set(days)), None, None, None
+    order = ["user_id", "asof", *(f.name for f in feats)]
     try:
         run.table(user_days, user_days_sql(facts, days, c))
         first = family_first_days(run, facts)
-        for d in sorted(set(days)):
+        if len(days) > 1:  # one row per user known at each cutoff: the tiers there give the sizes
+            n = run.arrays(f"SELECT d, count(*) AS n FROM {tiers} WHERE d IN ({', '.join(map(str, days))}) "
+                           "GROUP BY d")
+            sizes = dict(zip(np.asarray(n["d"]).tolist(), np.asarray(n["n"]).tolist()))
+            stack = ColumnStack([int(sizes.get(d, 0)) for d in days])
+        for d in days:
             # Two tables in turn: each cutoff's old aggregates are the previous ones plus one block.
             run.table(old[1], old_facts_sql(facts, c, d - c.span, lo, None if lo is None else old[0]))
             old.reverse()
             lo = d - c.span
             sql = feature_sql(facts, tiers, user_days, old[0], d, cfg, c)
-            chunks.append(tidy_columns(run.arrays(sql), facts.offset, feats, first, families))
+            cols = tidy_columns(run.arrays(sql), facts.offset, feats, first, families)
+            if stack is None:
+                one = cols
+            else:
+                stack.add(cols)
+            del cols  # a cutoff's arrays are GBs at 1M users: gone once copied
     finally:
         run.drop([user_days, *old])
-    return stack_columns(chunks, ["user_id", "asof", *(f.name for f in feats)])
+    return stack.frame(order) if stack is not None else frame_of(one, order)
 
 
 def features_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str = "events",

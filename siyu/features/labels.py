@@ -65,7 +65,7 @@ def tidy_labels(cols: dict[str, np.ndarray], offset: int) -> pd.DataFrame:
     out = {"user_id": np.asarray(cols["user_id"], dtype=object),
            "cutoff": instants_of(np.asarray(cols["d"], dtype="int64"), offset)}
     for c in ("tier", "tier_next"):
-        out[c] = np.asarray(cols[c], dtype=object).astype(str)
+        out[c] = np.asarray(cols[c], dtype=object)  # str objects already: no numpy-unicode detour
     for c in ("in_churn_pop", "in_promotion_pop", "in_koc_pop"):
         out[c] = np.asarray(cols[c]).astype(bool)
     for c in ("churn", "promotion", "koc"):
