@@ -111,6 +111,37 @@ def test_training_table_equals_single_cutoff_tables(cfg):
         pd.testing.assert_frame_equal(sub[lab.columns[3:]], lab[lab.columns[3:]])
 
 
+def test_rows_come_sorted_by_user_id_in_code_point_order(cfg):
+    # Non-ASCII ids: the features are sorted in Python, the labels by the engine; the training
+    # table refuses rows that do not line up, so both orders must agree.
+    log = random_log(30, seed=5)
+    names = ["用户", "é", "Z", "a", "z", "Ä", "ü", "_", "0"]
+    log["user_id"] = [names[int(u[1:]) % len(names)] + u for u in log["user_id"]]
+    con = con_with(log)
+    one = feature_table(con, T, cfg)
+    assert one["user_id"].tolist() == sorted(one["user_id"]) and len(one) > 20
+    tt = training_table(con, training_cutoffs(con, cfg), cfg)
+    for _, part in tt.groupby("cutoff"):
+        assert part["user_id"].tolist() == sorted(part["user_id"])
+
+
+def test_engine_columns_become_floats_with_nan_in_the_given_order():
+    import numpy as np
+
+    from siyu.features.facts import floats
+
+    order = np.array([2, 0, 1])
+    masked = np.ma.masked_array([1, 2, 3], mask=[False, True, False])
+    obj = np.array([1.5, None, 3], dtype=object)
+    plain = np.array([1, 2, 3], dtype="int32")
+    np.testing.assert_array_equal(floats(masked, order), [3.0, 1.0, np.nan])
+    np.testing.assert_array_equal(floats(masked), [1.0, np.nan, 3.0])
+    np.testing.assert_array_equal(floats(obj, order), [3.0, 1.5, np.nan])
+    out = floats(plain)
+    assert out.dtype == "float64" and out.tolist() == [1.0, 2.0, 3.0]
+    assert masked.tolist() == [1, None, 3]  # the input is left as it was
+
+
 def random_log(n_users: int, seed: int) -> pd.DataFrame:
     import numpy as np
 

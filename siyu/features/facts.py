@@ -64,12 +64,23 @@ def instants_of(days: np.ndarray, offset: int) -> np.ndarray:
     return (np.asarray(days, dtype="int64") * 86400 + offset).astype("datetime64[s]").astype("datetime64[us]")
 
 
-def floats(col) -> np.ndarray:
-    """An engine column (masked or object where NULL) as float64 with NaN for NULL, in a new array."""
+def floats(col, order: np.ndarray | None = None) -> np.ndarray:
+    """An engine column (masked or object where NULL) as float64 with NaN for NULL, in a new array.
+
+    Args:
+        col: the column.
+        order: row positions to take, in order (default: all, as they are).
+    """
     if np.ma.isMaskedArray(col):
-        return np.ma.filled(col.astype("float64"), np.nan)
-    return np.array(pd.array(col, dtype="Float64").to_numpy("float64", na_value=np.nan) if col.dtype == object
-                    else col, dtype="float64", copy=True)
+        out = np.asarray(col.data, dtype="float64")
+        out = out.take(order) if order is not None else out.copy()
+        mask = np.ma.getmaskarray(col)
+        out[mask if order is None else mask.take(order)] = np.nan
+        return out
+    if col.dtype == object:
+        col = pd.array(col, dtype="Float64").to_numpy("float64", na_value=np.nan)
+    col = np.asarray(col, dtype="float64")
+    return col.take(order) if order is not None else col.copy()
 
 
 class Runner:

@@ -72,7 +72,7 @@ def old_facts_sql(facts: Facts, c: Compiled, hi: int, lo: int | None = None, bef
 
 def feature_sql(facts: Facts, tiers: str, user_days: str, old: str, day: int, cfg: Config,
                 c: Compiled) -> str:
-    """SQL for the features at one cutoff day, sorted by user_id (columns user_id, d, then the registry's).
+    """SQL for the features at one cutoff day, in no set order (columns user_id, d, then the registry's).
 
     Args:
         facts: the fact tables.
@@ -103,8 +103,7 @@ def feature_sql(facts: Facts, tiers: str, user_days: str, old: str, day: int, cf
                LEFT JOIN u ON u.user_id = k.user_id)
     SELECT t.user_id, t.d, {outs}
     FROM t
-    {grid}
-    ORDER BY t.user_id"""
+    {grid}"""
     return sql
 
 
@@ -120,20 +119,24 @@ def family_first_days(run: Runner, facts: Facts) -> dict[str, int]:
 
 def tidy_columns(cols: dict[str, np.ndarray], offset: int, feats: list[Feature], first_days: dict[str, int],
                  families: Collection[str] | None = None) -> dict[str, np.ndarray]:
-    """Engine columns of one cutoff (Runner.arrays) -> arrays user_id, asof, features (float64).
+    """Engine columns of one cutoff (Runner.arrays) -> arrays user_id, asof, features (float64), by user_id.
 
     A feature is NaN at a cutoff when one of its source families is absent from the log up to
     that cutoff (`first_days`), or from `families` when given.
     """
-    day = np.asarray(cols["d"], dtype="int64")
+    # Sorted here rather than by the engine: an ORDER BY moves all ~100 columns through the sort
+    # (1.4-2.4 s per cutoff at 1M users) while this sorts the keys and reorders the copy made anyway.
+    # Code-point order of str is the engines' byte order of UTF-8.
+    order = np.argsort(np.asarray(cols["user_id"]).astype(str), kind="stable")
+    day = np.asarray(cols["d"], dtype="int64")[order]
     seen: dict[str, np.ndarray] = {}
     for fam in {s for f in feats for s in f.sources}:
         seen[fam] = (np.full(len(day), fam in families) if families is not None
                      else day >= first_days.get(fam, 2**62))
-    out: dict[str, np.ndarray] = {"user_id": np.asarray(cols["user_id"], dtype=object),
+    out: dict[str, np.ndarray] = {"user_id": np.asarray(cols["user_id"], dtype=object)[order],
                                   "asof": instants_of(day, offset)}
     for f in feats:
-        col = floats(cols.pop(f.name))
+        col = floats(cols.pop(f.name), order)
         for s in f.sources:
             col[~seen[s]] = np.nan
         out[f.name] = col

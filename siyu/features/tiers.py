@@ -33,6 +33,8 @@ def tier_sql(facts: Facts, days: list[int], cfg: Config) -> str:
     P = cfg.windows.period_days
     inst = instants_table(days)
     rank = " ".join(f"WHEN '{t}' THEN {r}" for t, r in TIER_RANK.items())
+    # `act` reads user-side facts only: brand messages are about a third of the facts, and each
+    # fact joins every tier day whose period covers it, yet they count in none of its sums.
     return f"""
     WITH known AS (
         SELECT u.user_id, i.d, CASE WHEN u.first_user_b <= i.d THEN 1 ELSE 0 END AS any_user
@@ -48,8 +50,9 @@ def tier_sql(facts: Facts, days: list[int], cfg: Config) -> str:
         SELECT a.user_id, i.d,
                sum(CASE WHEN a.ev IN {codes_list(ACTIONS)} THEN a.n END) AS n_actions,
                sum(CASE WHEN a.ev IN {codes_list(['referral_purchase'])} THEN a.n END) AS n_referrals,
-               sum(CASE WHEN a.ev NOT IN {codes_list(BRAND_EVENTS)} THEN a.n END) AS n_user_events
+               sum(a.n) AS n_user_events
         FROM {facts.iv} a JOIN {pairs_table(facts.bounds, days, P)} i ON a.e = i.e
+        WHERE a.ev NOT IN {codes_list(BRAND_EVENTS)}
         GROUP BY a.user_id, i.d),
     pur AS (
         SELECT o.user_id, i.d,
