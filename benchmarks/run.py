@@ -35,6 +35,8 @@ SUITE: dict[str, dict[str, list[str]]] = {
                  "large": ["bench_simulate.py", "--scale", "large"]},
     "features": {"small": ["bench_features.py", "--users", "20000"],
                  "large": ["bench_features.py", "--users", "1000000"]},
+    "feature_stages": {"small": ["bench_feature_stages.py", "--users", "20000"],
+                       "large": ["bench_feature_stages.py", "--users", "1000000"]},
     "train": {"small": ["bench_train.py", "--users", "20000"],
               "large": ["bench_train.py", "--users", "1000000", "--no-oracle"]},
     "score": {"small": ["bench_score.py", "--users", "100000"],

@@ -111,6 +111,9 @@ class Runner:
         return [r[0] for r in self.con.execute(f"SELECT * FROM {name} LIMIT 0").description]
 
 
+KEY_BASE = 1 << (len(EVENTS) - 1).bit_length()
+"""A power of two above every event code: the facts group by one key, interval * KEY_BASE + code."""
+
 MASK_DAYS = 62
 """Longest interval whose distinct days are tracked exactly (one bit per day in a signed BIGINT)."""
 
@@ -177,14 +180,18 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
     f = Facts(p, offset, f"{p}_iv", f"{p}_states", f"{p}_orders", f"{p}_users", tuple(bs))
     interval = "CASE " + " ".join(f"WHEN b <= {x} THEN {x}" for x in bs) + " END"
     bit = f"CASE WHEN e - b < {MASK_DAYS} THEN CAST(1 AS BIGINT) << CAST(e - b AS INTEGER) END"
+    # One key for (interval, event) instead of two hashes and compares faster (1M users, 21.6M
+    # groups: 46-55 s of CPU against 48-56 s in three A/B pairs); it counts from the first bound,
+    # so it is never negative and // and % split it the same way on every engine.
     run.table(f.iv, f"""
-        SELECT user_id, e, ev, CAST(count(*) AS DOUBLE) AS n, sum(amount) AS amt,
+        SELECT user_id, k // {KEY_BASE} + {bs[0]} AS e, k % {KEY_BASE} AS ev, CAST(count(*) AS DOUBLE) AS n, sum(amount) AS amt,
                CAST(count(CASE WHEN coupon THEN 1 END) AS DOUBLE) AS n_coupon,
                sum(CAST(rating AS DOUBLE)) AS rating_sum, CAST(count(rating) AS DOUBLE) AS rating_n,
                min(b) AS min_b, max(b) AS max_b, bit_or({bit}) AS mask
-        FROM (SELECT user_id, {event_code('event')} AS ev, amount, coupon, rating, b, {interval} AS e
-              FROM {ev()} y) x
-        GROUP BY user_id, e, ev""")  # an integer event code groups faster and smaller than the name;
+        FROM (SELECT *, (e - {bs[0]}) * {KEY_BASE} + ev AS k
+              FROM (SELECT user_id, {event_code('event')} AS ev, amount, coupon, rating, b, {interval} AS e
+                    FROM {ev()} y) x) z
+        GROUP BY user_id, k""")  # an integer event code groups faster and smaller than the name;
     # INTEGER days and DOUBLE measures keep each group's state small (DuckDB sums integers into HUGEINT)
     chan = {**CONNECT_EVENTS, **DISCONNECT_EVENTS, **{e: "member" for e in MEMBERSHIP_EVENTS}}
     opening = sql_list([*CONNECT_EVENTS, *(e for e, v in MEMBERSHIP_EVENTS.items() if v)])
