@@ -20,7 +20,6 @@ leaves (4 - k) x the floor for everything else.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -28,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_features import timed, world  # noqa: E402
+from bench_features import timed, world, world_args  # noqa: E402
 
 from siyu.features.facts import Runner  # noqa: E402
 
@@ -73,11 +72,7 @@ def lower_bound_sql(events: str, cutoff, cfg) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--users", type=int, default=50_000)
-    ap.add_argument("--days", type=int, default=365)
-    ap.add_argument("--events", type=Path, help="use this canonical events Parquet instead of simulating")
-    ap.add_argument("--cache", type=Path, default=Path(__file__).resolve().parent / "data")
+    ap = world_args(__doc__)
     ap.add_argument("--runs", type=int, default=2, help="every figure is the best of this many runs")
     a = ap.parse_args(argv)
 

@@ -48,12 +48,18 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def world_args(doc: str) -> argparse.ArgumentParser:
+    """An argument parser with the world options every feature benchmark takes."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--events", type=Path, help="use this canonical events Parquet instead of simulating")
     ap.add_argument("--cache", type=Path, default=Path(__file__).resolve().parent / "data")
+    return ap
+
+
+def main(argv: list[str]) -> int:
+    ap = world_args(__doc__)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-training", action="store_true")
     ap.add_argument("--floor-runs", type=int, default=3, help="the floor is the best of this many runs")
