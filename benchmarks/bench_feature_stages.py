@@ -9,7 +9,8 @@ over the same file, best of --runs):
 - lower bounds: queries any per-user, per-event feature pipeline on this engine has to pay at
   least: one scan that computes each event's code and day bucket (no grouping), grouping by
   (user, event) with a count only, grouping by (user, interval, event) with a count only, and
-  the interval facts siyu builds (the same grouping with its measures);
+  the fact tables siyu builds (that grouping with its measures, plus channel states, orders
+  and users; the stages below time the same tables one by one);
 - stages: `feature_table` at the validation cutoff with every engine step timed (fact tables,
   tiers, per-cutoff tables, the feature query with its fetch) and the Python side (sorting the
   rows by user, NaN for absent families, the frame) as the rest.
@@ -27,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_features import timed, world, world_args  # noqa: E402
+from bench_features import floor_sql, timed, world, world_args  # noqa: E402
 
 from siyu.features.facts import Runner  # noqa: E402
 
@@ -54,16 +55,13 @@ class TimedRunner(Runner):
 
 def lower_bound_sql(events: str, cutoff, cfg) -> dict[str, str]:
     """The lower-bound queries, over the same buckets and intervals as the facts at `cutoff`."""
-    from siyu.features.facts import day_sql, event_code, split_instant
+    from siyu.features.facts import bucket_sql, event_code, interval_sql, split_instant
     from siyu.features.features import feature_bounds
 
     day, offset = split_instant(cutoff)
     bs = sorted(feature_bounds([day], cfg) | {day})
-    s = f"(ts - INTERVAL '{offset}' SECOND)" if offset else "ts"
-    bucket = f"({day_sql(s)} + CASE WHEN {s} = CAST(CAST({s} AS DATE) AS TIMESTAMP) THEN 0 ELSE 1 END)"
-    interval = "CASE " + " ".join(f"WHEN b <= {x} THEN {x}" for x in bs) + " END"
-    rows = (f"(SELECT user_id, ev, b, {interval} AS e FROM (SELECT user_id, {event_code('event')} AS ev, "
-            f"CAST({bucket} AS INTEGER) AS b FROM {events}) y WHERE b <= {bs[-1]}) x")
+    rows = (f"(SELECT user_id, ev, b, {interval_sql(bs)} AS e FROM (SELECT user_id, {event_code('event')} AS ev, "
+            f"CAST({bucket_sql(offset)} AS INTEGER) AS b FROM {events}) y WHERE b <= {bs[-1]}) x")
     return {
         "scan_codes_buckets": f"SELECT count(*), sum(ev), sum(e) FROM {rows}",
         "group_user_event_count": f"SELECT user_id, ev, count(*) FROM {rows} GROUP BY user_id, ev",
@@ -96,9 +94,7 @@ def main(argv: list[str]) -> int:
         return min(runs)
 
     fig: dict = {"figure": "feature_stages", "events": n_events, "users": n_users}
-    floor = best("floor (bare GROUP BY user_id)",
-                 lambda: con.execute(f"SELECT user_id, count(*), sum(amount) FROM read_parquet('{path}') "
-                                     "GROUP BY user_id").fetchall())
+    floor = best("floor (bare GROUP BY user_id)", lambda: con.execute(floor_sql(path)).fetchall())
     fig["floor_s"] = round(floor, 2)
     for name, sql in lower_bound_sql("events", cutoff, cfg).items():
         fig[f"{name}_x_floor"] = round(best(name, lambda: con.execute(f"CREATE OR REPLACE TEMP TABLE lb AS {sql}"))

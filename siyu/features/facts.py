@@ -145,6 +145,17 @@ def _case(mapping: dict[str, str], col: str = "event") -> str:
     return f"CASE {col} {whens} END"
 
 
+def bucket_sql(offset: int) -> str:
+    """SQL for an event's bucket `b`: the first day boundary (midnight + `offset` seconds) at or after `ts`."""
+    s = f"(ts - INTERVAL '{offset}' SECOND)" if offset else "ts"
+    return f"({day_sql(s)} + CASE WHEN {s} = CAST(CAST({s} AS DATE) AS TIMESTAMP) THEN 0 ELSE 1 END)"
+
+
+def interval_sql(bounds: list[int]) -> str:
+    """SQL for a bucket's interval label `e`: the first of the sorted `bounds` at or after `b`."""
+    return "CASE " + " ".join(f"WHEN b <= {x} THEN {x}" for x in bounds) + " END"
+
+
 def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[int]) -> Facts:
     """Aggregate the log once into the fact tables the given interval boundaries need.
 
@@ -169,8 +180,7 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
     bs = sorted(set(bounds) | {d for d, _ in split})
     last = bs[-1]
     p = f"_siyu_{uuid.uuid4().hex[:10]}"
-    s = f"(ts - INTERVAL '{offset}' SECOND)" if offset else "ts"
-    bucket = f"({day_sql(s)} + CASE WHEN {s} = CAST(CAST({s} AS DATE) AS TIMESTAMP) THEN 0 ELSE 1 END)"
+    bucket = bucket_sql(offset)
 
     def ev(where: str = "1 = 1") -> str:
         # Rows are filtered before their bucket is computed (a bucket per row of the log costs).
@@ -178,7 +188,7 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
                 f"CAST({bucket} AS INTEGER) AS b FROM {events} WHERE {where}) z WHERE b <= {last})")
 
     f = Facts(p, offset, f"{p}_iv", f"{p}_states", f"{p}_orders", f"{p}_users", tuple(bs))
-    interval = "CASE " + " ".join(f"WHEN b <= {x} THEN {x}" for x in bs) + " END"
+    interval = interval_sql(bs)
     bit = f"CASE WHEN e - b < {MASK_DAYS} THEN CAST(1 AS BIGINT) << CAST(e - b AS INTEGER) END"
     # One key for (interval, event) instead of two hashes and compares faster (1M users, 21.6M
     # groups: 46-55 s of CPU against 48-56 s in three A/B pairs); it counts from the first bound,
