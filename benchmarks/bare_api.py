@@ -16,8 +16,8 @@ _STATE: dict = {}
 
 def _load() -> None:
     from siyu.config import load_config
-    from siyu.serving.batch import load_champions
-    from siyu.serving.snapshot import load_snapshot
+    from serving.pool import load_champions
+    from serving.snapshot import load_snapshot
 
     cfg = load_config()
     snap = load_snapshot(os.environ["SIYU_SCORES"])

@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serving_setup import HERE, log, snapshot, trained  # noqa: E402
 
-from siyu.serving.launch import free_port, stop_server, wait_ready  # noqa: E402
+from serving.launch import free_port, stop_server, wait_ready  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent / "tests"))
 from reliability.load import have_wrk, wrk_paced, wrk_run  # noqa: E402
@@ -174,7 +174,7 @@ def main() -> None:
     env = {**os.environ, "SIYU_SCORES": str(snap)}
     env.pop("SIYU_API_TOKEN", None)
     ps, pb = free_port(), free_port()
-    siyu = start([sys.executable, "-m", "siyu", "serve", "--port", str(ps), "--scores", str(snap)], env, tmp / "siyu.log")
+    siyu = start([sys.executable, "-m", "app", "serve", "--port", str(ps), "--scores", str(snap)], env, tmp / "siyu.log")
     bare = start([sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "bare_api:app", "--port", str(pb),
                   "--workers", "1", "--no-access-log", "--log-level", "warning"], env, tmp / "bare.log")
     try:

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_features import floor_sql, timed, world, world_args  # noqa: E402
 
-from siyu.features.facts import Runner  # noqa: E402
+from features.facts import Runner  # noqa: E402
 
 
 class TimedRunner(Runner):
@@ -55,8 +55,8 @@ class TimedRunner(Runner):
 
 def lower_bound_sql(events: str, cutoff, cfg) -> dict[str, str]:
     """The lower-bound queries, over the same buckets and intervals as the facts at `cutoff`."""
-    from siyu.features.facts import bucket_sql, event_code, interval_sql, split_instant
-    from siyu.features.features import feature_bounds
+    from features.facts import bucket_sql, event_code, interval_sql, split_instant
+    from features.compute import feature_bounds
 
     day, offset = split_instant(cutoff)
     bs = sorted(feature_bounds([day], cfg) | {day})
@@ -75,10 +75,10 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
 
     from siyu.config import load_config
-    from siyu.features.facts import build_facts, split_instant
-    from siyu.features.features import feature_bounds, features_on
-    from siyu.features.loader import connect
-    from siyu.features.training_table import training_cutoffs
+    from features.facts import build_facts, split_instant
+    from features.compute import feature_bounds, features_on
+    from events.loader import connect
+    from training.table import training_cutoffs
 
     cfg = load_config()
     path = a.events or world(a.users, a.days, a.cache)

@@ -31,7 +31,7 @@ def peak_rss_gib() -> float:
 def world(users: int, days: int, cache: Path) -> Path:
     """The simulator's events for `users`, generated once into the cache folder."""
     from siyu.config import load_config
-    from siyu.features.simulator import simulate_world
+    from simulation.simulator import simulate_world
 
     out = cache / f"world_{users}_{days}"
     path = out / "events.parquet"
@@ -72,9 +72,9 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
 
     from siyu.config import load_config
-    from siyu.features.features import feature_table
-    from siyu.features.loader import connect
-    from siyu.features.training_table import training_cutoffs, training_table
+    from features.compute import feature_table
+    from events.loader import connect
+    from training.table import training_cutoffs, training_table
 
     cfg = load_config()
     path = a.events or world(a.users, a.days, a.cache)

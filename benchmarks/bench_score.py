@@ -33,10 +33,10 @@ def main() -> None:
     ap.add_argument("--train-users", type=int, default=20_000, help="world the champions are trained on")
     ap.add_argument("--end-to-end", action="store_true", help="also time `siyu score` on a world of --users")
     a = ap.parse_args()
-    from siyu.features.registry import feature_names
-    from siyu.serving.batch import load_champions, score_frame
-    from siyu.serving.scoring import Scorer
-    from siyu.serving.snapshot import FEATURE_PREFIX, write_table_atomic
+    from features.catalog import feature_names
+    from serving.pool import load_champions, score_frame
+    from serving.scoring import Scorer
+    from serving.snapshot import FEATURE_PREFIX, write_table_atomic
 
     cfg = trained(a.train_users)
     base = pd.read_parquet(snapshot(cfg, a.train_users))
@@ -62,7 +62,7 @@ def main() -> None:
                       "score_s": round(t_score, 1), "write_s": round(total - t_score, 1), "trees": trees,
                       "goal": "< 60 s at 1M users"}), flush=True)
     if a.end_to_end:
-        from siyu.serving.batch import score_pool
+        from serving.batch import score_pool
 
         events = world(a.users)
         with tempfile.TemporaryDirectory() as tmp:

@@ -27,7 +27,7 @@ SCALES = {"default": (20_000, 365, None), "large": (1_000_000, 365, 0)}
 
 def child(users: int, days: int, replicas: int | None) -> None:
     from siyu.config import load_config
-    from siyu.features.simulator import simulate_world
+    from simulation.simulator import simulate_world
 
     out = tempfile.mkdtemp(prefix="bench-simulate-")
     t0 = time.perf_counter()

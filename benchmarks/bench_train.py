@@ -26,7 +26,7 @@ from pathlib import Path
 def world(users: int, days: int, cache: Path, oracle: bool) -> Path:
     """The simulator's events (and oracle) for `users`, generated once into the cache folder."""
     from siyu.config import load_config
-    from siyu.features.simulator import simulate_world
+    from simulation.simulator import simulate_world
 
     # Same folder name as bench_features.py for the oracle-free world, so both share one simulation.
     out = cache / f"world_{users}_{days}{'_oracle' if oracle else ''}"
@@ -52,12 +52,12 @@ def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from siyu.config import load_config
-    from siyu.features.loader import connect
-    from siyu.features.registry import features_of
-    from siyu.features.training_table import training_cutoffs, training_table
-    from siyu.features.validate import load_valid_events
-    from siyu.training.baselines import load_oracle
-    from siyu.training.train import train_table
+    from events.loader import connect
+    from features.catalog import features_of
+    from training.table import training_cutoffs, training_table
+    from events.validate import load_valid_events
+    from training.baselines import load_oracle
+    from training.train import train_table
 
     events = a.events or world(a.users, a.days, a.cache, not a.no_oracle)
     cfg = load_config(a.config)

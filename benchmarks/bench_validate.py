@@ -62,7 +62,7 @@ def generate(rows: int, fmt: str) -> Path:
 
 def child(path: str) -> None:
     from siyu.config import load_config
-    from siyu.features.validate import validate_file
+    from events.validate import validate_file
 
     out = tempfile.mkdtemp(prefix="bench-validate-")
     t0 = time.perf_counter()

@@ -24,7 +24,7 @@ def log(msg: str) -> None:
 def world(users: int, days: int = 365) -> Path:
     """events.parquet of a simulated world (no oracle), generated once."""
     from siyu.config import load_config
-    from siyu.features.simulator import simulate_world
+    from simulation.simulator import simulate_world
 
     out = CACHE / f"world_{users}_{days}"
     if not (out / "events.parquet").exists():
@@ -37,8 +37,8 @@ def world(users: int, days: int = 365) -> Path:
 def trained(train_users: int):
     """The default config pointed at a benchmark MLflow store holding champions trained on `train_users`."""
     from siyu.config import load_config
-    from siyu.features.registry import feature_names
-    from siyu.training.registry import resolve_alias
+    from features.catalog import feature_names
+    from training.model_registry import resolve_alias
 
     cfg = load_config()
     # Keyed by the feature list: champions and snapshots of another feature list do not fit this code.
@@ -50,7 +50,7 @@ def trained(train_users: int):
     try:
         resolve_alias(cfg, "churn")
     except Exception:  # noqa: BLE001 - no champion yet: train once
-        from siyu.training.train import train_all
+        from training.train import train_all
 
         t = time.perf_counter()
         train_all(world(train_users), cfg)
@@ -69,7 +69,7 @@ def asof_of(events: Path) -> datetime:
 
 def snapshot(cfg, users: int) -> Path:
     """A scores snapshot of the `users` world scored with the benchmark champions (written once)."""
-    from siyu.serving.batch import score_pool
+    from serving.batch import score_pool
 
     events = world(users)
     out = Path(os.environ["SIYU_HOME"]) / f"scores_{users}.parquet"

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from siyu.errors import SiyuError
-from siyu.features.contract import CHANNELS, EVENTS
+from siyu.contract import CHANNELS, EVENTS
 
 MLFLOW_PROJECT_KEYS = frozenset({"name", "python_env", "conda_env", "docker_env", "entry_points"})
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "mlproject.yaml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from siyu.features.contract import CANONICAL_COLUMNS
+from siyu.contract import CANONICAL_COLUMNS
 
 
 def frame(rows: list[tuple | dict]) -> pd.DataFrame:

@@ -45,9 +45,9 @@ def serving_world() -> World:
     """Simulate, train (champions registered), batch-score; cached for the session."""
     if "w" in _CACHE:
         return _CACHE["w"]
-    from siyu.features.simulator import simulate_world
-    from siyu.serving.batch import score_pool
-    from siyu.training.train import train_all
+    from simulation.simulator import simulate_world
+    from serving.batch import score_pool
+    from training.train import train_all
 
     root = Path(tempfile.mkdtemp(prefix="siyu-serving-"))
     cfg_path = small_config(root)

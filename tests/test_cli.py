@@ -10,7 +10,7 @@ import pytest
 
 from conftest import DATA
 
-SIYU = [sys.executable, "-m", "siyu"]
+SIYU = [sys.executable, "-m", "app"]
 
 
 def run(*args, cwd=None):

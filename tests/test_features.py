@@ -9,12 +9,12 @@ from helpers_events import con_with, frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from siyu.features.contract import EVENTS, TIER_RANK
-from siyu.features.features import feature_table, present_families
-from siyu.features.labels import label_table
-from siyu.features.registry import FEATURES, feature_names
-from siyu.features.tiers import tier_table
-from siyu.features.training_table import training_cutoffs, training_table, validation_cutoff
+from siyu.contract import EVENTS, TIER_RANK
+from features.compute import feature_table, present_families
+from features.labels import label_table
+from features.catalog import FEATURES, feature_names
+from features.tiers import tier_table
+from training.table import training_cutoffs, training_table, validation_cutoff
 
 T = datetime(2024, 4, 1)
 START = datetime(2023, 10, 1)
@@ -128,7 +128,7 @@ def test_rows_come_sorted_by_user_id_in_code_point_order(cfg):
 def test_engine_columns_become_floats_with_nan_in_the_given_order():
     import numpy as np
 
-    from siyu.features.facts import floats
+    from features.facts import floats
 
     order = np.array([2, 0, 1])
     masked = np.ma.masked_array([1, 2, 3], mask=[False, True, False])

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from helpers_events import con_with
 
-from siyu.features.labels import LABEL_COLUMNS, label_table
+from features.labels import LABEL_COLUMNS, label_table
 
 T = datetime(2024, 4, 1)  # T+H = 2024-05-01; period at T starts 2024-01-02, at T+H 2024-02-01
 OLD = "2023-12-01"
@@ -137,7 +137,7 @@ def test_labels_match_the_simulators_bookkeeping(cfg, tmp_path):
     """Two independent implementations of DESIGN §3-§4: the simulator's state and this SQL."""
     import duckdb
 
-    from siyu.features.simulator import simulate_world
+    from simulation.simulator import simulate_world
 
     simulate_world(cfg, users=800, days=200, out_dir=tmp_path, replicas=1)
     oracle = pd.read_parquet(tmp_path / "oracle.parquet")

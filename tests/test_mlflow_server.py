@@ -56,7 +56,7 @@ def server(tmp_path_factory):
 def small_world(tmp_path_factory):
     """A few hundred simulated users with the oracle, via the simulator's function."""
     from siyu.config import load_config
-    from siyu.features.simulator import simulate_world
+    from simulation.simulator import simulate_world
 
     out = tmp_path_factory.mktemp("world")
     simulate_world(load_config(), users=600, days=240, out_dir=out, replicas=8)
@@ -64,8 +64,8 @@ def small_world(tmp_path_factory):
 
 
 def test_train_against_a_real_server(server, small_world, monkeypatch):
-    from siyu.training import registry
-    from siyu.training.train import train_all
+    from training import model_registry
+    from training.train import train_all
     from training_world import small_cfg
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)  # the environment's server wins over the config
@@ -84,5 +84,5 @@ def test_train_against_a_real_server(server, small_world, monkeypatch):
         assert "oracle_roc_auc" in run.data.metrics  # the simulator's oracle covers the validation cutoff
         art = {a.path for a in client.list_artifacts(r.run_id, "evaluation")}
         assert f"evaluation/{r.label}_calibration.png" in art
-        m = registry.load_model(cfg, r.label)  # downloaded through the server's artifact proxy
+        m = model_registry.load_model(cfg, r.label)  # downloaded through the server's artifact proxy
         assert m.version == r.version == 1 and len(m.feature_names) == m.booster.num_feature()

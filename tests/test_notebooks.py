@@ -19,8 +19,8 @@ def trained_world(tmp_path_factory):
     import os
 
     from siyu.config import DEFAULT_CONFIG, load_config
-    from siyu.features.simulator import simulate_world
-    from siyu.training.train import train_all
+    from simulation.simulator import simulate_world
+    from training.train import train_all
 
     d = tmp_path_factory.mktemp("nbworld")
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())

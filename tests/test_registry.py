@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from siyu.errors import SiyuError
-from siyu.training import registry
-from siyu.training.train import train_table
+from training import model_registry
+from training.train import train_table
 from training_world import FEATURES, make_table, small_cfg
 
 NAMES = [f.name for f in FEATURES]
@@ -43,9 +43,9 @@ def test_worse_challenger_does_not_replace_champion(two_versions):
     # both numbers are on the same validation rows: the champion's is v1's own validation AUC
     assert g.champion == pytest.approx(r1.metrics["roc_auc"]) and g.challenger == pytest.approx(r2.metrics["roc_auc"])
     assert g.challenger < g.champion and g.champion_version == 1
-    assert registry.resolve_alias(cfg, "churn", "champion") == 1
-    assert registry.resolve_alias(cfg, "churn", "challenger") == 2
-    registry.use_tracking(cfg)
+    assert model_registry.resolve_alias(cfg, "churn", "champion") == 1
+    assert model_registry.resolve_alias(cfg, "churn", "challenger") == 2
+    model_registry.use_tracking(cfg)
     run = mlflow.get_run(r2.run_id)
     assert run.data.tags["siyu.gate"] == "kept_champion" and "champion v1" in run.data.tags["siyu.gate_reason"]
     assert run.data.metrics["gate_champion_roc_auc"] == pytest.approx(g.champion)
@@ -53,12 +53,12 @@ def test_worse_challenger_does_not_replace_champion(two_versions):
 
 def test_load_model_scores_like_the_pyfunc(two_versions):
     cfg, table, cutoffs, first, _ = two_versions
-    m = registry.load_model(cfg, "promotion")
+    m = model_registry.load_model(cfg, "promotion")
     assert (m.label, m.name, m.version, m.feature_names) == ("promotion", "siyu-promotion", 1, NAMES)
     X = table.loc[table.cutoff == cutoffs[-1], NAMES].astype(float).to_numpy()[:50]
     p = m.predict_proba(X)
     assert p.shape == (50,) and np.all((p >= 0) & (p <= 1))
-    registry.use_tracking(cfg)
+    model_registry.use_tracking(cfg)
     pyfunc = mlflow.pyfunc.load_model("models:/siyu-promotion@champion")
     np.testing.assert_allclose(pyfunc.predict(pd.DataFrame(X, columns=NAMES)), p)
     c = m.contributions(X)
@@ -68,23 +68,23 @@ def test_load_model_scores_like_the_pyfunc(two_versions):
 
 def test_promote_and_rollback(two_versions):
     cfg = two_versions[0]
-    assert registry.resolve_alias(cfg, "churn", "champion") == 1  # the gate kept v1
-    assert registry.promote(cfg, "churn", 2) == 1
-    assert registry.resolve_alias(cfg, "churn", "champion") == 2
-    assert registry.rollback(cfg, "churn") == 1
-    assert registry.resolve_alias(cfg, "churn", "champion") == 1
+    assert model_registry.resolve_alias(cfg, "churn", "champion") == 1  # the gate kept v1
+    assert model_registry.promote(cfg, "churn", 2) == 1
+    assert model_registry.resolve_alias(cfg, "churn", "champion") == 2
+    assert model_registry.rollback(cfg, "churn") == 1
+    assert model_registry.resolve_alias(cfg, "churn", "champion") == 1
     with pytest.raises(SiyuError, match="no earlier champion"):
-        registry.rollback(cfg, "churn")
+        model_registry.rollback(cfg, "churn")
     with pytest.raises(SiyuError, match="no version 7"):
-        registry.promote(cfg, "koc", 7)
+        model_registry.promote(cfg, "koc", 7)
     with pytest.raises(SiyuError, match="alias 'staging'"):
-        registry.resolve_alias(cfg, "koc", "staging")
+        model_registry.resolve_alias(cfg, "koc", "staging")
     with pytest.raises(SiyuError, match="unknown label"):
-        registry.resolve_alias(cfg, "ltv")
+        model_registry.resolve_alias(cfg, "ltv")
 
 
 def _cli(monkeypatch, capsys, *argv) -> tuple[int, str]:
-    from siyu.cli import main
+    from app.cli import main
 
     monkeypatch.setattr(sys, "argv", ["siyu", *argv])
     code = 0
@@ -99,7 +99,7 @@ def _cli(monkeypatch, capsys, *argv) -> tuple[int, str]:
 def test_cli_promote_rollback(two_versions, monkeypatch, capsys, tmp_path):
     cfg = two_versions[0]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", cfg.mlflow.tracking_uri)  # the CLI reads the default config
-    registry.promote(cfg, "promotion", 1)  # whatever the gate decided, start from v1
+    model_registry.promote(cfg, "promotion", 1)  # whatever the gate decided, start from v1
     code, out = _cli(monkeypatch, capsys, "promote", "promotion", "--version", "2")
     assert code == 0 and "champion v1 -> v2" in out
     code, out = _cli(monkeypatch, capsys, "rollback", "promotion")
@@ -111,16 +111,16 @@ def test_cli_promote_rollback(two_versions, monkeypatch, capsys, tmp_path):
 def test_tracking_follows_each_config(tmp_path, monkeypatch):
     """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI; siyu must not let that pin later configs."""
     a, b = small_cfg(f"sqlite:///{tmp_path / 'a.db'}"), small_cfg(f"sqlite:///{tmp_path / 'b.db'}")
-    assert registry.use_tracking(a) == a.mlflow.tracking_uri
-    assert registry.use_tracking(b) == b.mlflow.tracking_uri and mlflow.get_tracking_uri() == b.mlflow.tracking_uri
+    assert model_registry.use_tracking(a) == a.mlflow.tracking_uri
+    assert model_registry.use_tracking(b) == b.mlflow.tracking_uri and mlflow.get_tracking_uri() == b.mlflow.tracking_uri
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # a user's server still wins
-    assert registry.use_tracking(a) == "http://127.0.0.1:9"
+    assert model_registry.use_tracking(a) == "http://127.0.0.1:9"
 
 
 def test_local_store_keeps_artifacts_beside_the_store_not_in_cwd(cfg, tmp_path, monkeypatch):
     import mlflow
 
-    from siyu.training.registry import use_experiment
+    from training.model_registry import use_experiment
 
     monkeypatch.chdir(tmp_path)
     use_experiment(cfg, "where-do-artifacts-go")

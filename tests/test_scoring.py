@@ -9,8 +9,8 @@ import pytest
 
 from serving_world import serving_world
 from siyu.errors import SiyuError
-from siyu.features.contract import LABELS
-from siyu.serving.scoring import buckets, format_value, percentiles, reference, top_reasons
+from siyu.contract import LABELS
+from serving.scoring import buckets, format_value, percentiles, reference, top_reasons
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +25,9 @@ def snap(world):
 
 @pytest.fixture(scope="module")
 def scorer(world):
-    from siyu.features.registry import feature_names
-    from siyu.serving.batch import load_champions
-    from siyu.serving.scoring import Scorer
+    from features.catalog import feature_names
+    from serving.pool import load_champions
+    from serving.scoring import Scorer
 
     return Scorer(load_champions(world.cfg), feature_names(world.cfg))
 
@@ -56,7 +56,7 @@ def test_format_value():
 
 def test_path_contributions_decompose_the_raw_score(scorer, world):
     """Rows of the path attributions sum to LightGBM's raw score, and the fast probability equals predict_proba."""
-    from siyu.serving.snapshot import load_snapshot
+    from serving.snapshot import load_snapshot
 
     s = load_snapshot(world.scores)
     for lab, model in scorer.models.items():
@@ -68,11 +68,11 @@ def test_path_contributions_decompose_the_raw_score(scorer, world):
 
 
 def test_snapshot_contents(world, snap):
-    from siyu.features.features import feature_table
-    from siyu.features.loader import connect
-    from siyu.features.registry import feature_names
-    from siyu.features.validate import load_valid_events
-    from siyu.training.registry import resolve_alias
+    from features.compute import feature_table
+    from events.loader import connect
+    from features.catalog import feature_names
+    from events.validate import load_valid_events
+    from training.model_registry import resolve_alias
 
     con = connect()
     load_valid_events(con, world.events, world.cfg)
@@ -95,10 +95,10 @@ def test_snapshot_contents(world, snap):
 
 
 def test_populations_match_the_label_code(world, snap):
-    """Batch scoring's populations are the ones the training labels use (siyu.features.labels)."""
-    from siyu.features.labels import label_table
-    from siyu.features.loader import connect
-    from siyu.features.validate import load_valid_events
+    """Batch scoring's populations are the ones the training labels use (features.labels)."""
+    from features.labels import label_table
+    from events.loader import connect
+    from events.validate import load_valid_events
 
     con = connect()
     load_valid_events(con, world.events, world.cfg)
@@ -110,7 +110,7 @@ def test_populations_match_the_label_code(world, snap):
 
 def test_api_scores_equal_batch_scores(world, snap):
     """The API path (snapshot lookup, and raw events through the same feature code) reproduces batch."""
-    from siyu.serving.predictor import Predictor
+    from serving.predictor import Predictor
 
     pred = Predictor.load(world.cfg, str(world.scores))
     some = snap[snap.in_churn_pop].user_id.head(5).tolist()
@@ -137,7 +137,7 @@ def test_json_answer_is_byte_identical_to_the_dict_answer(world, snap):
     """The API's pre-rendered JSON equals json.dumps of predict_ids (all users, unknown ids, nulls)."""
     import json
 
-    from siyu.serving.predictor import Predictor
+    from serving.predictor import Predictor
 
     pred = Predictor.load(world.cfg, str(world.scores))
     ids = ["nobody"] + snap.user_id.tolist() + ['q"uote\\ü']
@@ -156,8 +156,8 @@ def test_json_renderer_escapes_and_special_values():
     import json
     from types import SimpleNamespace
 
-    from siyu.serving.render import JsonRenderer
-    from siyu.serving.scoring import ReasonFormatter
+    from serving.render import JsonRenderer
+    from serving.scoring import ReasonFormatter
 
     feats = [SimpleNamespace(name='a"b', meaning='100% 复购 "x"\\', unit="days"),
              SimpleNamespace(name="c", meaning="", unit="currency"), SimpleNamespace(name="d", meaning="d", unit="")]
@@ -180,7 +180,7 @@ def test_json_renderer_escapes_and_special_values():
 
 def test_single_row_leaves_match_lightgbm(scorer, world):
     """The single-row C API path returns the leaves `Booster.predict(pred_leaf=True)` does."""
-    from siyu.serving.snapshot import load_snapshot
+    from serving.snapshot import load_snapshot
 
     X = load_snapshot(world.scores).X[:40]
     for lab, ex in scorer._explainers.items():
@@ -191,8 +191,8 @@ def test_single_row_leaves_match_lightgbm(scorer, world):
 
 def test_score_pool_is_atomic(world, tmp_path, monkeypatch):
     """A crash while writing leaves neither the output nor a temp file behind."""
-    import siyu.serving.snapshot as snapshot
-    from siyu.serving.batch import score_pool
+    import serving.snapshot as snapshot
+    from serving.batch import score_pool
 
     def boom(table, where, **kw):
         open(where, "wb").write(b"partial")
@@ -206,7 +206,7 @@ def test_score_pool_is_atomic(world, tmp_path, monkeypatch):
 
 
 def test_snapshot_errors(tmp_path, world):
-    from siyu.serving.snapshot import latest_snapshot, load_snapshot
+    from serving.snapshot import latest_snapshot, load_snapshot
 
     with pytest.raises(SiyuError, match="not found"):
         load_snapshot(tmp_path / "none.parquet")
@@ -221,7 +221,7 @@ def test_snapshot_errors(tmp_path, world):
 @pytest.mark.slow
 def test_spark_engine_matches_duckdb(world, snap, tmp_path, monkeypatch):
     """--engine spark scores the same registered models through mlflow.pyfunc.spark_udf (minutes: slow)."""
-    from siyu.serving.batch import score_pool
+    from serving.batch import score_pool
 
     monkeypatch.setenv("SIYU_SPARK_PARTITIONS", "2")
     out = tmp_path / "spark.parquet"

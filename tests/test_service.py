@@ -16,7 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from serving_world import serving_world
-from siyu.serving.schemas import EXAMPLE_EVENTS_REQUEST, EXAMPLE_REQUEST
+from serving.schemas import EXAMPLE_EVENTS_REQUEST, EXAMPLE_REQUEST
 
 TOKEN = "test-token-7f3a"
 
@@ -49,7 +49,7 @@ def client(world, tmp_path_factory):
         mp.setenv("SIYU_SCORES", str(scores))
         mp.setenv("SIYU_API_TOKEN", TOKEN)
         mp.setenv("SIYU_LOAD_RETRY_SECONDS", "0.2")
-        from siyu.serving.service import SiyuService
+        from serving.service import SiyuService
 
         with TestClient(SiyuService.to_asgi(), headers={"Authorization": f"Bearer {TOKEN}"}) as c:
             assert c.get("/livez").status_code == 200
@@ -65,8 +65,8 @@ def test_predict_example(client, world):
     r = client.post("/predict", json=EXAMPLE_REQUEST)
     assert r.status_code == 200, r.text
     body = r.json()
-    from siyu.serving.schemas import PredictResponse
-    from siyu.training.registry import resolve_alias
+    from serving.schemas import PredictResponse
+    from training.model_registry import resolve_alias
 
     PredictResponse.model_validate(body)  # the hot path serialises dicts: they must match the schema
     assert body["model_versions"]["churn"] == resolve_alias(world.cfg, "churn")
@@ -139,7 +139,7 @@ def test_predict_events_asof_offset_is_converted_to_utc(client):
 
 
 def test_fast_path_answers_exactly_like_the_bentoml_route(client, monkeypatch):
-    from siyu.serving import asgi
+    from serving import asgi
 
     fast = client.post("/predict", json=EXAMPLE_REQUEST)
     monkeypatch.delitem(asgi.LIVE, "svc")  # the middleware then hands every request to the route
@@ -153,7 +153,7 @@ def test_fast_path_answers_exactly_like_the_bentoml_route(client, monkeypatch):
 def test_fast_path_hands_invalid_bodies_to_the_route_intact(body):
     import asyncio
 
-    from siyu.serving.asgi import FastPredictMiddleware
+    from serving.asgi import FastPredictMiddleware
 
     seen = {}
 
@@ -190,7 +190,7 @@ def test_real_bentoml_serve(world, tmp_path):
     port = _free_port()
     env = {**os.environ, "SIYU_API_TOKEN": TOKEN, "SIYU_HOME": str(tmp_path)}
     log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "siyu", "serve", "--host", "127.0.0.1", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
                              "--scores", str(world.scores), "--config", str(world.cfg_path)],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -230,7 +230,7 @@ def test_observe_many_equals_one_observe_per_value():
     import numpy as np
     import prometheus_client as pc
 
-    from siyu.serving.metrics import observe_many
+    from serving.metrics import observe_many
 
     reg = pc.CollectorRegistry()
     bounds = [0.01, 0.1, 0.5, 1.0]
@@ -247,7 +247,7 @@ def test_observe_many_equals_one_observe_per_value():
 
 
 def test_metrics_flush_counts_every_queued_user():
-    from siyu.serving import metrics
+    from serving import metrics
 
     served, hist = metrics._child("served", "buyer", "unit-test"), metrics._child("score", "unit-test")
     before, before_sum = served._value.get(), hist._sum.get()

@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from siyu.errors import SiyuError
-from siyu.features.contract import (ACTIONS, BRAND_EVENTS, CANONICAL_COLUMNS, CONNECT_EVENTS, DISCONNECT_EVENTS,
+from siyu.contract import (ACTIONS, BRAND_EVENTS, CANONICAL_COLUMNS, CONNECT_EVENTS, DISCONNECT_EVENTS,
                                     EVENTS, TIERS)
-from siyu.features.simulator import default_cutoff, simulate_world
+from simulation.simulator import default_cutoff, simulate_world
 
 START = date(2025, 1, 1)
 CUTS = [date(2025, 5, 1), date(2025, 5, 31)]
@@ -159,8 +159,8 @@ def test_bookkeeping_matches_design_tiers(world, cut):
 
 @pytest.mark.parametrize("cut", CUTS)
 def test_realised_labels_match_label_module(world, cut):
-    from siyu.features.labels import label_table
-    from siyu.features.loader import connect
+    from features.labels import label_table
+    from events.loader import connect
 
     cfg, s, ev = world
     con = connect(threads=1)
@@ -205,7 +205,7 @@ def test_oracle_follows_the_hidden_state(world):
 def test_auc_is_sklearns(world):
     from sklearn.metrics import roc_auc_score
 
-    from siyu.features.sim_report import roc_auc
+    from simulation.report import roc_auc
 
     cfg, s, ev = world
     orc = pd.read_parquet(s.out_dir / "oracle.parquet")
@@ -225,8 +225,8 @@ def test_default_cutoff_is_the_validation_cutoff(cfg, tmp_path):
 
 
 def test_simulated_world_passes_validation(world):
-    from siyu.features.loader import connect
-    from siyu.features.validate import load_valid_events
+    from events.loader import connect
+    from events.validate import load_valid_events
 
     cfg, s, ev = world
     report = load_valid_events(connect(threads=1), s.out_dir / "events.parquet", cfg)
@@ -243,7 +243,7 @@ def test_bad_input_is_a_clear_error(cfg, tmp_path):
 def test_cli_simulate(tmp_path):
     from typer.testing import CliRunner
 
-    from siyu.cli import app
+    from app.cli import app
 
     r = CliRunner().invoke(app, ["simulate", "--users", "80", "--days", "70", "--replicas", "2", "--out",
                                  str(tmp_path), "--oracle-cutoff", "2025-02-10"])

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.spark
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from siyu.config import load_config
-    from siyu.features.simulator import simulate_world
+    from simulation.simulator import simulate_world
 
     cfg = load_config()
     out = tmp_path_factory.mktemp("world")
@@ -25,7 +25,7 @@ def world(tmp_path_factory):
 def engines(world):
     import duckdb
 
-    from siyu.features import spark as S
+    from features import spark as S
 
     cfg, path = world
     con = duckdb.connect()
@@ -39,25 +39,26 @@ def engines(world):
 
 
 def test_training_table_parity(engines):
-    from siyu.features import spark as S
-    from siyu.features.training_table import training_cutoffs, training_table
+    from training import spark_table as ST
+    from training.table import training_cutoffs, training_table
 
     cfg, con, sp = engines
     cutoffs = training_cutoffs(con, cfg)[-3:]
-    assert S.training_cutoffs(sp, cfg)[-3:] == cutoffs
-    duck, spark = training_table(con, cutoffs, cfg), S.training_table(sp, cutoffs, cfg)
+    assert ST.training_cutoffs(sp, cfg)[-3:] == cutoffs
+    duck, spark = training_table(con, cutoffs, cfg), ST.training_table(sp, cutoffs, cfg)
     assert len(duck) > 300 and duck["tier_name"].nunique() >= 4 and duck["churn"].notna().sum() > 50
     pd.testing.assert_frame_equal(duck, spark, check_exact=False, rtol=1e-9, atol=1e-9)
 
 
 def test_single_cutoff_parity(engines):
-    from siyu.features import spark as S
-    from siyu.features.features import feature_table
-    from siyu.features.labels import label_table
-    from siyu.features.tiers import tier_table
+    from features import spark as S
+    from features.compute import feature_table
+    from features.labels import label_table
+    from features.tiers import tier_table
+    from training.spark_table import validation_cutoff
 
     cfg, con, sp = engines
-    cutoff = S.validation_cutoff(sp, cfg)
+    cutoff = validation_cutoff(sp, cfg)
     pd.testing.assert_frame_equal(tier_table(con, cutoff, cfg), S.tier_table(sp, cutoff, cfg))
     pd.testing.assert_frame_equal(label_table(con, cutoff, cfg), S.label_table(sp, cutoff, cfg))
     pd.testing.assert_frame_equal(feature_table(con, cutoff, cfg), S.feature_table(sp, cutoff, cfg),

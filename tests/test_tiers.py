@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 from helpers_events import con_with
 
-from siyu.features.tiers import tier_table
+from features.tiers import tier_table
 
 T = datetime(2024, 4, 1)
 OLD = "2023-12-01"  # before the period (T - 90 days = 2024-01-02)

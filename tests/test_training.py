@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 from siyu.errors import SiyuError
-from siyu.training import evaluate, registry
-from siyu.training.baselines import oracle_scores, rule_scores
-from siyu.training.calibrate import Calibrator, fit_calibrator
-from siyu.training.fit import LabelData, fit_label, lgbm_params
-from siyu.training.train import train_table
+from training import evaluate, model_registry
+from training.baselines import oracle_scores, rule_scores
+from training.calibrate import Calibrator, fit_calibrator
+from training.fit import LabelData, fit_label, lgbm_params
+from training.train import train_table
 from training_world import FEATURES, make_table, oracle_frame, small_cfg
 
 NAMES = [f.name for f in FEATURES]
@@ -77,7 +77,7 @@ def test_lgbm_params_imbalance_and_monotone(cfg):
 def test_registry_constraints_cover_complaints_mutes_and_referrals(cfg):
     """Every count that a complaint or mute raises is constrained up for churn; every count or sum
     that a referral purchase raises is constrained up for KOC (registry hints + training.monotone_extra)."""
-    from siyu.features.registry import features_of
+    from features.catalog import features_of
 
     feats = features_of(cfg)
     names = [f.name for f in feats]
@@ -147,7 +147,7 @@ def test_training_result_metrics_baselines_oracle(world):
 
 def test_mlflow_parent_and_child_runs(world):
     cfg, _, cutoffs, result = world
-    registry.use_tracking(cfg)
+    model_registry.use_tracking(cfg)
     client = mlflow.MlflowClient()
     parent = client.get_run(result.parent_run_id)
     assert parent.data.params["validation_cutoff"] == f"{cutoffs[-1]:%Y-%m-%d}"
@@ -170,7 +170,7 @@ def test_monotone_behaviour_of_trained_models(world):
     """More complaints or mutes never lower churn risk; an extra referral purchase never lowers KOC likelihood."""
     cfg, table, cutoffs, _ = world
     X = table.loc[table.cutoff == cutoffs[-1], NAMES].astype(float).to_numpy()
-    churn, koc = registry.load_model(cfg, "churn"), registry.load_model(cfg, "koc")
+    churn, koc = model_registry.load_model(cfg, "churn"), model_registry.load_model(cfg, "koc")
     base_c, base_k = churn.predict_proba(X), koc.predict_proba(X)
     for col in ("complaints_90d", "mutes_90d"):
         j = NAMES.index(col)
@@ -215,7 +215,7 @@ def test_losing_to_the_rule_is_loud(uri):
     assert result.labels["churn"].baselines["rule"]["roc_auc"] == pytest.approx(1.0)
     assert result.labels["churn"].beats_baselines is False
     assert any("churn: MODEL DOES NOT BEAT THE BASELINES" in w for w in result.warnings())
-    registry.use_tracking(cfg)
+    model_registry.use_tracking(cfg)
     child = mlflow.get_run(result.labels["churn"].run_id)
     assert "does not beat the baselines" in child.data.tags["siyu.warning"]
     assert "churn" in mlflow.get_run(result.parent_run_id).data.tags["siyu.warning"]
@@ -227,10 +227,10 @@ def test_behaviour_on_a_simulated_world(tmp_path, cfg):
     lower churn risk; one more referral purchase (every count and sum it raises) never lowers KOC likelihood."""
     import duckdb
 
-    from siyu.features.simulator import simulate_world
-    from siyu.features.training_table import training_cutoffs, training_table
-    from siyu.features.validate import load_valid_events
-    from siyu.training.train import train_all
+    from simulation.simulator import simulate_world
+    from training.table import training_cutoffs, training_table
+    from events.validate import load_valid_events
+    from training.train import train_all
 
     simulate_world(cfg, users=4000, days=240, out_dir=tmp_path / "w", replicas=0)
     events = tmp_path / "w" / "events.parquet"
@@ -242,7 +242,7 @@ def test_behaviour_on_a_simulated_world(tmp_path, cfg):
     con = duckdb.connect()
     load_valid_events(con, events, cfg)
     val = training_table(con, training_cutoffs(con, cfg)[-1:], cfg)
-    churn, koc = registry.load_model(cfg, "churn"), registry.load_model(cfg, "koc")
+    churn, koc = model_registry.load_model(cfg, "churn"), model_registry.load_model(cfg, "koc")
     names = churn.feature_names
     X = val[names].astype("float64").to_numpy(na_value=np.nan)
     friction = [names.index(n) for n in names if n.startswith(("n_complaint", "n_mute", "n_friction"))]

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from make_samples import BAD_ROWS, COLS
 from siyu.errors import SiyuError
-from siyu.features.loader import connect
-from siyu.features.validate import load_valid_events, run_validation, validate_file, validate_frame
+from events.loader import connect
+from events.validate import load_valid_events, run_validation, validate_file, validate_frame
 
 EXPECTED_REASONS = [
     "missing user_id", "missing ts", "unparseable ts", "missing event", "unknown event",

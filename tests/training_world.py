@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from siyu.features.registry import Feature
+from features.catalog import Feature
 
 FEATURES = [
     Feature("days_since_user_event", "recency", "days since the last user-side event", "days"),

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from siyu.demo import free_port
+from app.demo import free_port
 
 WORKER_MODULE = "_bentoml_impl.worker.service"
 PYCACHE = str(Path(tempfile.gettempdir()) / "siyu-reliability-pycache")
@@ -83,7 +83,7 @@ def start_server(cfg_path: Path, scores: Path, workdir: Path, token: str | None 
     env["PYTHONPYCACHEPREFIX"] = PYCACHE
     env.update(extra_env or {})
     log = workdir / f"api-{port}.log"
-    cmd = [sys.executable, "-m", "siyu", "serve", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--scores", str(scores), "--config", str(cfg_path), *(["--workers", str(workers)] if workers else [])]
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=workdir,
                             start_new_session=True)

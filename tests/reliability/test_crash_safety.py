@@ -20,7 +20,7 @@ import pytest
 
 from reliability.results import record
 from serving_world import small_config
-from siyu.features.contract import LABELS
+from siyu.contract import LABELS
 
 KILL_FRACTIONS = (0.3, 0.6, 0.85)
 
@@ -33,13 +33,13 @@ def _env(home: Path) -> dict:
 
 def _run(argv: list[str], cwd: Path, env: dict, timeout: float = 600) -> tuple[int, float, str]:
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "siyu", *argv], cwd=cwd, env=env, capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "app", *argv], cwd=cwd, env=env, capture_output=True, text=True,
                        timeout=timeout)
     return p.returncode, time.monotonic() - t0, p.stdout[-2000:] + p.stderr[-2000:]
 
 
 def _start(argv: list[str], cwd: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "siyu", *argv], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+    return subprocess.Popen([sys.executable, "-m", "app", *argv], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -58,7 +58,7 @@ def _registry_state(cfg) -> dict:
     """label -> {"versions": {v: loads?}, "aliases": {alias: v}}, loading every version's artifacts."""
     import mlflow
 
-    from siyu.training.registry import load_version, model_name, use_tracking
+    from training.model_registry import load_version, model_name, use_tracking
 
     use_tracking(cfg)
     client = mlflow.MlflowClient()
@@ -149,7 +149,7 @@ def _digest(path: Path) -> str | None:
 
 
 def _snapshot_ok(path: Path, users: int) -> bool:
-    from siyu.serving.snapshot import load_snapshot
+    from serving.snapshot import load_snapshot
 
     return len(load_snapshot(path).user_ids) == users
 

@@ -16,7 +16,7 @@ import pytest
 from reliability.load import run_load, run_load_in_thread
 from reliability.results import record
 from reliability.server import start_server, stop_server, wait_status
-from siyu.demo import free_port
+from app.demo import free_port
 
 RECOVERY_MAX_S = 10.0
 
@@ -168,7 +168,7 @@ def test_new_champion_picked_up_without_failed_requests(world, workdir, user_ids
     """
     import mlflow
 
-    from siyu.training.registry import model_name, promote, use_tracking
+    from training.model_registry import model_name, promote, use_tracking
 
     store = workdir / "reload-store"
     store.mkdir(exist_ok=True)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from reliability.results import env_float, record
 from siyu.errors import SiyuError
-from siyu.features.contract import CANONICAL_COLUMNS, EVENTS
+from siyu.contract import CANONICAL_COLUMNS, EVENTS
 
 ASOF = datetime(2025, 3, 1)
 _GARBAGE = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
@@ -78,10 +78,10 @@ def _write(rows: list[dict], drop: set[str], kind: str, folder: Path) -> Path:
 
 def _pipeline(path: Path, n_rows: int, cfg, folder: Path) -> dict:
     """Run validate, features and scoring on one log; check conservation; return what happened."""
-    from siyu.features.features import feature_table
-    from siyu.features.loader import connect
-    from siyu.features.validate import load_valid_events, validate_file
-    from siyu.serving.batch import score_pool
+    from features.compute import feature_table
+    from events.loader import connect
+    from events.validate import load_valid_events, validate_file
+    from serving.batch import score_pool
 
     rep = validate_file(path, cfg, folder / "validated")
     assert rep.rows_read == n_rows, f"read {rep.rows_read} of {n_rows} rows"
@@ -149,7 +149,7 @@ def test_broken_logs_long(world):
 def test_out_of_range_epoch_is_quarantined_not_fatal(tmp_path, ts):
     """Found by fuzzing: one epoch value beyond the TIMESTAMP range failed the whole log; it is one bad row."""
     from siyu.config import load_config
-    from siyu.features.validate import validate_file
+    from events.validate import validate_file
 
     path = tmp_path / "events.csv"
     path.write_text(f"user_id,ts,event\nu1,2025-01-02T00:00:00,follow\nu2,{ts},follow\n")

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from reliability.results import record
-from siyu.serving import auth
+from serving import auth
 
 MAX_ERROR_BODY = 2048  # bytes: an error names the field and the problem, it does not repeat the request
 
@@ -32,10 +32,10 @@ def test_token_check_is_constant_time_in_the_code():
     """auth.py compares the token only through hmac.compare_digest, never with ==."""
     src = inspect.getsource(auth)
     tree = ast.parse(src)
-    assert _compares_token_with_eq(tree) == [], "token compared with == / != in siyu/serving/auth.py"
+    assert _compares_token_with_eq(tree) == [], "token compared with == / != in serving/auth.py"
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
              and n.func.attr == "compare_digest"]
-    assert calls, "no hmac.compare_digest call in siyu/serving/auth.py"
+    assert calls, "no hmac.compare_digest call in serving/auth.py"
     mw = inspect.getsource(auth.BearerTokenMiddleware.__call__)
     assert "token_ok(" in mw, "the middleware does not go through token_ok"
 

@@ -1,5 +1,0 @@
-"""`python -m siyu` runs the CLI."""
-
-from siyu.cli import main
-
-main()
