@@ -26,12 +26,24 @@ BIN = VENV / "bin"
 
 TASKS = {
     "demo": ("the main job: simulate, validate, features, train, score, serve, one request", ["siyu", "demo"]),
-    "test": ("the default test suite (not the slow ones); what CI runs", ["pytest", "-m", "not slow", "-q"]),
+    "test": (
+        "ruff (lint + format check), then the default test suite (not the slow ones); what CI runs",
+        ["pytest", "-m", "not slow", "-q"],
+    ),
+    "lint": ("ruff lint and format check (part of `test`)", None),
     "test-all": ("every test, the slow ones too", ["pytest", "-q"]),
-    "validate-sample": ("validate the bundled messy sample log", ["siyu", "validate", "tests/data/messy_events.csv", "--out", "out/validate"]),
-    "reliability": ("the reliability suite: load, faults, fuzz, crash safety, security (--quick: CI parts)",
-                    ["python", "benchmarks/reliability.py"]),
-    "bench": ("benchmarks (see benchmarks/README.md); pass --scale small|large [--only NAME ...]", ["python", "benchmarks/run.py"]),
+    "validate-sample": (
+        "validate the bundled messy sample log",
+        ["siyu", "validate", "tests/data/messy_events.csv", "--out", "out/validate"],
+    ),
+    "reliability": (
+        "the reliability suite: load, faults, fuzz, crash safety, security (--quick: CI parts)",
+        ["python", "benchmarks/reliability.py"],
+    ),
+    "bench": (
+        "benchmarks (see benchmarks/README.md); pass --scale small|large [--only NAME ...]",
+        ["python", "benchmarks/run.py"],
+    ),
     "setup": ("create .venv from requirements.lock (every task does this when needed)", None),
     "lock": ("re-resolve requirements.lock from pyproject.toml", None),
 }
@@ -63,9 +75,21 @@ def setup() -> None:
 def lock() -> None:
     setup()
     subprocess.run(
-        [str(BIN / "uv"), "pip", "compile", "pyproject.toml", "--extra", "dev", "--python-version", "3.11",
-         "--generate-hashes", "-o", str(LOCK)],
-        check=True, cwd=ROOT,
+        [
+            str(BIN / "uv"),
+            "pip",
+            "compile",
+            "pyproject.toml",
+            "--extra",
+            "dev",
+            "--python-version",
+            "3.11",
+            "--generate-hashes",
+            "-o",
+            str(LOCK),
+        ],
+        check=True,
+        cwd=ROOT,
     )
 
 
@@ -83,11 +107,16 @@ def main(argv: list[str]) -> int:
         lock()
         return 0
     setup()
+    env = dict(os.environ, VIRTUAL_ENV=str(VENV), PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.setdefault("PYSPARK_PYTHON", str(BIN / "python"))
+    if name in {"test", "lint"}:
+        for check in (["check", "."], ["format", "--check", "."]):
+            if subprocess.run([str(BIN / "ruff"), *check], cwd=ROOT, env=env).returncode:
+                print("ruff found problems: `.venv/bin/ruff check --fix . && .venv/bin/ruff format .` fixes most")
+                return 1
     cmd = TASKS[name][1]
     if cmd is None:
         return 0
-    env = dict(os.environ, VIRTUAL_ENV=str(VENV), PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    env.setdefault("PYSPARK_PYTHON", str(BIN / "python"))
     exe = str(BIN / cmd[0]) if (BIN / cmd[0]).exists() else cmd[0]
     return subprocess.run([exe, *cmd[1:], *extra], cwd=ROOT, env=env).returncode
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -21,7 +20,7 @@ _state = {"debug": False}
 ConfigOpt = typer.Option(None, "--config", "-c", help="config file (default: the project's mlproject.yaml)")
 
 
-def cfg_from(path: Optional[Path]) -> Config:
+def cfg_from(path: Path | None) -> Config:
     """Load the config named on the command line (or the default)."""
     return load_config(path)
 
@@ -36,7 +35,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks on 
 def validate(
     events: Path = typer.Argument(..., help="CSV file, Parquet file, or folder of Parquet parts"),
     out: Path = typer.Option(Path("out/validate"), "--out", help="folder for accepted events and quarantine"),
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Check an event log against the contract; write accepted rows and the quarantine."""
     from events.validate import print_report, validate_file
@@ -49,8 +48,8 @@ def validate(
 @app.command()
 def train(
     events: Path = typer.Argument(..., help="event log (CSV, Parquet or folder); oracle.parquet beside it is used"),
-    config: Optional[Path] = ConfigOpt,
-    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment (default: config)"),
+    config: Path | None = ConfigOpt,
+    experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment (default: config)"),
 ) -> None:
     """Train the churn, promotion and KOC models; log to MLflow; register and gate."""
     from training.summary import print_train_result
@@ -63,10 +62,11 @@ def train(
 def promote(
     label: str = typer.Argument(..., help="churn | promotion | koc"),
     version: int = typer.Option(..., "--version", help="registered version to make champion"),
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Make a registered model version the champion by hand."""
-    from training.model_registry import model_name, promote as do_promote
+    from training.model_registry import model_name
+    from training.model_registry import promote as do_promote
 
     cfg = cfg_from(config)
     before = do_promote(cfg, label, version)
@@ -76,10 +76,11 @@ def promote(
 @app.command()
 def rollback(
     label: str = typer.Argument(..., help="churn | promotion | koc"),
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Move the champion alias back to the version that held it before."""
-    from training.model_registry import model_name, rollback as do_rollback
+    from training.model_registry import model_name
+    from training.model_registry import rollback as do_rollback
 
     cfg = cfg_from(config)
     version = do_rollback(cfg, label)
@@ -90,29 +91,32 @@ def rollback(
 def simulate(
     users: int = typer.Option(20000, "--users", help="users arriving by public traffic and campaigns"),
     days: int = typer.Option(365, "--days", help="length of the world in days"),
-    start: Optional[str] = typer.Option(None, "--start", help="first day, YYYY-MM-DD (default 2025-01-01)"),
+    start: str | None = typer.Option(None, "--start", help="first day, YYYY-MM-DD (default 2025-01-01)"),
     seed: int = typer.Option(42, "--seed", help="random seed: the same seed gives identical events"),
-    oracle_cutoff: Optional[list[str]] = typer.Option(
-        None, "--oracle-cutoff", help="oracle cutoff date YYYY-MM-DD (repeatable; default: start + days - H)"),
-    replicas: Optional[int] = typer.Option(None, "--replicas", help="oracle re-simulations per user; 0: no oracle"),
+    oracle_cutoff: list[str] | None = typer.Option(
+        None, "--oracle-cutoff", help="oracle cutoff date YYYY-MM-DD (repeatable; default: start + days - H)"
+    ),
+    replicas: int | None = typer.Option(None, "--replicas", help="oracle re-simulations per user; 0: no oracle"),
     out: Path = typer.Option(Path("out/world"), "--out", help="folder for events, users and oracle Parquet files"),
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Simulate the built-in private-domain world; write events, users and the oracle."""
     from simulation.report import print_summary
     from simulation.simulator import parse_day, simulate_world
 
     cutoffs = [parse_day(c, "--oracle-cutoff") for c in oracle_cutoff] if oracle_cutoff else None
-    summary = simulate_world(cfg_from(config), users, days, parse_day(start, "--start") if start else None,
-                             seed, out, cutoffs, replicas)
+    summary = simulate_world(
+        cfg_from(config), users, days, parse_day(start, "--start") if start else None, seed, out, cutoffs, replicas
+    )
     print_summary(summary, console)
 
 
 EngineOpt = typer.Option("duckdb", "--engine", help="duckdb (default, embedded) or spark")
 
 
-def _table_command(kind: str, events: Path, when: str, what: str, out: Optional[Path],
-                   config: Optional[Path], engine: str) -> None:
+def _table_command(
+    kind: str, events: Path, when: str, what: str, out: Path | None, config: Path | None, engine: str
+) -> None:
     from features.export import build_table, parse_instant, summary_lines, write_parquet
 
     t = parse_instant(when, what)
@@ -129,8 +133,8 @@ def _table_command(kind: str, events: Path, when: str, what: str, out: Optional[
 def labels(
     events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
     cutoff: str = typer.Option(..., "--cutoff", help="cutoff T, YYYY-MM-DD (00:00 UTC) or ISO date-time"),
-    out: Optional[Path] = typer.Option(None, "--out", help="write the table to this Parquet file"),
-    config: Optional[Path] = ConfigOpt,
+    out: Path | None = typer.Option(None, "--out", help="write the table to this Parquet file"),
+    config: Path | None = ConfigOpt,
     engine: str = EngineOpt,
 ) -> None:
     """Tier at T and T+H, populations and churn / promotion / KOC labels per user known at T."""
@@ -141,8 +145,8 @@ def labels(
 def features(
     events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
     asof: str = typer.Option(..., "--asof", help="as-of instant, YYYY-MM-DD (00:00 UTC) or ISO date-time"),
-    out: Optional[Path] = typer.Option(None, "--out", help="write the table to this Parquet file"),
-    config: Optional[Path] = ConfigOpt,
+    out: Path | None = typer.Option(None, "--out", help="write the table to this Parquet file"),
+    config: Path | None = ConfigOpt,
     engine: str = EngineOpt,
 ) -> None:
     """One feature row per user known at the as-of instant (the registry's features)."""
@@ -155,7 +159,7 @@ def score(
     asof: str = typer.Option(..., "--asof", help="cutoff, YYYY-MM-DD (00:00 UTC) or ISO date-time"),
     out: Path = typer.Option(..., "--out", help="the scores snapshot to write (Parquet, atomically)"),
     engine: str = EngineOpt,
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Batch-score every user with the champion models; the file is the snapshot the API serves."""
     from serving.batch import print_summary, score_pool
@@ -167,10 +171,11 @@ def score(
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="interface to bind"),
     port: int = typer.Option(3000, "--port", help="TCP port"),
-    scores: Optional[Path] = typer.Option(None, "--scores", help="snapshot to serve (default: the latest `siyu score`)"),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1,
-                                          help="worker processes (default 1; 2+ keep answering when one dies)"),
-    config: Optional[Path] = ConfigOpt,
+    scores: Path | None = typer.Option(None, "--scores", help="snapshot to serve (default: the latest `siyu score`)"),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="worker processes (default 1; 2+ keep answering when one dies)"
+    ),
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Start the prediction API (BentoML) on the champion models and a scores snapshot."""
     from serving.launch import exec_serve, serve_command
@@ -188,13 +193,14 @@ def demo(
     seed: int = typer.Option(42, "--seed"),
     port: int = typer.Option(3000, "--port", help="preferred API port on 127.0.0.1"),
     keep_serving: bool = typer.Option(False, "--keep-serving", help="leave the API running at the end"),
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """The main job: simulate, validate, train, score, serve, and send one real request."""
     from app.demo import run_demo
 
-    run_demo(cfg_from(config), out, users=users, days=days, seed=seed, port=port,
-             keep_serving=keep_serving, console=console)
+    run_demo(
+        cfg_from(config), out, users=users, days=days, seed=seed, port=port, keep_serving=keep_serving, console=console
+    )
 
 
 def main() -> None:
@@ -218,6 +224,7 @@ def main() -> None:
             raise
         err_console.print(
             f"[red]error:[/red] unexpected {type(e).__name__}: {e} (run with --debug for the traceback)",
-            highlight=False, soft_wrap=True,
+            highlight=False,
+            soft_wrap=True,
         )
         sys.exit(1)

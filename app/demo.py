@@ -19,9 +19,9 @@ import httpx
 import pandas as pd
 from rich.console import Console
 
+from serving.launch import free_port, stop_server, wait_ready
 from siyu.config import Config
 from siyu.errors import SiyuError
-from serving.launch import free_port, stop_server, wait_ready
 
 
 @dataclass
@@ -38,8 +38,7 @@ class DemoResult:
 
 def start_api(cfg: Config, scores: Path, port: int, log: Path) -> subprocess.Popen:
     """Start `siyu serve` (a real `bentoml serve`) on 127.0.0.1 in its own process group."""
-    cmd = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--scores", str(scores)]
+    cmd = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port), "--scores", str(scores)]
     if cfg.source:
         cmd += ["--config", str(cfg.source)]
     return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -52,8 +51,16 @@ def example_request(scores: Path, n: int = 2) -> dict:
     return {"user_ids": ids}
 
 
-def run_demo(cfg: Config, out_dir: Path, users: int = 20_000, days: int = 365, seed: int = 42,
-             port: int = 3000, keep_serving: bool = False, console: Console | None = None) -> DemoResult:
+def run_demo(
+    cfg: Config,
+    out_dir: Path,
+    users: int = 20_000,
+    days: int = 365,
+    seed: int = 42,
+    port: int = 3000,
+    keep_serving: bool = False,
+    console: Console | None = None,
+) -> DemoResult:
     """Run the whole pipeline on a simulated world and call the API once.
 
     Args:
@@ -67,9 +74,9 @@ def run_demo(cfg: Config, out_dir: Path, users: int = 20_000, days: int = 365, s
     Returns:
         DemoResult with paths, the request and response, and timings.
     """
-    from simulation.simulator import simulate_world
     from events.validate import print_report, validate_file
     from serving.batch import score_pool
+    from simulation.simulator import simulate_world
     from training.summary import print_train_result
     from training.train import train_all
 
@@ -116,7 +123,9 @@ def run_demo(cfg: Config, out_dir: Path, users: int = 20_000, days: int = 365, s
     try:
         wait_ready(url, proc, log)
         request = example_request(scores)
-        headers = {"Authorization": f"Bearer {os.environ['SIYU_API_TOKEN']}"} if os.environ.get("SIYU_API_TOKEN") else {}
+        headers = (
+            {"Authorization": f"Bearer {os.environ['SIYU_API_TOKEN']}"} if os.environ.get("SIYU_API_TOKEN") else {}
+        )
         resp = httpx.post(f"{url}/predict", json=request, headers=headers, timeout=30)
         if resp.status_code != 200:
             raise SiyuError(f"POST /predict answered {resp.status_code}: {resp.text[:300]}")
@@ -139,7 +148,9 @@ def run_demo(cfg: Config, out_dir: Path, users: int = 20_000, days: int = 365, s
 def _where_to_look(console: Console, cfg: Config, scores: Path, url: str, keep_serving: bool) -> None:
     console.rule("[bold]where to look")
     console.print(f"scores (the API's snapshot): {scores.resolve()}")
-    console.print(f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {cfg.tracking_uri()} "
-                  "--host 127.0.0.1 --port 5000  → http://127.0.0.1:5000")
+    console.print(
+        f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {cfg.tracking_uri()} "
+        "--host 127.0.0.1 --port 5000  → http://127.0.0.1:5000"
+    )
     state = "" if keep_serving else " (stopped now; start it again with `.venv/bin/siyu serve`)"
     console.print(f"API docs:   {url}/docs{state}")

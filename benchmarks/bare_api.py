@@ -15,9 +15,9 @@ _STATE: dict = {}
 
 
 def _load() -> None:
-    from siyu.config import load_config
     from serving.pool import load_champions
     from serving.snapshot import load_snapshot
+    from siyu.config import load_config
 
     cfg = load_config()
     snap = load_snapshot(os.environ["SIYU_SCORES"])
@@ -47,9 +47,16 @@ async def app(scope, receive, send):
             item = {"user_id": uid}
             if i is not None:
                 for lab, m in _STATE["models"].items():
-                    item[f"p_{lab}"] = float(m.booster.predict(snap.X[i:i + 1, _STATE["cols"][lab]], num_threads=1)[0])
+                    item[f"p_{lab}"] = float(
+                        m.booster.predict(snap.X[i : i + 1, _STATE["cols"][lab]], num_threads=1)[0]
+                    )
             out_items.append(item)
         out, status = json.dumps({"predictions": out_items}).encode(), 200
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": out})

@@ -41,8 +41,9 @@ from reliability.load import have_wrk, wrk_paced, wrk_run  # noqa: E402
 
 
 def start(argv: list[str], env: dict, logfile: Path) -> subprocess.Popen:
-    return subprocess.Popen(argv, env=env, stdout=logfile.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=HERE.parent)
+    return subprocess.Popen(
+        argv, env=env, stdout=logfile.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, cwd=HERE.parent
+    )
 
 
 def wrk_rps(url: str, ids: list[str], seconds: int, conns: int) -> float:
@@ -60,7 +61,7 @@ class RawClient:
         self.host, self.port, self.conns = host, port, conns
         self.pool: asyncio.Queue = asyncio.Queue()
 
-    async def __aenter__(self) -> "RawClient":
+    async def __aenter__(self) -> RawClient:
         for _ in range(self.conns):
             self.pool.put_nowait(await asyncio.open_connection(self.host, self.port))
         return self
@@ -71,8 +72,11 @@ class RawClient:
 
     async def post(self, path: str, body: bytes) -> None:
         r, w = await self.pool.get()
-        w.write(b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-                % (path.encode(), len(body)) + body)
+        w.write(
+            b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % (path.encode(), len(body))
+            + body
+        )
         head = await r.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 200"):
             raise SystemExit(f"non-200 answer under load: {head[:80]!r}")
@@ -174,9 +178,28 @@ def main() -> None:
     env = {**os.environ, "SIYU_SCORES": str(snap)}
     env.pop("SIYU_API_TOKEN", None)
     ps, pb = free_port(), free_port()
-    siyu = start([sys.executable, "-m", "app", "serve", "--port", str(ps), "--scores", str(snap)], env, tmp / "siyu.log")
-    bare = start([sys.executable, "-m", "uvicorn", "--app-dir", str(HERE), "bare_api:app", "--port", str(pb),
-                  "--workers", "1", "--no-access-log", "--log-level", "warning"], env, tmp / "bare.log")
+    siyu = start(
+        [sys.executable, "-m", "app", "serve", "--port", str(ps), "--scores", str(snap)], env, tmp / "siyu.log"
+    )
+    bare = start(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(HERE),
+            "bare_api:app",
+            "--port",
+            str(pb),
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env,
+        tmp / "bare.log",
+    )
     try:
         us, ub = f"http://127.0.0.1:{ps}", f"http://127.0.0.1:{pb}"
         wait_ready(us, siyu, timeout=240)
@@ -184,24 +207,47 @@ def main() -> None:
         tool = "wrk" if have_wrk() else "asyncio"
         rps = {}
         for name, url in (("bare", ub), ("siyu", us), ("bare", ub), ("siyu", us)):  # interleaved: drift cancels
-            r = (wrk_rps(url, ids, a.seconds, a.connections) if tool == "wrk"
-                 else asyncio.run(raw_rps(int(url.rsplit(":", 1)[1]), ids, a.seconds, a.connections)))
+            r = (
+                wrk_rps(url, ids, a.seconds, a.connections)
+                if tool == "wrk"
+                else asyncio.run(raw_rps(int(url.rsplit(":", 1)[1]), ids, a.seconds, a.connections))
+            )
             rps[name] = max(rps.get(name, 0.0), r)
             log(f"max throughput {name:5s} ({tool}, {a.connections} conns): {r:8.0f} req/s")
         ratio = rps["siyu"] / rps["bare"]
         log(f"siyu / bare throughput: {ratio:.0%} (goal >= 50%)")
-        emit(figure="single-user /predict max throughput", siyu_rps=round(rps["siyu"]), bare_rps=round(rps["bare"]),
-             ratio=round(ratio, 3), goal=">= 0.5", client=tool, connections=a.connections, users=a.users)
+        emit(
+            figure="single-user /predict max throughput",
+            siyu_rps=round(rps["siyu"]),
+            bare_rps=round(rps["bare"]),
+            ratio=round(ratio, 3),
+            goal=">= 0.5",
+            client=tool,
+            connections=a.connections,
+            users=a.users,
+        )
         achieved, p50, p99, b50, b99 = half_load(us, ub, ids, rps["siyu"] / 2, a.seconds)
         log(f"half load ({achieved:.0f} req/s, {tool}): p50 {p50:.2f} ms, p99 {p99:.2f} ms (goal p99 <= 15 ms)")
         log(f"  bare at the same rate: p50 {b50:.2f} ms, p99 {b99:.2f} ms (noise floor of this run)")
-        emit(figure="single-user /predict latency at half max load", rate_rps=round(achieved), p50_ms=round(p50, 2),
-             p99_ms=round(p99, 2), bare_p50_ms=round(b50, 2), bare_p99_ms=round(b99, 2), client=tool,
-             goal="p99 <= 15 ms")
+        emit(
+            figure="single-user /predict latency at half max load",
+            rate_rps=round(achieved),
+            p50_ms=round(p50, 2),
+            p99_ms=round(p99, 2),
+            bare_p50_ms=round(b50, 2),
+            bare_p99_ms=round(b99, 2),
+            client=tool,
+            goal="p99 <= 15 ms",
+        )
         big = big_request(us, ids)
         log(f"1,000-user request: p50 {np.median(big):.1f} ms, max {big.max():.1f} ms (goal < 50 ms)")
-        emit(figure="1000-user /predict latency", p50_ms=round(float(np.median(big)), 1),
-             max_ms=round(float(big.max()), 1), reps=len(big), goal="< 50 ms")
+        emit(
+            figure="1000-user /predict latency",
+            p50_ms=round(float(np.median(big)), 1),
+            max_ms=round(float(big.max()), 1),
+            reps=len(big),
+            goal="< 50 ms",
+        )
     finally:
         stop_server(siyu)
         stop_server(bare)

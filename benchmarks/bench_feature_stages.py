@@ -55,13 +55,15 @@ class TimedRunner(Runner):
 
 def lower_bound_sql(events: str, cutoff, cfg) -> dict[str, str]:
     """The lower-bound queries, over the same buckets and intervals as the facts at `cutoff`."""
-    from features.facts import bucket_sql, event_code, interval_sql, split_instant
     from features.compute import feature_bounds
+    from features.facts import bucket_sql, event_code, interval_sql, split_instant
 
     day, offset = split_instant(cutoff)
     bs = sorted(feature_bounds([day], cfg) | {day})
-    rows = (f"(SELECT user_id, ev, b, {interval_sql(bs)} AS e FROM (SELECT user_id, {event_code('event')} AS ev, "
-            f"CAST({bucket_sql(offset)} AS INTEGER) AS b FROM {events}) y WHERE b <= {bs[-1]}) x")
+    rows = (
+        f"(SELECT user_id, ev, b, {interval_sql(bs)} AS e FROM (SELECT user_id, {event_code('event')} AS ev, "
+        f"CAST({bucket_sql(offset)} AS INTEGER) AS b FROM {events}) y WHERE b <= {bs[-1]}) x"
+    )
     return {
         "scan_codes_buckets": f"SELECT count(*), sum(ev), sum(e) FROM {rows}",
         "group_user_event_count": f"SELECT user_id, ev, count(*) FROM {rows} GROUP BY user_id, ev",
@@ -74,10 +76,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--runs", type=int, default=2, help="every figure is the best of this many runs")
     a = ap.parse_args(argv)
 
-    from siyu.config import load_config
-    from features.facts import build_facts, split_instant
-    from features.compute import feature_bounds, features_on
     from events.loader import connect
+    from features.compute import feature_bounds, features_on
+    from features.facts import build_facts, split_instant
+    from siyu.config import load_config
     from training.table import training_cutoffs
 
     cfg = load_config()
@@ -97,20 +99,22 @@ def main(argv: list[str]) -> int:
     floor = best("floor (bare GROUP BY user_id)", lambda: con.execute(floor_sql(path)).fetchall())
     fig["floor_s"] = round(floor, 2)
     for name, sql in lower_bound_sql("events", cutoff, cfg).items():
-        fig[f"{name}_x_floor"] = round(best(name, lambda: con.execute(f"CREATE OR REPLACE TEMP TABLE lb AS {sql}"))
-                                       / floor, 2)
+        fig[f"{name}_x_floor"] = round(
+            best(name, lambda sql=sql: con.execute(f"CREATE OR REPLACE TEMP TABLE lb AS {sql}")) / floor, 2
+        )
     run = Runner(con)
     days = [split_instant(cutoff)[0]]
 
     def facts_only():
         f = build_facts(run, "events", [cutoff], feature_bounds(days, cfg))
         run.drop(f.names())
+
     fig["interval_facts_and_side_tables_x_floor"] = round(best("siyu fact tables", facts_only) / floor, 2)
 
     stages: dict[str, float] | None = None
     for _ in range(a.runs):
         timer = TimedRunner(con)
-        _, total = timed(lambda: features_on(timer, [cutoff], cfg))
+        _, total = timed(lambda timer=timer: features_on(timer, [cutoff], cfg))
         steps = dict(timer.steps)
         steps["python (sort, NaN, frame)"] = total - sum(steps.values())
         if stages is None or total < stages["total"]:

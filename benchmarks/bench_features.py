@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
-
 
 def peak_rss_gib() -> float:
     """Peak resident set size of this process, GiB (Linux reports KiB)."""
@@ -30,8 +28,8 @@ def peak_rss_gib() -> float:
 
 def world(users: int, days: int, cache: Path) -> Path:
     """The simulator's events for `users`, generated once into the cache folder."""
-    from siyu.config import load_config
     from simulation.simulator import simulate_world
+    from siyu.config import load_config
 
     out = cache / f"world_{users}_{days}"
     path = out / "events.parquet"
@@ -71,9 +69,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--one-runs", type=int, default=2, help="the one-cutoff time is the best of this many runs")
     a = ap.parse_args(argv)
 
-    from siyu.config import load_config
-    from features.compute import feature_table
     from events.loader import connect
+    from features.compute import feature_table
+    from siyu.config import load_config
     from training.table import training_cutoffs, training_table
 
     cfg = load_config()
@@ -95,18 +93,30 @@ def main(argv: list[str]) -> int:
         feats, t = timed(lambda: feature_table(con, cutoffs[-1], cfg))
         ones.append(t)
     one = min(ones)
-    print(f"features, one cutoff:            {one:8.2f} s  = {one / floor:.2f}x floor  "
-          f"({len(feats):,} rows x {feats.shape[1] - 2} features, best of {', '.join(f'{x:.2f}' for x in ones)})  "
-          f"peak RSS {peak_rss_gib():.2f} GiB")
-    fig = {"figure": "features", "events": n_events, "users": n_users, "floor_s": round(floor, 2),
-           "floor_runs_s": [round(x, 2) for x in floors], "one_cutoff_s": round(one, 2),
-           "one_cutoff_runs_s": [round(x, 2) for x in ones], "x_floor": round(one / floor, 2),
-           "features": feats.shape[1] - 2, "one_cutoff_peak_rss_gib": round(peak_rss_gib(), 2)}
+    print(
+        f"features, one cutoff:            {one:8.2f} s  = {one / floor:.2f}x floor  "
+        f"({len(feats):,} rows x {feats.shape[1] - 2} features, best of {', '.join(f'{x:.2f}' for x in ones)})  "
+        f"peak RSS {peak_rss_gib():.2f} GiB"
+    )
+    fig = {
+        "figure": "features",
+        "events": n_events,
+        "users": n_users,
+        "floor_s": round(floor, 2),
+        "floor_runs_s": [round(x, 2) for x in floors],
+        "one_cutoff_s": round(one, 2),
+        "one_cutoff_runs_s": [round(x, 2) for x in ones],
+        "x_floor": round(one / floor, 2),
+        "features": feats.shape[1] - 2,
+        "one_cutoff_peak_rss_gib": round(peak_rss_gib(), 2),
+    }
     del feats
     if not a.skip_training:
         tt, many = timed(lambda: training_table(con, cutoffs, cfg))
-        print(f"training table, {len(cutoffs)} cutoffs:      {many:8.2f} s  = {many / one:.2f}x one cutoff  "
-              f"({len(tt):,} rows)  peak RSS {peak_rss_gib():.2f} GiB")
+        print(
+            f"training table, {len(cutoffs)} cutoffs:      {many:8.2f} s  = {many / one:.2f}x one cutoff  "
+            f"({len(tt):,} rows)  peak RSS {peak_rss_gib():.2f} GiB"
+        )
         fig.update({"cutoffs": len(cutoffs), "training_table_s": round(many, 2), "x_one_cutoff": round(many / one, 2)})
     fig["peak_rss_gib"] = round(peak_rss_gib(), 2)
     print(json.dumps(fig), flush=True)

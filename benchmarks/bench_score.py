@@ -44,10 +44,16 @@ def main() -> None:
     rng = np.random.default_rng(0)
     pick = rng.integers(0, len(base), a.users)
     rows = base.iloc[pick].reset_index(drop=True)
-    feats = pd.DataFrame({"user_id": [f"b{i}" for i in range(a.users)],
-                          **{f: rows[FEATURE_PREFIX + f].to_numpy() for f in names}})
-    pop = pd.DataFrame({"user_id": feats.user_id, "tier": rows.tier,
-                        **{c: rows[c] for c in ("in_churn_pop", "in_promotion_pop", "in_koc_pop")}})
+    feats = pd.DataFrame(
+        {"user_id": [f"b{i}" for i in range(a.users)], **{f: rows[FEATURE_PREFIX + f].to_numpy() for f in names}}
+    )
+    pop = pd.DataFrame(
+        {
+            "user_id": feats.user_id,
+            "tier": rows.tier,
+            **{c: rows[c] for c in ("in_churn_pop", "in_promotion_pop", "in_koc_pop")},
+        }
+    )
     scorer = Scorer(load_champions(cfg), names, cfg.scoring.reasons)
     trees = {lab: m.booster.num_trees() for lab, m in scorer.models.items()}
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,11 +62,24 @@ def main() -> None:
         t_score = time.perf_counter() - t
         write_table_atomic(table, Path(tmp) / "scores.parquet")
         total = time.perf_counter() - t
-    log(f"scoring step, {a.users:,} users: {total:.1f} s ({t_score:.1f} s scoring, {total - t_score:.1f} s write); "
-        f"trees {trees} (goal < 60 s at 1M)")
-    print(json.dumps({"figure": "batch scoring step", "users": a.users, "seconds": round(total, 1),
-                      "score_s": round(t_score, 1), "write_s": round(total - t_score, 1), "trees": trees,
-                      "goal": "< 60 s at 1M users"}), flush=True)
+    log(
+        f"scoring step, {a.users:,} users: {total:.1f} s ({t_score:.1f} s scoring, {total - t_score:.1f} s write); "
+        f"trees {trees} (goal < 60 s at 1M)"
+    )
+    print(
+        json.dumps(
+            {
+                "figure": "batch scoring step",
+                "users": a.users,
+                "seconds": round(total, 1),
+                "score_s": round(t_score, 1),
+                "write_s": round(total - t_score, 1),
+                "trees": trees,
+                "goal": "< 60 s at 1M users",
+            }
+        ),
+        flush=True,
+    )
     if a.end_to_end:
         from serving.batch import score_pool
 

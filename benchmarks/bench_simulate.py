@@ -26,22 +26,31 @@ SCALES = {"default": (20_000, 365, None), "large": (1_000_000, 365, 0)}
 
 
 def child(users: int, days: int, replicas: int | None) -> None:
-    from siyu.config import load_config
     from simulation.simulator import simulate_world
+    from siyu.config import load_config
 
     out = tempfile.mkdtemp(prefix="bench-simulate-")
     t0 = time.perf_counter()
     s = simulate_world(load_config(), users, days, out_dir=out, replicas=replicas)
     secs = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({
-        "users": s.users, "days": days, "events": s.events,
-        "events_per_user_year": round(s.realism["events per user-year"], 1),
-        "world_seconds": round(secs - s.oracle_seconds, 1), "oracle_seconds": round(s.oracle_seconds, 1),
-        "oracle_replicas": s.n_replicas if s.auc else 0, "total_seconds": round(secs, 1),
-        "peak_rss_mib": round(peak_mib), "oracle_auc": {k: round(v, 3) for k, v in s.auc.items()},
-        "events_parquet_mib": round((Path(out) / "events.parquet").stat().st_size / 2**20),
-    }))
+    print(
+        json.dumps(
+            {
+                "users": s.users,
+                "days": days,
+                "events": s.events,
+                "events_per_user_year": round(s.realism["events per user-year"], 1),
+                "world_seconds": round(secs - s.oracle_seconds, 1),
+                "oracle_seconds": round(s.oracle_seconds, 1),
+                "oracle_replicas": s.n_replicas if s.auc else 0,
+                "total_seconds": round(secs, 1),
+                "peak_rss_mib": round(peak_mib),
+                "oracle_auc": {k: round(v, 3) for k, v in s.auc.items()},
+                "events_parquet_mib": round((Path(out) / "events.parquet").stat().st_size / 2**20),
+            }
+        )
+    )
     shutil.rmtree(out, ignore_errors=True)
 
 

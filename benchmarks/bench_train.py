@@ -25,16 +25,22 @@ from pathlib import Path
 
 def world(users: int, days: int, cache: Path, oracle: bool) -> Path:
     """The simulator's events (and oracle) for `users`, generated once into the cache folder."""
-    from siyu.config import load_config
     from simulation.simulator import simulate_world
+    from siyu.config import load_config
 
     # Same folder name as bench_features.py for the oracle-free world, so both share one simulation.
     out = cache / f"world_{users}_{days}{'_oracle' if oracle else ''}"
     path = out / "events.parquet"
     if not path.exists():
         t = time.perf_counter()
-        simulate_world(load_config(), users, days, out_dir=out, oracle_cutoffs=None if oracle else [],
-                       replicas=None if oracle else 0)
+        simulate_world(
+            load_config(),
+            users,
+            days,
+            out_dir=out,
+            oracle_cutoffs=None if oracle else [],
+            replicas=None if oracle else 0,
+        )
         print(f"simulated {users:,} users x {days} days in {time.perf_counter() - t:.1f} s -> {path}", file=sys.stderr)
     return path
 
@@ -51,18 +57,20 @@ def main() -> None:
     a = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-    from siyu.config import load_config
     from events.loader import connect
-    from features.catalog import features_of
-    from training.table import training_cutoffs, training_table
     from events.validate import load_valid_events
+    from features.catalog import features_of
+    from siyu.config import load_config
     from training.baselines import load_oracle
+    from training.table import training_cutoffs, training_table
     from training.train import train_table
 
     events = a.events or world(a.users, a.days, a.cache, not a.no_oracle)
     cfg = load_config(a.config)
     if a.min_class_count:
-        cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"min_class_count": a.min_class_count})})
+        cfg = cfg.model_copy(
+            update={"training": cfg.training.model_copy(update={"min_class_count": a.min_class_count})}
+        )
     with tempfile.TemporaryDirectory() as store:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}/mlflow.db"
         t0 = time.perf_counter()
@@ -77,10 +85,24 @@ def main() -> None:
         result = train_table(table, cutoffs, cfg, feats, "bench", load_oracle(events))
         t2 = time.perf_counter()
     target = 120 if len(table) < 2_000_000 else 1200
-    print(json.dumps({"figure": "train_wall_time", "events": str(events), "rows": len(table), "cutoffs": len(cutoffs),
-                      "features": len(feats), "validate_s": round(t_load - t0, 1), "table_s": round(t1 - t_load, 1), "train_s": round(t2 - t1, 1),
-                      "total_s": round(t2 - t0, 1), "target_s": target, "within_target": (t2 - t0) < target,
-                      "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}))
+    print(
+        json.dumps(
+            {
+                "figure": "train_wall_time",
+                "events": str(events),
+                "rows": len(table),
+                "cutoffs": len(cutoffs),
+                "features": len(feats),
+                "validate_s": round(t_load - t0, 1),
+                "table_s": round(t1 - t_load, 1),
+                "train_s": round(t2 - t1, 1),
+                "total_s": round(t2 - t0, 1),
+                "target_s": target,
+                "within_target": (t2 - t0) < target,
+                "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            }
+        )
+    )
     for r in result.labels.values():
         row = {"figure": "quality", "label": r.label, "trained": r.trained}
         if not r.trained:
@@ -90,8 +112,12 @@ def main() -> None:
                 row.update({f"{name}_{k}": round(m[k], 4) for k in ("roc_auc", "pr_auc", "brier") if k in m})
             if r.oracle:
                 o = r.oracle
-                row.update({k: round(o[k], 4) for k in ("oracle_roc_auc", "oracle_pr_auc", "oracle_brier",
-                                                        "auc_ratio_to_oracle")})
+                row.update(
+                    {
+                        k: round(o[k], 4)
+                        for k in ("oracle_roc_auc", "oracle_pr_auc", "oracle_brier", "auc_ratio_to_oracle")
+                    }
+                )
                 row["goal_0.95_oracle_met"] = o["auc_ratio_to_oracle"] >= 0.95
             row["beats_baselines"] = r.beats_baselines
             row["positives_validation"] = r.counts["validation_pos"]

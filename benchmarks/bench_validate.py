@@ -61,16 +61,26 @@ def generate(rows: int, fmt: str) -> Path:
 
 
 def child(path: str) -> None:
-    from siyu.config import load_config
     from events.validate import validate_file
+    from siyu.config import load_config
 
     out = tempfile.mkdtemp(prefix="bench-validate-")
     t0 = time.perf_counter()
     r = validate_file(path, load_config(), out)
     secs = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rows_read": r.rows_read, "accepted": r.accepted, "quarantined": r.quarantined,
-                      "duplicates": r.duplicates, "seconds": round(secs, 2), "peak_rss_mib": round(peak_mib)}))
+    print(
+        json.dumps(
+            {
+                "rows_read": r.rows_read,
+                "accepted": r.accepted,
+                "quarantined": r.quarantined,
+                "duplicates": r.duplicates,
+                "seconds": round(secs, 2),
+                "peak_rss_mib": round(peak_mib),
+            }
+        )
+    )
 
 
 def main() -> None:

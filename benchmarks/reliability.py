@@ -44,10 +44,18 @@ def outcomes(junit: Path) -> list[dict]:
 def markdown(day: str, cmd: str, mach: dict, tests: list[dict], figures: list[dict]) -> str:
     """The run as a Markdown report: test outcomes, then every recorded figure."""
     n = {k: sum(t["outcome"] == k for t in tests) for k in ("passed", "failed", "xfailed", "skipped")}
-    lines = [f"# Reliability run {day}", "", f"Command: `{cmd}`", "",
-             "Machine: " + ", ".join(f"{k} {v}" for k, v in mach.items()), "",
-             "Result: " + ", ".join(f"{v} {k}" for k, v in n.items() if v), "",
-             "| test | outcome | s | note |", "|---|---|---|---|"]
+    lines = [
+        f"# Reliability run {day}",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in mach.items()),
+        "",
+        "Result: " + ", ".join(f"{v} {k}" for k, v in n.items() if v),
+        "",
+        "| test | outcome | s | note |",
+        "|---|---|---|---|",
+    ]
     for t in tests:
         lines.append(f"| `{t['test']}` | {t['outcome']} | {t['seconds']} | {t['message'].replace('|', '/')[:160]} |")
     lines += ["", "## Figures", "", "| check | thresholds held | figures |", "|---|---|---|"]
@@ -68,8 +76,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         figures_path, junit = Path(d) / "figures.jsonl", Path(d) / "junit.xml"
         marker = "not slow" if args.quick else "slow or not slow"
-        argv = [sys.executable, "-m", "pytest", "tests/reliability", "-m", marker, "-q", "-rA", "-p", "no:cacheprovider",
-                f"--junitxml={junit}", *extra]
+        argv = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/reliability",
+            "-m",
+            marker,
+            "-q",
+            "-rA",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={junit}",
+            *extra,
+        ]
         env = dict(os.environ, SIYU_RELIABILITY_RESULTS=str(figures_path))
         shown = "python3 tasks.py reliability" + (" --quick" if args.quick else "")
         print(f"$ {' '.join(argv[2:])}", flush=True)
@@ -83,9 +103,21 @@ def main() -> int:
     stem = args.out / f"{day}-reliability{'-quick' if args.quick else ''}"
     report = markdown(day, shown, mach, tests, figures)
     stem.with_suffix(".md").write_text(report)
-    stem.with_suffix(".json").write_text(json.dumps({"date": day, "command": shown, "machine": mach, "exit": code,
-                                                     "seconds": round(time.monotonic() - t0), "tests": tests,
-                                                     "figures": figures}, indent=1, default=str))
+    stem.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "date": day,
+                "command": shown,
+                "machine": mach,
+                "exit": code,
+                "seconds": round(time.monotonic() - t0),
+                "tests": tests,
+                "figures": figures,
+            },
+            indent=1,
+            default=str,
+        )
+    )
     print(report)
     print(f"wrote {stem}.md and .json (pytest exit {code})")
     return code

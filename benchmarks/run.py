@@ -29,30 +29,50 @@ PY = sys.executable
 
 # name -> {scale: argv}. Scripts print one JSON object per figure on stdout.
 SUITE: dict[str, dict[str, list[str]]] = {
-    "validate": {"small": ["bench_validate.py", "--rows", "1000000"],
-                 "large": ["bench_validate.py", "--rows", "10000000"]},
-    "simulate": {"small": ["bench_simulate.py", "--scale", "default"],
-                 "large": ["bench_simulate.py", "--scale", "large"]},
-    "features": {"small": ["bench_features.py", "--users", "20000"],
-                 "large": ["bench_features.py", "--users", "1000000"]},
-    "feature_stages": {"small": ["bench_feature_stages.py", "--users", "20000"],
-                       "large": ["bench_feature_stages.py", "--users", "1000000"]},
-    "train": {"small": ["bench_train.py", "--users", "20000"],
-              "large": ["bench_train.py", "--users", "1000000", "--no-oracle"]},
-    "score": {"small": ["bench_score.py", "--users", "100000"],
-              "large": ["bench_score.py", "--users", "1000000", "--end-to-end"]},
-    "api": {"small": ["bench_api.py", "--users", "2000", "--seconds", "8"],
-            "large": ["bench_api.py", "--users", "20000", "--seconds", "20"]},
+    "validate": {
+        "small": ["bench_validate.py", "--rows", "1000000"],
+        "large": ["bench_validate.py", "--rows", "10000000"],
+    },
+    "simulate": {
+        "small": ["bench_simulate.py", "--scale", "default"],
+        "large": ["bench_simulate.py", "--scale", "large"],
+    },
+    "features": {
+        "small": ["bench_features.py", "--users", "20000"],
+        "large": ["bench_features.py", "--users", "1000000"],
+    },
+    "feature_stages": {
+        "small": ["bench_feature_stages.py", "--users", "20000"],
+        "large": ["bench_feature_stages.py", "--users", "1000000"],
+    },
+    "train": {
+        "small": ["bench_train.py", "--users", "20000"],
+        "large": ["bench_train.py", "--users", "1000000", "--no-oracle"],
+    },
+    "score": {
+        "small": ["bench_score.py", "--users", "100000"],
+        "large": ["bench_score.py", "--users", "1000000", "--end-to-end"],
+    },
+    "api": {
+        "small": ["bench_api.py", "--users", "2000", "--seconds", "8"],
+        "large": ["bench_api.py", "--users", "20000", "--seconds", "20"],
+    },
 }
 VERSIONS = ["duckdb", "lightgbm", "mlflow", "bentoml", "pyspark", "pandas", "numpy", "pyarrow", "scikit-learn"]
 
 
 def machine() -> dict:
     """Cores, memory and software versions of this machine."""
-    mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))
-    return {"cores": os.cpu_count(), "ram_gib": round(mem_kib / 2**20, 1), "python": platform.python_version(),
-            "platform": platform.platform(), **{p: metadata.version(p) for p in VERSIONS}}
+    mem_kib = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
+    return {
+        "cores": os.cpu_count(),
+        "ram_gib": round(mem_kib / 2**20, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **{p: metadata.version(p) for p in VERSIONS},
+    }
 
 
 def run_one(name: str, argv: list[str]) -> list[dict]:
@@ -77,9 +97,14 @@ def run_one(name: str, argv: list[str]) -> list[dict]:
 
 def markdown(scale: str, mach: dict, figures: list[dict]) -> str:
     """The results as a Markdown report."""
-    lines = [f"# siyu benchmarks — {scale} — {date.today()}", "",
-             "Machine: " + ", ".join(f"{k} {v}" for k, v in mach.items()), "",
-             "| benchmark | figures | command |", "|---|---|---|"]
+    lines = [
+        f"# siyu benchmarks — {scale} — {date.today()}",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in mach.items()),
+        "",
+        "| benchmark | figures | command |",
+        "|---|---|---|",
+    ]
     for f in figures:
         body = ", ".join(f"{k}={v}" for k, v in f.items() if k not in {"benchmark", "command"})
         lines.append(f"| {f['benchmark']} | {body} | `{f['command']}` |")
@@ -89,7 +114,12 @@ def markdown(scale: str, mach: dict, figures: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", choices=["small", "large"], default="small")
-    ap.add_argument("--only", nargs="*", choices=list(SUITE), help="run only these benchmarks (today's figures of the others are kept)")
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        choices=list(SUITE),
+        help="run only these benchmarks (today's figures of the others are kept)",
+    )
     a = ap.parse_args()
     mach = machine()
     figures: list[dict] = []
@@ -105,7 +135,9 @@ def main() -> None:
     stem = out / f"{date.today()}-{a.scale}"
     if a.only and stem.with_suffix(".json").exists():
         # A partial rerun replaces only its own benchmarks' figures in today's results.
-        kept = [f for f in json.loads(stem.with_suffix(".json").read_text())["figures"] if f.get("benchmark") not in a.only]
+        kept = [
+            f for f in json.loads(stem.with_suffix(".json").read_text())["figures"] if f.get("benchmark") not in a.only
+        ]
         figures = kept + figures
     stem.with_suffix(".json").write_text(json.dumps({"scale": a.scale, "machine": mach, "figures": figures}, indent=2))
     stem.with_suffix(".md").write_text(markdown(a.scale, mach, figures))

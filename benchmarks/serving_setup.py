@@ -23,8 +23,8 @@ def log(msg: str) -> None:
 
 def world(users: int, days: int = 365) -> Path:
     """events.parquet of a simulated world (no oracle), generated once."""
-    from siyu.config import load_config
     from simulation.simulator import simulate_world
+    from siyu.config import load_config
 
     out = CACHE / f"world_{users}_{days}"
     if not (out / "events.parquet").exists():
@@ -36,8 +36,8 @@ def world(users: int, days: int = 365) -> Path:
 
 def trained(train_users: int):
     """The default config pointed at a benchmark MLflow store holding champions trained on `train_users`."""
-    from siyu.config import load_config
     from features.catalog import feature_names
+    from siyu.config import load_config
     from training.model_registry import resolve_alias
 
     cfg = load_config()

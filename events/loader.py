@@ -11,8 +11,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from siyu.errors import SiyuError
 from siyu.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS
+from siyu.errors import SiyuError
 
 
 def memory_limit() -> str:
@@ -72,8 +72,10 @@ def _source_sql(source: str | Path) -> str:
         # A line with the wrong number of fields is set aside in DuckDB's `reject_errors` table (and
         # quarantined by validation) instead of failing the whole file.
         delim = "\\t" if ".tsv" in path.suffixes[-2:] else ","
-        return (f"read_csv('{quoted}', all_varchar = true, header = true, delim = '{delim}', quote = '\"', "
-                f"escape = '\"', comment = '', skip = 0, store_rejects = true)")
+        return (
+            f"read_csv('{quoted}', all_varchar = true, header = true, delim = '{delim}', quote = '\"', "
+            f"escape = '\"', comment = '', skip = 0, store_rejects = true)"
+        )
     raise SiyuError(f"unsupported event file type '{suffix}' for {path} (use .csv, .parquet or a folder of parts)")
 
 
@@ -104,8 +106,10 @@ def refuse_bare_carriage_return(path: Path) -> None:
         SiyuError: naming the file and what to fix.
     """
     if _bare_carriage_return(path):
-        raise SiyuError(f"cannot read event log {path}: a carriage return (\\r) inside an unquoted value "
-                        "splits a record; quote that value or remove the carriage return")
+        raise SiyuError(
+            f"cannot read event log {path}: a carriage return (\\r) inside an unquoted value "
+            "splits a record; quote that value or remove the carriage return"
+        )
 
 
 def stage_raw(con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame) -> tuple[str, str]:
@@ -144,6 +148,7 @@ def stage_raw(con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame)
             select.append(f'"{cols[c][0]}" AS ts')
         else:
             select.append(f'CAST("{cols[c][0]}" AS VARCHAR) AS {c}')
-    con.execute(f"CREATE OR REPLACE TEMP VIEW _raw AS SELECT row_number() OVER () AS _row, "
-                f"{', '.join(select)} FROM {from_sql}")
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW _raw AS SELECT row_number() OVER () AS _row, {', '.join(select)} FROM {from_sql}"
+    )
     return "_raw", ts_kind

@@ -13,8 +13,8 @@ import duckdb
 from rich.console import Console
 from rich.table import Table
 
-from siyu.errors import SiyuError
 from siyu.contract import FAMILIES
+from siyu.errors import SiyuError
 
 
 @dataclass
@@ -35,20 +35,37 @@ class ValidationReport:
     outputs: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def collect(cls, con: duckdb.DuckDBPyConnection, table: str, source: str, rows_read: int, valid_rows: int,
-                max_fraction: float) -> "ValidationReport":
+    def collect(
+        cls,
+        con: duckdb.DuckDBPyConnection,
+        table: str,
+        source: str,
+        rows_read: int,
+        valid_rows: int,
+        max_fraction: float,
+    ) -> ValidationReport:
         """Count what run_validation left in `table` and `quarantine`."""
         accepted, users, ts_min, ts_max = con.execute(
             f"SELECT count(*), count(DISTINCT user_id), CAST(min(ts) AS VARCHAR), CAST(max(ts) AS VARCHAR) FROM {table}"
         ).fetchone()
-        by_reason = dict(con.execute(
-            "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY 2 DESC, 1").fetchall())
+        by_reason = dict(
+            con.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY 2 DESC, 1").fetchall()
+        )
         per_event = dict(con.execute(f"SELECT event, count(*) FROM {table} GROUP BY event").fetchall())
         by_family = {f: sum(per_event.get(e, 0) for e in evs) for f, evs in FAMILIES.items()}
-        return cls(source=source, rows_read=int(rows_read), accepted=int(accepted),
-                   duplicates=int(valid_rows - accepted), quarantined=int(rows_read - valid_rows),
-                   by_reason={k: int(v) for k, v in by_reason.items()}, users=int(users),
-                   ts_min=ts_min, ts_max=ts_max, by_family=by_family, max_fraction=max_fraction)
+        return cls(
+            source=source,
+            rows_read=int(rows_read),
+            accepted=int(accepted),
+            duplicates=int(valid_rows - accepted),
+            quarantined=int(rows_read - valid_rows),
+            by_reason={k: int(v) for k, v in by_reason.items()},
+            users=int(users),
+            ts_min=ts_min,
+            ts_max=ts_max,
+            by_family=by_family,
+            max_fraction=max_fraction,
+        )
 
     @property
     def bad_fraction(self) -> float:
@@ -74,8 +91,9 @@ class ValidationReport:
         )
 
 
-def write_outputs(con: duckdb.DuckDBPyConnection, report: ValidationReport, out_dir: Path,
-                  table: str = "events") -> None:
+def write_outputs(
+    con: duckdb.DuckDBPyConnection, report: ValidationReport, out_dir: Path, table: str = "events"
+) -> None:
     """Write quarantine.parquet, summary.json and (when under the threshold) events.parquet.
 
     Files are written to a temporary folder beside out_dir and moved into place
@@ -88,8 +106,7 @@ def write_outputs(con: duckdb.DuckDBPyConnection, report: ValidationReport, out_
         con.execute(f"COPY quarantine TO '{tmp / files['quarantine']}' (FORMAT parquet)")
         if not report.over_threshold:
             files["events"] = "events.parquet"
-            con.execute(f"COPY {table} TO '{tmp / files['events']}' "
-                        "(FORMAT parquet, ROW_GROUP_SIZE 1000000)")
+            con.execute(f"COPY {table} TO '{tmp / files['events']}' (FORMAT parquet, ROW_GROUP_SIZE 1000000)")
         else:
             # A refused log must not leave an older events.parquet looking like this run's output.
             (out_dir / "events.parquet").unlink(missing_ok=True)
@@ -104,9 +121,15 @@ def write_outputs(con: duckdb.DuckDBPyConnection, report: ValidationReport, out_
 def print_report(report: ValidationReport, console: Console) -> None:
     """Print the summary tables of a validation run."""
     t = Table(title=f"validation of {report.source}", show_header=False)
-    for k, v in [("rows read", report.rows_read), ("accepted", report.accepted),
-                 ("duplicates removed", report.duplicates), ("quarantined", report.quarantined),
-                 ("users", report.users), ("first event", report.ts_min), ("last event", report.ts_max)]:
+    for k, v in [
+        ("rows read", report.rows_read),
+        ("accepted", report.accepted),
+        ("duplicates removed", report.duplicates),
+        ("quarantined", report.quarantined),
+        ("users", report.users),
+        ("first event", report.ts_min),
+        ("last event", report.ts_max),
+    ]:
         t.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
     console.print(t)
     if report.by_reason:

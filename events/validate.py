@@ -11,11 +11,11 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from siyu.config import Config
-from siyu.errors import SiyuError
-from siyu.contract import AMOUNT_REQUIRED, CANONICAL_COLUMNS, EVENTS, REQUIRED_COLUMNS
 from events.loader import connect, refuse_bare_carriage_return, stage_raw
 from events.report import ValidationReport, print_report, write_outputs
+from siyu.config import Config
+from siyu.contract import AMOUNT_REQUIRED, CANONICAL_COLUMNS, EVENTS, REQUIRED_COLUMNS
+from siyu.errors import SiyuError
 
 # (reason, SQL condition on the parsed columns), checked in this order; a row's
 # reason is the first that holds, so the counts by reason add up to the total.
@@ -43,11 +43,14 @@ def _ts_sql(col: str, kind: str) -> str:
     Text columns arrive trimmed; a plain number is epoch seconds, or epoch
     milliseconds when it is too large to be seconds (1e11 s is the year 5138).
     """
+
     def epoch(x: str) -> str:
         # Beyond 1e14 (ms in the year 5138) or not finite: NULL, so the row is quarantined as
         # unparseable instead of to_timestamp failing the whole log.
-        return (f"(CASE WHEN isfinite({x}) AND abs({x}) < 1e14 THEN (to_timestamp(CASE WHEN abs({x}) >= 1e11 "
-                f"THEN {x} / 1000 ELSE {x} END) AT TIME ZONE 'UTC') END)")
+        return (
+            f"(CASE WHEN isfinite({x}) AND abs({x}) < 1e14 THEN (to_timestamp(CASE WHEN abs({x}) >= 1e11 "
+            f"THEN {x} / 1000 ELSE {x} END) AT TIME ZONE 'UTC') END)"
+        )
 
     if kind == "TIMESTAMP":
         return col
@@ -55,8 +58,10 @@ def _ts_sql(col: str, kind: str) -> str:
         return f"({col} AT TIME ZONE 'UTC')"
     if kind in {"BIGINT", "INTEGER", "DOUBLE", "FLOAT", "HUGEINT", "UBIGINT", "DECIMAL"}:
         return epoch(f"CAST({col} AS DOUBLE)")
-    return (f"CASE WHEN ts_num IS NOT NULL THEN {epoch('ts_num')} "
-            f"ELSE (try_cast({col} AS TIMESTAMPTZ) AT TIME ZONE 'UTC') END")
+    return (
+        f"CASE WHEN ts_num IS NOT NULL THEN {epoch('ts_num')} "
+        f"ELSE (try_cast({col} AS TIMESTAMPTZ) AT TIME ZONE 'UTC') END"
+    )
 
 
 def _event_sql(cfg: Config, col: str) -> str:
@@ -74,7 +79,7 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
     text_cols = [c for c in CANONICAL_COLUMNS if c != "ts"]
     trimmed = ", ".join(f"nullif(trim({c}), '') AS t_{c}" for c in text_cols)
     layer1 = f"""SELECT _row, ts AS ts_orig, nullif(trim(CAST(ts AS VARCHAR)), '') AS ts_raw, {trimmed},
-                 {', '.join(f'CAST({c} AS VARCHAR) AS raw_{c}' for c in CANONICAL_COLUMNS)}
+                 {", ".join(f"CAST({c} AS VARCHAR) AS raw_{c}" for c in CANONICAL_COLUMNS)}
                FROM {raw}"""
     ts_source = "ts_raw" if ts_kind == "VARCHAR" else "ts_orig"  # typed columns parse from their type
     layer2 = f"""SELECT *, try_cast(ts_raw AS DOUBLE) AS ts_num FROM ({layer1})"""
@@ -84,7 +89,7 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
             ts_raw,
             {_ts_sql(ts_source, ts_kind)} AS ts,
             t_event AS event_raw,
-            {_event_sql(cfg, 't_event')} AS event,
+            {_event_sql(cfg, "t_event")} AS event,
             t_amount AS amount_raw,
             try_cast(t_amount AS DOUBLE) AS amount,
             t_channel AS channel,
@@ -95,7 +100,7 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
             try_cast(t_coupon AS BOOLEAN) AS coupon,
             t_content_id AS content_id,
             t_order_id AS order_id,
-            {', '.join(f'raw_{c}' for c in CANONICAL_COLUMNS)}
+            {", ".join(f"raw_{c}" for c in CANONICAL_COLUMNS)}
         FROM ({layer2})
     """
     reason = "CASE " + " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in _RULES) + " END"
@@ -143,8 +148,10 @@ def _set_aside_malformed(con: duckdb.DuckDBPyConnection, source) -> int:
 def _canonical_select() -> str:
     cols = {c: c for c in CANONICAL_COLUMNS}
     cols["rating"] = "CAST(rating_num AS INTEGER)"
-    return ", ".join(f"CAST({expr} AS {CANONICAL_COLUMNS[c]}) AS {c}" if c == "rating" else f"{expr} AS {c}"
-                     for c, expr in cols.items())
+    return ", ".join(
+        f"CAST({expr} AS {CANONICAL_COLUMNS[c]}) AS {c}" if c == "rating" else f"{expr} AS {c}"
+        for c, expr in cols.items()
+    )
 
 
 def run_validation(
@@ -166,21 +173,35 @@ def run_validation(
         con.execute(f"DROP TABLE IF EXISTS {t}")
     _classify(con, cfg, raw, ts_kind)
     n_malformed = _set_aside_malformed(con, source)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
-                f"SELECT DISTINCT {_canonical_select()} FROM _checked WHERE reason IS NULL")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {table} AS "
+        f"SELECT DISTINCT {_canonical_select()} FROM _checked WHERE reason IS NULL"
+    )
     raw_cols = ", ".join(f"raw_{c} AS {c}" for c in CANONICAL_COLUMNS)
-    malformed = ("" if not n_malformed else
-                 " UNION ALL SELECT source_row, 'malformed CSV line' AS reason, detail, "
-                 + ", ".join(f"NULL AS {c}" for c in CANONICAL_COLUMNS) + " FROM _malformed")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE quarantine AS SELECT * FROM ("
-                f"SELECT _row AS source_row, reason, CAST(NULL AS VARCHAR) AS detail, {raw_cols} "
-                f"FROM _checked WHERE reason IS NOT NULL{malformed}) q ORDER BY source_row")
+    malformed = (
+        ""
+        if not n_malformed
+        else " UNION ALL SELECT source_row, 'malformed CSV line' AS reason, detail, "
+        + ", ".join(f"NULL AS {c}" for c in CANONICAL_COLUMNS)
+        + " FROM _malformed"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE quarantine AS SELECT * FROM ("
+        f"SELECT _row AS source_row, reason, CAST(NULL AS VARCHAR) AS detail, {raw_cols} "
+        f"FROM _checked WHERE reason IS NOT NULL{malformed}) q ORDER BY source_row"
+    )
     rows_read, valid_rows = con.execute("SELECT count(*), count(*) FILTER (reason IS NULL) FROM _checked").fetchone()
     rows_read += n_malformed
     con.execute("DROP TABLE _checked")
     con.execute("DROP TABLE IF EXISTS _malformed")
-    report = ValidationReport.collect(con, table, str(source) if not isinstance(source, pd.DataFrame) else "<frame>",
-                                      rows_read, valid_rows, cfg.quarantine.max_fraction)
+    report = ValidationReport.collect(
+        con,
+        table,
+        str(source) if not isinstance(source, pd.DataFrame) else "<frame>",
+        rows_read,
+        valid_rows,
+        cfg.quarantine.max_fraction,
+    )
     return report
 
 
@@ -236,5 +257,13 @@ def validate_frame(df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.Data
     return con.table("events").df(), con.table("quarantine").df()
 
 
-__all__ = ["load_valid_events", "print_report", "run_validation", "validate_file", "validate_frame", "ValidationReport",
-           "REQUIRED_COLUMNS", "SiyuError"]
+__all__ = [
+    "load_valid_events",
+    "print_report",
+    "run_validation",
+    "validate_file",
+    "validate_frame",
+    "ValidationReport",
+    "REQUIRED_COLUMNS",
+    "SiyuError",
+]

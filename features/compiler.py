@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import re
 
-from siyu.contract import BRAND_EVENTS, EVENTS, FAMILIES
-from features.facts import MASK_DAYS
 from features.catalog import Feature
+from features.facts import MASK_DAYS
+from siyu.contract import BRAND_EVENTS, EVENTS, FAMILIES
 
 _PH = re.compile(r"\{(\w+)(?::([^}]*))?\}")
 _WINDOWED = {"n": "a.n", "amt": "a.amt", "coupon": "a.n_coupon"}
 _DAYS = ("@user", "purchase")
-_LIFETIME = {"ln": "n", "lamt": "amt", "lcoupon": "n_coupon", "lrsum": "rating_sum", "lrn": "rating_n",
-             "last": "max_b", "first": "min_b"}
+_LIFETIME = {
+    "ln": "n",
+    "lamt": "amt",
+    "lcoupon": "n_coupon",
+    "lrsum": "rating_sum",
+    "lrn": "rating_n",
+    "last": "max_b",
+    "first": "min_b",
+}
 _D = "__D__"  # the cutoff day, filled in per cutoff
 
 
@@ -52,7 +59,7 @@ class Compiled:
     def __init__(self, feats: list[Feature], lookbacks: list[int]) -> None:
         self.aggregates: dict[str, str] = {}
         self.lifetime: dict[str, str] = {}  # alias -> how two partial values combine (sum, min, max)
-        self.user_days: set[str] = set()    # aliases computed over the user-days facts
+        self.user_days: set[str] = set()  # aliases computed over the user-days facts
         self.offsets: set[int] = {0}
         self.max_days = 0
         self.lookbacks = lookbacks
@@ -71,8 +78,10 @@ class Compiled:
         if kind == "d":
             return "t.d"
         if kind == "days_in_tier":
-            cases = " ".join(f"WHEN coalesce(g{w}.tier_rank, -1) <> t.tier_rank THEN {prev}"
-                             for prev, w in zip([0, *self.lookbacks], self.lookbacks))
+            cases = " ".join(
+                f"WHEN coalesce(g{w}.tier_rank, -1) <> t.tier_rank THEN {prev}"
+                for prev, w in zip([0, *self.lookbacks], self.lookbacks)
+            )
             return f"CASE {cases} ELSE {self.lookbacks[-1]} END"
         if kind in _WINDOWED or kind == "days":
             ev, hi, *lo = arg.split(":")
@@ -116,8 +125,11 @@ class Compiled:
             part: "recent" (interval facts within `span`: every aggregate but the user-days ones),
                 "old" (older interval facts: lifetime aggregates) or "user_days" (user-days facts).
         """
-        keep = {"recent": lambda a: a not in self.user_days, "old": lambda a: a in self.lifetime,
-                "user_days": lambda a: a in self.user_days}[part]
+        keep = {
+            "recent": lambda a: a not in self.user_days,
+            "old": lambda a: a in self.lifetime,
+            "user_days": lambda a: a in self.user_days,
+        }[part]
         return ", ".join(f"{sql.replace(_D, str(int(day)))} AS {a}" for sql, a in self.aggregates.items() if keep(a))
 
     def _merge(self, a: str, x: str, y: str) -> str:

@@ -14,13 +14,13 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from siyu.config import Config
-from siyu.errors import SiyuError
-from siyu.contract import EVENT_FAMILY, EVENTS
-from features.facts import Facts, Runner, build_facts, floats, instants_of, split_instant
-from features.compiler import Compiled, event_cond
 from features.catalog import Feature, features_of
+from features.compiler import Compiled, event_cond
+from features.facts import Facts, Runner, build_facts, floats, instants_of, split_instant
 from features.tiers import tier_bounds, tier_sql
+from siyu.config import Config
+from siyu.contract import EVENT_FAMILY, EVENTS
+from siyu.errors import SiyuError
 
 INT_FEATURES = ("tier", "prev_tier")
 
@@ -48,8 +48,10 @@ def user_days_sql(facts: Facts, days: list[int], c: Compiled) -> str:
     Only intervals inside the longest distinct-days window of some cutoff are kept.
     """
     near = " OR ".join(f"(a.e > {d - c.max_days} AND a.e <= {d})" for d in sorted(set(days)))
-    return (f"SELECT a.user_id, a.e, bit_or(a.mask) AS mask FROM {facts.iv} a "
-            f"WHERE {event_cond('@user')} AND ({near}) GROUP BY a.user_id, a.e")
+    return (
+        f"SELECT a.user_id, a.e, bit_or(a.mask) AS mask FROM {facts.iv} a "
+        f"WHERE {event_cond('@user')} AND ({near}) GROUP BY a.user_id, a.e"
+    )
 
 
 def _with_user(select: str) -> str:
@@ -62,16 +64,19 @@ def old_facts_sql(facts: Facts, c: Compiled, hi: int, lo: int | None = None, bef
     The facts with e <= hi (the cutoff day minus c.span) are those of `before` (a table of this
     SQL up to `lo`) plus the block lo < e <= hi, so consecutive cutoffs read each old fact once.
     """
-    block = (f"SELECT {_with_user(c.aggregates_sql(hi, 'old'))} FROM {facts.iv} a "
-             f"WHERE a.e <= {int(hi)}{'' if lo is None else f' AND a.e > {int(lo)}'} GROUP BY a.user_id")
+    block = (
+        f"SELECT {_with_user(c.aggregates_sql(hi, 'old'))} FROM {facts.iv} a "
+        f"WHERE a.e <= {int(hi)}{'' if lo is None else f' AND a.e > {int(lo)}'} GROUP BY a.user_id"
+    )
     if before is None:
         return block
-    return (f"SELECT coalesce(p.user_id, b.user_id) AS user_id, {c.accumulated_sql('p', 'b')} "
-            f"FROM {before} p FULL OUTER JOIN ({block}) b ON b.user_id = p.user_id")
+    return (
+        f"SELECT coalesce(p.user_id, b.user_id) AS user_id, {c.accumulated_sql('p', 'b')} "
+        f"FROM {before} p FULL OUTER JOIN ({block}) b ON b.user_id = p.user_id"
+    )
 
 
-def feature_sql(facts: Facts, tiers: str, user_days: str, old: str, day: int, cfg: Config,
-                c: Compiled) -> str:
+def feature_sql(facts: Facts, tiers: str, user_days: str, old: str, day: int, cfg: Config, c: Compiled) -> str:
     """SQL for the features at one cutoff day, in no set order (columns user_id, d, then the registry's).
 
     Args:
@@ -86,8 +91,9 @@ def feature_sql(facts: Facts, tiers: str, user_days: str, old: str, day: int, cf
     d = int(day)
     # Each lookback joins only its own day's tiers (a constant filter, not a hash on (user, day)).
     back = {"prev": cfg.windows.period_days, **{f"g{w}": w for w in c.lookbacks}}
-    grid = " ".join(f"LEFT JOIN (SELECT * FROM {tiers} WHERE d = {d - w}) {a} ON {a}.user_id = t.user_id"
-                    for a, w in back.items())
+    grid = " ".join(
+        f"LEFT JOIN (SELECT * FROM {tiers} WHERE d = {d - w}) {a} ON {a}.user_id = t.user_id" for a, w in back.items()
+    )
     outs = ", ".join(f"CAST({e} AS DOUBLE) AS {n}" for n, e in c.exprs.items())
     sql = f"""
     WITH k AS (SELECT * FROM {tiers} WHERE d = {d}),
@@ -117,8 +123,13 @@ def family_first_days(run: Runner, facts: Facts) -> dict[str, int]:
     return first
 
 
-def tidy_columns(cols: dict[str, np.ndarray], offset: int, feats: list[Feature], first_days: dict[str, int],
-                 families: Collection[str] | None = None) -> dict[str, np.ndarray]:
+def tidy_columns(
+    cols: dict[str, np.ndarray],
+    offset: int,
+    feats: list[Feature],
+    first_days: dict[str, int],
+    families: Collection[str] | None = None,
+) -> dict[str, np.ndarray]:
     """Engine columns of one cutoff (Runner.arrays) -> arrays user_id, asof, features (float64), by user_id.
 
     A feature is NaN at a cutoff when one of its source families is absent from the log up to
@@ -131,10 +142,11 @@ def tidy_columns(cols: dict[str, np.ndarray], offset: int, feats: list[Feature],
     day = np.asarray(cols["d"], dtype="int64")[order]
     seen: dict[str, np.ndarray] = {}
     for fam in {s for f in feats for s in f.sources}:
-        seen[fam] = (np.full(len(day), fam in families) if families is not None
-                     else day >= first_days.get(fam, 2**62))
-    out: dict[str, np.ndarray] = {"user_id": np.asarray(cols["user_id"], dtype=object)[order],
-                                  "asof": instants_of(day, offset)}
+        seen[fam] = np.full(len(day), fam in families) if families is not None else day >= first_days.get(fam, 2**62)
+    out: dict[str, np.ndarray] = {
+        "user_id": np.asarray(cols["user_id"], dtype=object)[order],
+        "asof": instants_of(day, offset),
+    }
     for f in feats:
         col = floats(cols.pop(f.name), order)
         for s in f.sources:
@@ -154,13 +166,14 @@ class ColumnStack:
         """Append the next cutoff's arrays (its row count must be the next of `sizes`)."""
         n = len(chunk["user_id"])
         if n != self.sizes[self.added]:
-            raise SiyuError(f"a cutoff's feature rows ({n:,}) do not match its known users "
-                            f"({self.sizes[self.added]:,})")
+            raise SiyuError(
+                f"a cutoff's feature rows ({n:,}) do not match its known users ({self.sizes[self.added]:,})"
+            )
         self.added += 1
         for name, col in chunk.items():
             if name not in self.cols:
                 self.cols[name] = np.empty(self.total, dtype=col.dtype)
-            self.cols[name][self.at:self.at + n] = col
+            self.cols[name][self.at : self.at + n] = col
         self.at += n
 
     def frame(self, order: list[str]) -> pd.DataFrame:
@@ -170,12 +183,14 @@ class ColumnStack:
 
 def frame_of(cols: dict[str, np.ndarray], order: list[str]) -> pd.DataFrame:
     """Column arrays -> a frame in `order`; tier codes become Int64; no consolidating copy."""
-    return pd.DataFrame({c: pd.array(np.round(cols[c]), dtype="Int64") if c in INT_FEATURES else cols[c]
-                         for c in order}, copy=False)
+    return pd.DataFrame(
+        {c: pd.array(np.round(cols[c]), dtype="Int64") if c in INT_FEATURES else cols[c] for c in order}, copy=False
+    )
 
 
-def feature_rows(run: Runner, facts: Facts, tiers: str, days: list[int], cfg: Config,
-                 families: Collection[str] | None = None) -> pd.DataFrame:
+def feature_rows(
+    run: Runner, facts: Facts, tiers: str, days: list[int], cfg: Config, families: Collection[str] | None = None
+) -> pd.DataFrame:
     """Features at each cutoff day over built facts and tiers, sorted by (asof, user_id).
 
     One query per cutoff: each groups the facts by user alone, and its result is copied into
@@ -201,8 +216,7 @@ def feature_rows(run: Runner, facts: Facts, tiers: str, days: list[int], cfg: Co
         run.table(user_days, user_days_sql(facts, days, c))
         first = family_first_days(run, facts)
         if len(days) > 1:  # one row per user known at each cutoff: the tiers there give the sizes
-            n = run.arrays(f"SELECT d, count(*) AS n FROM {tiers} WHERE d IN ({', '.join(map(str, days))}) "
-                           "GROUP BY d")
+            n = run.arrays(f"SELECT d, count(*) AS n FROM {tiers} WHERE d IN ({', '.join(map(str, days))}) GROUP BY d")
             sizes = dict(zip(np.asarray(n["d"]).tolist(), np.asarray(n["n"]).tolist()))
             stack = ColumnStack([int(sizes.get(d, 0)) for d in days])
         for d in days:
@@ -222,8 +236,9 @@ def feature_rows(run: Runner, facts: Facts, tiers: str, days: list[int], cfg: Co
     return stack.frame(order) if stack is not None else frame_of(one, order)
 
 
-def features_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str = "events",
-                families: Collection[str] | None = None) -> pd.DataFrame:
+def features_on(
+    run: Runner, cutoffs: list[datetime], cfg: Config, events: str = "events", families: Collection[str] | None = None
+) -> pd.DataFrame:
     """Feature rows for every user known at each cutoff, on any engine runner."""
     days = sorted({split_instant(c)[0] for c in cutoffs})
     facts = build_facts(run, events, list(cutoffs), feature_bounds(days, cfg))
@@ -235,8 +250,9 @@ def features_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str =
         run.drop([*facts.names(), tiers])
 
 
-def feature_table(con, asof: datetime, cfg: Config, events: str = "events",
-                  families: Collection[str] | None = None) -> pd.DataFrame:
+def feature_table(
+    con, asof: datetime, cfg: Config, events: str = "events", families: Collection[str] | None = None
+) -> pd.DataFrame:
     """Features of every user with an event at or before `asof` (one row each).
 
     Args:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -20,9 +20,7 @@ def parse_instant(text: str, what: str) -> datetime:
     except ValueError as e:
         raise SiyuError(f"{what} must be an ISO date like 2025-06-01 or 2025-06-01T12:00, got {text!r}") from e
     if t.tzinfo is not None:  # aware input: convert to the naive UTC the contract uses
-        from datetime import timezone
-
-        t = t.astimezone(timezone.utc).replace(tzinfo=None)
+        t = t.astimezone(UTC).replace(tzinfo=None)
     return t
 
 

@@ -18,10 +18,14 @@ from datetime import date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from siyu.errors import SiyuError
 from siyu.contract import (
-    BRAND_EVENTS, CONNECT_EVENTS, EVENTS, DISCONNECT_EVENTS, MEMBERSHIP_EVENTS,
+    BRAND_EVENTS,
+    CONNECT_EVENTS,
+    DISCONNECT_EVENTS,
+    EVENTS,
+    MEMBERSHIP_EVENTS,
 )
+from siyu.errors import SiyuError
 
 EPOCH = date(1970, 1, 1)
 
@@ -124,10 +128,10 @@ class Facts:
 
     prefix: str
     offset: int
-    iv: str      # user_id, e, ev (EVENTS index), n, amt, n_coupon, rating_sum, rating_n, min_b, max_b, mask
+    iv: str  # user_id, e, ev (EVENTS index), n, amt, n_coupon, rating_sum, rating_n, min_b, max_b, mask
     states: str  # user_id, chan, b, b_next, is_open  (chan 'member' = membership)
     orders: str  # user_id, cday, b, amount, coupon, cancel_b
-    users: str   # user_id, first_b, first_user_b
+    users: str  # user_id, first_b, first_user_b
     bounds: tuple[int, ...] = ()
 
     def names(self) -> list[str]:
@@ -184,8 +188,10 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
 
     def ev(where: str = "1 = 1") -> str:
         # Rows are filtered before their bucket is computed (a bucket per row of the log costs).
-        return (f"(SELECT * FROM (SELECT user_id, ts, event, amount, coupon, rating, order_id, "
-                f"CAST({bucket} AS INTEGER) AS b FROM {events} WHERE {where}) z WHERE b <= {last})")
+        return (
+            f"(SELECT * FROM (SELECT user_id, ts, event, amount, coupon, rating, order_id, "
+            f"CAST({bucket} AS INTEGER) AS b FROM {events} WHERE {where}) z WHERE b <= {last})"
+        )
 
     f = Facts(p, offset, f"{p}_iv", f"{p}_states", f"{p}_orders", f"{p}_users", tuple(bs))
     interval = interval_sql(bs)
@@ -193,31 +199,40 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
     # One key for (interval, event) instead of two hashes and compares faster (1M users, 21.6M
     # groups: 46-55 s of CPU against 48-56 s in three A/B pairs); it counts from the first bound,
     # so it is never negative and // and % split it the same way on every engine.
-    run.table(f.iv, f"""
-        SELECT user_id, k // {KEY_BASE} + {bs[0]} AS e, k % {KEY_BASE} AS ev, CAST(count(*) AS DOUBLE) AS n, sum(amount) AS amt,
+    run.table(
+        f.iv,
+        f"""
+        SELECT user_id, k // {KEY_BASE} + {bs[0]} AS e, k % {KEY_BASE} AS ev,
+               CAST(count(*) AS DOUBLE) AS n, sum(amount) AS amt,
                CAST(count(CASE WHEN coupon THEN 1 END) AS DOUBLE) AS n_coupon,
                sum(CAST(rating AS DOUBLE)) AS rating_sum, CAST(count(rating) AS DOUBLE) AS rating_n,
                min(b) AS min_b, max(b) AS max_b, bit_or({bit}) AS mask
         FROM (SELECT *, (e - {bs[0]}) * {KEY_BASE} + ev AS k
-              FROM (SELECT user_id, {event_code('event')} AS ev, amount, coupon, rating, b, {interval} AS e
+              FROM (SELECT user_id, {event_code("event")} AS ev, amount, coupon, rating, b, {interval} AS e
                     FROM {ev()} y) x) z
-        GROUP BY user_id, k""")  # an integer event code groups faster and smaller than the name;
+        GROUP BY user_id, k""",
+    )  # an integer event code groups faster and smaller than the name;
     # INTEGER days and DOUBLE measures keep each group's state small (DuckDB sums integers into HUGEINT)
     chan = {**CONNECT_EVENTS, **DISCONNECT_EVENTS, **{e: "member" for e in MEMBERSHIP_EVENTS}}
     opening = sql_list([*CONNECT_EVENTS, *(e for e, v in MEMBERSHIP_EVENTS.items() if v)])
     # The last state change of each bucket decides; at the same timestamp a close wins. A list
     # lookup finds the channel events 4x faster than `event IN (...)`, which DuckDB tests one by one.
-    run.table(f.states, f"""
+    run.table(
+        f.states,
+        f"""
         SELECT user_id, chan, b, lead(b) OVER (PARTITION BY user_id, chan ORDER BY b) AS b_next, is_open
         FROM (SELECT user_id, chan, b, is_open, row_number() OVER (
                   PARTITION BY user_id, chan, b ORDER BY ts DESC, is_open ASC) AS rn
               FROM (SELECT user_id, b, ts, {_case(chan)} AS chan,
                            CASE WHEN event IN {opening} THEN 1 ELSE 0 END AS is_open
-                    FROM {ev(f'array_position({sql_array(chan)}, event) IS NOT NULL')} w) x) y
-        WHERE rn = 1""")
+                    FROM {ev(f"array_position({sql_array(chan)}, event) IS NOT NULL")} w) x) y
+        WHERE rn = 1""",
+    )
     # An order is cancelled from the bucket where refunds with its order_id add up to its amount.
-    run.table(f.orders, f"""
-        WITH pur AS (SELECT user_id, order_id, ts, {day_sql('ts')} AS cday, b, amount,
+    run.table(
+        f.orders,
+        f"""
+        WITH pur AS (SELECT user_id, order_id, ts, {day_sql("ts")} AS cday, b, amount,
                             CASE WHEN coupon THEN 1 ELSE 0 END AS coupon
                      FROM {ev("event = 'purchase'")}),
              ref AS (SELECT user_id, order_id, b,
@@ -228,11 +243,15 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
         SELECT pur.user_id, pur.cday, pur.b, pur.amount, pur.coupon, min(ref.b) AS cancel_b
         FROM pur LEFT JOIN ref ON ref.user_id = pur.user_id AND ref.order_id = pur.order_id
                                AND ref.cum >= pur.amount
-        GROUP BY pur.user_id, pur.order_id, pur.ts, pur.cday, pur.b, pur.amount, pur.coupon""")
-    run.table(f.users, f"""
+        GROUP BY pur.user_id, pur.order_id, pur.ts, pur.cday, pur.b, pur.amount, pur.coupon""",
+    )
+    run.table(
+        f.users,
+        f"""
         SELECT user_id, min(min_b) AS first_b,
                min(CASE WHEN ev NOT IN {codes_list(BRAND_EVENTS)} THEN min_b END) AS first_user_b
-        FROM {f.iv} GROUP BY user_id""")
+        FROM {f.iv} GROUP BY user_id""",
+    )
     return f
 
 

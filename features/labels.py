@@ -11,15 +11,32 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from siyu.config import Config
-from siyu.contract import BRAND_EVENTS, TIER_RANK
 from features.facts import (
-    Facts, Runner, build_facts, codes_list, floats, instants_of, pairs_table, split_instant,
+    Facts,
+    Runner,
+    build_facts,
+    codes_list,
+    floats,
+    instants_of,
+    pairs_table,
+    split_instant,
 )
 from features.tiers import tier_bounds, tier_sql
+from siyu.config import Config
+from siyu.contract import BRAND_EVENTS, TIER_RANK
 
-LABEL_COLUMNS = ["user_id", "cutoff", "tier", "tier_next", "in_churn_pop", "in_promotion_pop", "in_koc_pop",
-                 "churn", "promotion", "koc"]
+LABEL_COLUMNS = [
+    "user_id",
+    "cutoff",
+    "tier",
+    "tier_next",
+    "in_churn_pop",
+    "in_promotion_pop",
+    "in_koc_pop",
+    "churn",
+    "promotion",
+    "koc",
+]
 
 
 def label_sql(facts: Facts, tiers: str, days: list[int], cfg: Config) -> str:
@@ -33,8 +50,11 @@ def label_sql(facts: Facts, tiers: str, days: list[int], cfg: Config) -> str:
     """
     H = cfg.windows.horizon_days
     mode = cfg.labels.churn_mode
-    gone = {"either": "(n.connected = 0 OR f.n_future = 0)", "disconnect": "n.connected = 0",
-            "inactive": "f.n_future = 0"}[mode]
+    gone = {
+        "either": "(n.connected = 0 OR f.n_future = 0)",
+        "disconnect": "n.connected = 0",
+        "inactive": "f.n_future = 0",
+    }[mode]
     koc = TIER_RANK["koc"]
     return f"""
     WITH fut AS (
@@ -47,7 +67,7 @@ def label_sql(facts: Facts, tiers: str, days: list[int], cfg: Config) -> str:
                n.connected AS connected_next, coalesce(f.n_future, 0) AS n_future,
                CASE WHEN t.connected = 1 AND t.n_user_events >= 1 THEN 1 ELSE 0 END AS in_churn_pop,
                CASE WHEN t.connected = 1 AND t.tier_rank < {koc} THEN 1 ELSE 0 END AS in_up_pop,
-               CASE WHEN {gone.replace('f.n_future', 'coalesce(f.n_future, 0)')} THEN 1 ELSE 0 END AS gone
+               CASE WHEN {gone.replace("f.n_future", "coalesce(f.n_future, 0)")} THEN 1 ELSE 0 END AS gone
         FROM {tiers} t
         JOIN {tiers} n ON n.user_id = t.user_id AND n.d = t.d + {H}
         LEFT JOIN fut f ON f.user_id = t.user_id AND f.d = t.d
@@ -62,8 +82,10 @@ def label_sql(facts: Facts, tiers: str, days: list[int], cfg: Config) -> str:
 
 def tidy_labels(cols: dict[str, np.ndarray], offset: int) -> pd.DataFrame:
     """Engine columns (Runner.arrays) -> LABEL_COLUMNS with stable dtypes (bool flags, nullable Int8 labels)."""
-    out = {"user_id": np.asarray(cols["user_id"], dtype=object),
-           "cutoff": instants_of(np.asarray(cols["d"], dtype="int64"), offset)}
+    out = {
+        "user_id": np.asarray(cols["user_id"], dtype=object),
+        "cutoff": instants_of(np.asarray(cols["d"], dtype="int64"), offset),
+    }
     for c in ("tier", "tier_next"):
         out[c] = np.asarray(cols[c], dtype=object)  # str objects already: no numpy-unicode detour
     for c in ("in_churn_pop", "in_promotion_pop", "in_koc_pop"):

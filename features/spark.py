@@ -18,12 +18,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.facts import Runner
 from siyu.config import Config
 from siyu.contract import CANONICAL_COLUMNS
-from features.facts import Runner
 
-_SPARK_TYPES = {"VARCHAR": "STRING", "TIMESTAMP": "TIMESTAMP_NTZ", "DOUBLE": "DOUBLE", "INTEGER": "INT",
-                "BOOLEAN": "BOOLEAN"}
+_SPARK_TYPES = {
+    "VARCHAR": "STRING",
+    "TIMESTAMP": "TIMESTAMP_NTZ",
+    "DOUBLE": "DOUBLE",
+    "INTEGER": "INT",
+    "BOOLEAN": "BOOLEAN",
+}
 
 
 def session(master: str | None = None, app: str = "siyu", partitions: int | None = None):
@@ -41,14 +46,17 @@ def session(master: str | None = None, app: str = "siyu", partitions: int | None
     # pyspark 4.3 warns on every pandas conversion under pandas 3; the paths we use are tested
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
     master = master or os.environ.get("SIYU_SPARK_MASTER", "local[2]")
-    spark = (SparkSession.builder.master(master).appName(app)
-            .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.sql.timestampType", "TIMESTAMP_NTZ")
-            .config("spark.sql.shuffle.partitions", str(partitions or os.environ.get("SIYU_SPARK_PARTITIONS", 8)))
-            .config("spark.ui.enabled", "false")
-            .config("spark.ui.showConsoleProgress", "false")
-            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-            .getOrCreate())
+    spark = (
+        SparkSession.builder.master(master)
+        .appName(app)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.timestampType", "TIMESTAMP_NTZ")
+        .config("spark.sql.shuffle.partitions", str(partitions or os.environ.get("SIYU_SPARK_PARTITIONS", 8)))
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
@@ -96,8 +104,10 @@ class SparkRunner(Runner):
 def load_events(spark, source: pd.DataFrame | str | Path, name: str = "events") -> None:
     """Register canonical events (a DataFrame or a Parquet path) as the temp view `name`."""
     if isinstance(source, pd.DataFrame):
-        df = spark.createDataFrame(source[list(CANONICAL_COLUMNS)].astype(object).where(source.notna(), None),
-                                   schema=", ".join(f"{c} {_SPARK_TYPES[t]}" for c, t in CANONICAL_COLUMNS.items()))
+        df = spark.createDataFrame(
+            source[list(CANONICAL_COLUMNS)].astype(object).where(source.notna(), None),
+            schema=", ".join(f"{c} {_SPARK_TYPES[t]}" for c, t in CANONICAL_COLUMNS.items()),
+        )
     else:
         df = spark.read.parquet(str(source))
     casts = [f"CAST({c} AS {_SPARK_TYPES[t]}) AS {c}" for c, t in CANONICAL_COLUMNS.items()]
@@ -118,8 +128,9 @@ def label_table(spark, cutoff: datetime, cfg: Config, events: str = "events") ->
     return labels_on(SparkRunner(spark), [cutoff], cfg, events)
 
 
-def feature_table(spark, asof: datetime, cfg: Config, events: str = "events",
-                  families: Collection[str] | None = None) -> pd.DataFrame:
+def feature_table(
+    spark, asof: datetime, cfg: Config, events: str = "events", families: Collection[str] | None = None
+) -> pd.DataFrame:
     """features.compute.feature_table on Spark."""
     from features.compute import features_on
 

@@ -12,14 +12,32 @@ from datetime import datetime
 
 import pandas as pd
 
+from features.facts import (
+    Facts,
+    Runner,
+    build_facts,
+    codes_list,
+    instants_table,
+    pairs_table,
+    split_instant,
+)
 from siyu.config import Config
 from siyu.contract import ACTIONS, BRAND_EVENTS, TIER_RANK
-from features.facts import (
-    Facts, Runner, build_facts, codes_list, instants_table, pairs_table, split_instant,
-)
 
-TIER_COLUMNS = ["user_id", "d", "tier", "tier_rank", "connected", "member", "channels_open",
-                "purchase_days", "lapsed", "n_actions", "n_referrals", "n_user_events"]
+TIER_COLUMNS = [
+    "user_id",
+    "d",
+    "tier",
+    "tier_rank",
+    "connected",
+    "member",
+    "channels_open",
+    "purchase_days",
+    "lapsed",
+    "n_actions",
+    "n_referrals",
+    "n_user_events",
+]
 
 
 def tier_sql(facts: Facts, days: list[int], cfg: Config) -> str:
@@ -49,7 +67,7 @@ def tier_sql(facts: Facts, days: list[int], cfg: Config) -> str:
     act AS (
         SELECT a.user_id, i.d,
                sum(CASE WHEN a.ev IN {codes_list(ACTIONS)} THEN a.n END) AS n_actions,
-               sum(CASE WHEN a.ev IN {codes_list(['referral_purchase'])} THEN a.n END) AS n_referrals,
+               sum(CASE WHEN a.ev IN {codes_list(["referral_purchase"])} THEN a.n END) AS n_referrals,
                sum(a.n) AS n_user_events
         FROM {facts.iv} a JOIN {pairs_table(facts.bounds, days, P)} i ON a.e = i.e
         WHERE a.ev NOT IN {codes_list(BRAND_EVENTS)}

@@ -17,9 +17,18 @@ class DocsMiddleware:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope.get("path") in ("/docs", "/docs/") and scope.get("method") in ("GET", "HEAD"):
-            await send({"type": "http.response.start", "status": 307,
-                        "headers": [(b"location", b"/"), (b"content-length", b"0")]})
+        if (
+            scope["type"] == "http"
+            and scope.get("path") in ("/docs", "/docs/")
+            and scope.get("method") in ("GET", "HEAD")
+        ):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 307,
+                    "headers": [(b"location", b"/"), (b"content-length", b"0")],
+                }
+            )
             await send({"type": "http.response.body", "body": b""})
             return
         await self.app(scope, receive, send)
@@ -71,4 +80,5 @@ def _replay(body: bytes, then: dict | None, receive):
 
     async def replay():
         return pending.pop(0) if pending else await receive()
+
     return replay

@@ -51,7 +51,15 @@ class BearerTokenMiddleware:
         if token_ok(header, self.token):
             return await self.app(scope, receive, send)
         body = json.dumps({"error": "missing or invalid bearer token (header Authorization: Bearer <token>)"}).encode()
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", b'Bearer realm="siyu"')]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b'Bearer realm="siyu"'),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

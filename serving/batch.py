@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from siyu.config import Config
-from siyu.contract import LABELS
-from siyu.errors import SiyuError
 from serving.pool import load_champions, parse_asof, population_frame, progress_bar, score_frame
 from serving.scoring import Scorer
 from serving.snapshot import record_latest, write_table_atomic
+from siyu.config import Config
+from siyu.contract import LABELS
+from siyu.errors import SiyuError
 
 
 @dataclass
@@ -30,8 +30,15 @@ class ScoreSummary:
     seconds: float = 0.0
 
 
-def score_pool(events_path: str | Path, asof: str | datetime, out: str | Path, cfg: Config,
-               engine: str = "duckdb", record: bool = True, show_progress: bool = True) -> ScoreSummary:
+def score_pool(
+    events_path: str | Path,
+    asof: str | datetime,
+    out: str | Path,
+    cfg: Config,
+    engine: str = "duckdb",
+    record: bool = True,
+    show_progress: bool = True,
+) -> ScoreSummary:
     """`siyu score`: validate and load events, build features at asof, score every user, write the snapshot.
 
     Args:
@@ -55,10 +62,10 @@ def score_pool(events_path: str | Path, asof: str | datetime, out: str | Path, c
 
         table = score_pool_spark(events_path, asof, cfg, show_progress)
     elif engine == "duckdb":
-        from features.compute import feature_table, present_families
         from events.loader import connect
-        from features.catalog import feature_names
         from events.validate import load_valid_events
+        from features.catalog import feature_names
+        from features.compute import feature_table, present_families
 
         scorer = Scorer(load_champions(cfg), feature_names(cfg), cfg.scoring.reasons)  # fail fast, before the SQL
         con = connect()
@@ -82,13 +89,19 @@ def score_pool(events_path: str | Path, asof: str | datetime, out: str | Path, c
 
 def summarize(table: pa.Table, out: Path, asof: datetime, engine: str, seconds: float) -> ScoreSummary:
     """Counts of a written snapshot table: users, scored per label, users per tier."""
-    from serving.snapshot import META_KEY
     import json
+
+    from serving.snapshot import META_KEY
 
     versions = json.loads(table.schema.metadata[META_KEY])["versions"]
     tiers = table.column("tier").value_counts().to_pylist()
     return ScoreSummary(
-        out=out, asof=asof, users=table.num_rows, versions=versions, engine=engine, seconds=round(seconds, 2),
+        out=out,
+        asof=asof,
+        users=table.num_rows,
+        versions=versions,
+        engine=engine,
+        seconds=round(seconds, 2),
         scored={lab: table.num_rows - table.column(f"p_{lab}").null_count for lab in LABELS},
         tiers={d["values"]: d["counts"] for d in tiers},
     )
@@ -96,9 +109,13 @@ def summarize(table: pa.Table, out: Path, asof: datetime, engine: str, seconds: 
 
 def print_summary(s: ScoreSummary, console) -> None:
     """What `siyu score` prints: where, how many, which models, how long."""
-    console.print(f"scored {s.users:,} users at {s.asof:%Y-%m-%d %H:%M} ({s.engine}) in {s.seconds:.1f} s "
-                  f"-> {s.out}", highlight=False)
-    console.print("  models: " + ", ".join(f"{k} v{v}" if v else f"{k} (no champion)" for k, v in s.versions.items()),
-                  highlight=False)
+    console.print(
+        f"scored {s.users:,} users at {s.asof:%Y-%m-%d %H:%M} ({s.engine}) in {s.seconds:.1f} s -> {s.out}",
+        highlight=False,
+    )
+    console.print(
+        "  models: " + ", ".join(f"{k} v{v}" if v else f"{k} (no champion)" for k, v in s.versions.items()),
+        highlight=False,
+    )
     console.print("  in population: " + ", ".join(f"{k} {v:,}" for k, v in s.scored.items()), highlight=False)
     console.print("  tiers: " + ", ".join(f"{k} {v:,}" for k, v in sorted(s.tiers.items())), highlight=False)

@@ -64,8 +64,9 @@ class PathExplainer:
         """Raw scores (log-odds) from leaf indices: what `predict(raw_score=True)` returns."""
         return self.leaf_values[leaves].sum(axis=1)
 
-    def contributions(self, X: np.ndarray | None = None, leaves: np.ndarray | None = None,
-                      num_threads: int = 0) -> np.ndarray:
+    def contributions(
+        self, X: np.ndarray | None = None, leaves: np.ndarray | None = None, num_threads: int = 0
+    ) -> np.ndarray:
         """n x (features + 1) contributions in log-odds; each row sums to its raw score.
 
         Args:
@@ -80,8 +81,10 @@ class PathExplainer:
             out = self.M[leaves].sum(axis=1)
         else:
             cols = leaves.ravel()
-            S = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), cols,
-                               np.arange(0, len(cols) + 1, leaves.shape[1])), shape=(n, len(self.M)))
+            S = sp.csr_matrix(
+                (np.ones(len(cols), dtype=np.float32), cols, np.arange(0, len(cols) + 1, leaves.shape[1])),
+                shape=(n, len(self.M)),
+            )
             out = np.asarray(S @ self.M)
         out[:, -1] = self.bias
         return out
@@ -118,17 +121,25 @@ class _SingleRowLeaves:
         self._lib, self._check, self._booster = _LIB, _safe_call, booster  # the booster must outlive the handle
         self.n_features, self.n_trees = n_features, n_trees
         self._handle = ctypes.c_void_p()
-        self._check(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-            booster._handle, ctypes.c_int(_PREDICT_LEAF_INDEX), ctypes.c_int(0),
-            ctypes.c_int(booster.best_iteration), ctypes.c_int(_DTYPE_FLOAT64), ctypes.c_int32(n_features),
-            ctypes.c_char_p(b"num_threads=1"), ctypes.byref(self._handle)))
+        self._check(
+            _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+                booster._handle,
+                ctypes.c_int(_PREDICT_LEAF_INDEX),
+                ctypes.c_int(0),
+                ctypes.c_int(booster.best_iteration),
+                ctypes.c_int(_DTYPE_FLOAT64),
+                ctypes.c_int32(n_features),
+                ctypes.c_char_p(b"num_threads=1"),
+                ctypes.byref(self._handle),
+            )
+        )
         self._out = np.empty(n_trees, dtype=np.float64)
         self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
         self._out_len = ctypes.c_int64()
         self._lock = threading.Lock()
 
     @classmethod
-    def create(cls, booster, n_features: int, n_trees: int) -> "_SingleRowLeaves | None":
+    def create(cls, booster, n_features: int, n_trees: int) -> _SingleRowLeaves | None:
         """The fast path when it reproduces `predict(pred_leaf=True)` on probe rows, else None."""
         try:
             fast = cls(booster, n_features, n_trees)
@@ -148,8 +159,11 @@ class _SingleRowLeaves:
         base, step = X.ctypes.data, X.strides[0]
         with self._lock:
             for i in range(len(X)):
-                self._check(self._lib.LGBM_BoosterPredictForMatSingleRowFast(
-                    self._handle, ctypes.c_void_p(base + i * step), ctypes.byref(self._out_len), self._out_ptr))
+                self._check(
+                    self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+                        self._handle, ctypes.c_void_p(base + i * step), ctypes.byref(self._out_len), self._out_ptr
+                    )
+                )
                 out[i] = self._out
         return out
 

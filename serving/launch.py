@@ -12,15 +12,16 @@ from pathlib import Path
 
 import httpx
 
+from serving.snapshot import latest_snapshot, read_meta
 from siyu.config import Config
 from siyu.errors import SiyuError
-from serving.snapshot import latest_snapshot, read_meta
 
 SERVICE = "serving.service:SiyuService"
 
 
-def serve_command(cfg: Config, host: str = "127.0.0.1", port: int = 3000,
-                  scores: str | Path | None = None, workers: int | None = None) -> tuple[list[str], dict[str, str]]:
+def serve_command(
+    cfg: Config, host: str = "127.0.0.1", port: int = 3000, scores: str | Path | None = None, workers: int | None = None
+) -> tuple[list[str], dict[str, str]]:
     """The argv and environment that start the prediction API.
 
     Args:
@@ -83,8 +84,7 @@ def stop_server(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def wait_ready(url: str, proc: subprocess.Popen | None = None, log: Path | None = None,
-               timeout: float = 180) -> None:
+def wait_ready(url: str, proc: subprocess.Popen | None = None, log: Path | None = None, timeout: float = 180) -> None:
     """Poll `url`/readyz until it answers 200.
 
     Raises:

@@ -20,8 +20,12 @@ def _metrics() -> dict:
         import prometheus_client as pc
 
         _METRICS["served"] = pc.Counter("siyu_predictions", "Users scored, by tier and endpoint", ["tier", "endpoint"])
-        _METRICS["score"] = pc.Histogram("siyu_score", "Scores served, by label", ["label"],
-                                         buckets=[0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0])
+        _METRICS["score"] = pc.Histogram(
+            "siyu_score",
+            "Scores served, by label",
+            ["label"],
+            buckets=[0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0],
+        )
     return _METRICS
 
 

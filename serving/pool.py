@@ -5,18 +5,18 @@ Shared by the DuckDB path (`serving.batch`) and the Spark path (`serving.spark_s
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from serving.scoring import N_REASONS, Scorer, buckets, percentiles, reference
+from serving.snapshot import FEATURE_PREFIX, with_meta
 from siyu.config import Config
 from siyu.contract import LABELS
 from siyu.errors import SiyuError
-from serving.scoring import N_REASONS, Scorer, buckets, percentiles, reference
-from serving.snapshot import FEATURE_PREFIX, with_meta
 
 CHUNK_ROWS = 100_000
 
@@ -26,7 +26,7 @@ def parse_asof(asof: str | datetime) -> datetime:
     from features.export import parse_instant
 
     if isinstance(asof, datetime):
-        return asof if asof.tzinfo is None else asof.astimezone(timezone.utc).replace(tzinfo=None)
+        return asof if asof.tzinfo is None else asof.astimezone(UTC).replace(tzinfo=None)
     return parse_instant(str(asof), "--asof")
 
 
@@ -47,20 +47,26 @@ def load_champions(cfg: Config, alias: str = "champion") -> dict:
         except SiyuError as e:
             why.append(str(e))
     if not models:
-        raise SiyuError(f"no '{alias}' model in the registry at {cfg.tracking_uri()}: run `siyu train` first"
-                        + (f" ({why[0]})" if why else ""))
+        raise SiyuError(
+            f"no '{alias}' model in the registry at {cfg.tracking_uri()}: run `siyu train` first"
+            + (f" ({why[0]})" if why else "")
+        )
     return models
 
 
-def _reasons_column(idx: np.ndarray, contrib: np.ndarray, X: np.ndarray, mask: np.ndarray,
-                    names: list[str]) -> pa.Array:
+def _reasons_column(
+    idx: np.ndarray, contrib: np.ndarray, X: np.ndarray, mask: np.ndarray, names: list[str]
+) -> pa.Array:
     """list<struct<feature, value, contribution>> per row; null outside the population."""
     rows = np.flatnonzero(mask)
     flat = idx[rows].reshape(-1)
     vals = X[np.repeat(rows, N_REASONS), flat]
     structs = pa.StructArray.from_arrays(
-        [pa.DictionaryArray.from_arrays(pa.array(flat.astype(np.int32)), pa.array(names)),
-         pa.array(vals, from_pandas=True), pa.array(contrib[rows].reshape(-1))],
+        [
+            pa.DictionaryArray.from_arrays(pa.array(flat.astype(np.int32)), pa.array(names)),
+            pa.array(vals, from_pandas=True),
+            pa.array(contrib[rows].reshape(-1)),
+        ],
         names=["feature", "value", "contribution"],
     )
     offsets = np.zeros(len(mask) + 1, dtype=np.int32)
@@ -68,9 +74,16 @@ def _reasons_column(idx: np.ndarray, contrib: np.ndarray, X: np.ndarray, mask: n
     return pa.ListArray.from_arrays(pa.array(offsets), structs, mask=pa.array(~mask))
 
 
-def score_frame(feats: pd.DataFrame, pop: pd.DataFrame, scorer: Scorer, cfg: Config, asof: datetime,
-                progress: Progress | None = None, families: list[str] | None = None,
-                proba: dict[str, np.ndarray] | None = None) -> pa.Table:
+def score_frame(
+    feats: pd.DataFrame,
+    pop: pd.DataFrame,
+    scorer: Scorer,
+    cfg: Config,
+    asof: datetime,
+    progress: Progress | None = None,
+    families: list[str] | None = None,
+    proba: dict[str, np.ndarray] | None = None,
+) -> pa.Table:
     """Score a feature table and build the snapshot table (scores, percentiles, buckets, reasons, features).
 
     Args:
@@ -119,8 +132,11 @@ def score_frame(feats: pd.DataFrame, pop: pd.DataFrame, scorer: Scorer, cfg: Con
         cols[f"pct_{lab}"] = pa.array(pct, from_pandas=True)
         cols[f"bucket_{lab}"] = pa.array(buckets(pct, cfg.scoring.buckets), pa.string())
         cols[f"reasons_{lab}"] = _reasons_column(idx[lab], con[lab], X, pops[lab] & ~np.isnan(proba[lab]), names)
-        cols[f"version_{lab}"] = pa.array(np.full(n, versions[lab] if versions[lab] is not None else 0),
-                                          pa.int32(), mask=np.full(n, versions[lab] is None))
+        cols[f"version_{lab}"] = pa.array(
+            np.full(n, versions[lab] if versions[lab] is not None else 0),
+            pa.int32(),
+            mask=np.full(n, versions[lab] is None),
+        )
     for j, f in enumerate(names):
         cols[FEATURE_PREFIX + f] = pa.array(X[:, j], from_pandas=True)
     return with_meta(pa.table(cols), asof, versions, names, families)
@@ -142,11 +158,23 @@ def populations_from_tiers(t: pd.DataFrame) -> pd.DataFrame:
     from siyu.contract import TIER_RANK
 
     up = t["connected"].astype(bool) & (t["tier_rank"] < TIER_RANK["koc"])
-    return pd.DataFrame({"user_id": t["user_id"].astype(str), "tier": t["tier"],
-                         "in_churn_pop": t["connected"].astype(bool) & (t["n_user_events"] >= 1),
-                         "in_promotion_pop": up, "in_koc_pop": up})
+    return pd.DataFrame(
+        {
+            "user_id": t["user_id"].astype(str),
+            "tier": t["tier"],
+            "in_churn_pop": t["connected"].astype(bool) & (t["n_user_events"] >= 1),
+            "in_promotion_pop": up,
+            "in_koc_pop": up,
+        }
+    )
 
 
 def progress_bar(enabled: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    disable=not enabled, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not enabled,
+        transient=False,
+    )

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from siyu.config import Config
-from siyu.errors import SiyuError
-from siyu.contract import CANONICAL_COLUMNS, LABELS
 from serving.render import JsonRenderer
 from serving.scoring import ReasonFormatter, Scorer, buckets, percentiles, reference
 from serving.snapshot import Snapshot, load_snapshot
+from siyu.config import Config
+from siyu.contract import CANONICAL_COLUMNS, LABELS
+from siyu.errors import SiyuError
 
 
 class EventsRejected(SiyuError):
@@ -86,7 +86,7 @@ class Predictor:
             self.refs[lab] = reference(fresh[lab] if lab in fresh else snap.proba[lab])
 
     @classmethod
-    def load(cls, cfg: Config, scores: str | None) -> "Predictor":
+    def load(cls, cfg: Config, scores: str | None) -> Predictor:
         """Load the champions from the registry and a snapshot (default: the latest recorded one)."""
         from serving.pool import load_champions
         from serving.snapshot import latest_snapshot
@@ -117,8 +117,13 @@ class Predictor:
         """Snapshot rows of the ids (-1: unknown) and the known users' ids, features, tiers, populations."""
         rows = [self.snap.index.get(u, -1) for u in user_ids]
         known = np.array([r for r in rows if r >= 0], dtype=np.int64)
-        return (rows, [u for u, r in zip(user_ids, rows) if r >= 0], self.snap.X[known], self.snap.tier[known],
-                {lab: m[known] for lab, m in self.snap.pops.items()})
+        return (
+            rows,
+            [u for u, r in zip(user_ids, rows) if r >= 0],
+            self.snap.X[known],
+            self.snap.tier[known],
+            {lab: m[known] for lab, m in self.snap.pops.items()},
+        )
 
     def columns(self, X: np.ndarray, pops: dict[str, np.ndarray]) -> dict[str, tuple]:
         """Per label with a model: (proba, percentile, bucket, reason idx, reason contrib) of each row."""
@@ -127,12 +132,18 @@ class Predictor:
         for lab in LABELS:
             if lab in s.proba:
                 pct = percentiles(s.proba[lab], self.refs[lab])
-                cols[lab] = (s.proba[lab], pct, buckets(pct, self.cfg.scoring.buckets), s.reason_idx[lab],
-                             s.reason_contrib[lab])
+                cols[lab] = (
+                    s.proba[lab],
+                    pct,
+                    buckets(pct, self.cfg.scoring.buckets),
+                    s.reason_idx[lab],
+                    s.reason_contrib[lab],
+                )
         return cols
 
-    def predict_rows(self, user_ids: list[str], X: np.ndarray, tier: np.ndarray,
-                     pops: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    def predict_rows(
+        self, user_ids: list[str], X: np.ndarray, tier: np.ndarray, pops: dict[str, np.ndarray]
+    ) -> list[dict[str, Any]]:
         """Score feature rows and shape one answer item per row."""
         if len(user_ids) == 0:
             return []
@@ -148,7 +159,9 @@ class Predictor:
                     continue
                 item[key] = float(p[i])
                 item[lab] = {
-                    "probability": float(p[i]), "percentile": round(float(pct[i]), 2), "bucket": bkt[i],
+                    "probability": float(p[i]),
+                    "percentile": round(float(pct[i]), 2),
+                    "bucket": bkt[i],
                     "reasons": [fmt(lab, j, X[i, j], con[i, k]) for k, j in enumerate(idx[i].tolist()) if j >= 0],
                 }
         return out
@@ -166,18 +179,22 @@ class Predictor:
         Raises:
             EventsRejected: a row breaks the contract.
         """
-        from features.compute import feature_table
         from events.loader import connect
         from events.validate import run_validation
+        from features.compute import feature_table
         from serving.pool import population_frame
 
         # Text like a CSV cell, so the validator's parsing rules apply unchanged.
-        df = pd.DataFrame([{c: (None if e.get(c) is None else str(e[c])) for c in CANONICAL_COLUMNS}
-                           for e in events], columns=list(CANONICAL_COLUMNS), dtype=object)
+        df = pd.DataFrame(
+            [{c: (None if e.get(c) is None else str(e[c])) for c in CANONICAL_COLUMNS} for e in events],
+            columns=list(CANONICAL_COLUMNS),
+            dtype=object,
+        )
         con = connect(threads=1)
         run_validation(con, df, self.cfg)
-        bad = con.execute("SELECT source_row, reason, count(*) OVER () FROM quarantine ORDER BY source_row "
-                          "LIMIT 1").fetchone()
+        bad = con.execute(
+            "SELECT source_row, reason, count(*) OVER () FROM quarantine ORDER BY source_row LIMIT 1"
+        ).fetchone()
         if bad:
             raise EventsRejected(int(bad[0]) - 1, _field_of(bad[1]), bad[1], int(bad[2]))
         if asof is None:

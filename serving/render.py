@@ -15,8 +15,8 @@ from json.encoder import encode_basestring_ascii as _q  # C-accelerated, what js
 
 import numpy as np
 
-from siyu.contract import LABELS
 from serving.scoring import ReasonFormatter, format_value
+from siyu.contract import LABELS
 
 
 def _num(x: float) -> str:
@@ -54,11 +54,19 @@ class JsonRenderer:
                 if len(self._values) > 200_000:
                     self._values.clear()
                 self._values[(j, value)] = text
-        return (self.feature[j] + text[0] + self.direction[up] + repr(round(contrib, 4)) + self.sentence[j] + text[1]
-                + self.tail[(lab, up)])
+        return (
+            self.feature[j]
+            + text[0]
+            + self.direction[up]
+            + repr(round(contrib, 4))
+            + self.sentence[j]
+            + text[1]
+            + self.tail[(lab, up)]
+        )
 
-    def items(self, user_ids: list[str], rows: list[int], tier: np.ndarray, X: np.ndarray,
-              cols: dict[str, tuple]) -> str:
+    def items(
+        self, user_ids: list[str], rows: list[int], tier: np.ndarray, X: np.ndarray, cols: dict[str, tuple]
+    ) -> str:
         """JSON array text of the answer items.
 
         Args:
@@ -92,9 +100,13 @@ class JsonRenderer:
                 lab, p, pct, bkt, idx, con, vals = spec
                 pr = repr(p[r])  # finite: NaN was handled above, percentiles/contributions checked
                 reasons = ",".join(self._reason(lab, j, vals[r][k], con[r][k]) for k, j in enumerate(idx[r]) if j >= 0)
-                objs.append('{"probability":%s,"percentile":%s,"bucket":%s,"reasons":[%s]}' % (
-                    pr, repr(round(pct[r], 2)), "null" if bkt[r] is None else _q(bkt[r]), reasons))
+                objs.append(
+                    '{"probability":%s,"percentile":%s,"bucket":%s,"reasons":[%s]}'
+                    % (pr, repr(round(pct[r], 2)), "null" if bkt[r] is None else _q(bkt[r]), reasons)
+                )
                 ps.append(pr)
-            out.append('{"user_id":%s,"status":"ok","tier":%s,"p_churn":%s,"p_promotion":%s,"p_koc":%s,'
-                       '"churn":%s,"promotion":%s,"koc":%s}' % (_q(u), _q(str(tier[r])), *ps, *objs))
+            out.append(
+                '{"user_id":%s,"status":"ok","tier":%s,"p_churn":%s,"p_promotion":%s,"p_koc":%s,'
+                '"churn":%s,"promotion":%s,"koc":%s}' % (_q(u), _q(str(tier[r])), *ps, *objs)
+            )
         return "[" + ",".join(out) + "]"

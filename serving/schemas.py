@@ -6,7 +6,7 @@ a 400 naming the field instead of a silent accept or a 500.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -26,7 +26,7 @@ def _asof_utc(t: datetime | None) -> datetime | None:
     naive = t.replace(tzinfo=None)
     if not lo <= naive < hi:
         raise ValueError(f"asof must be between {lo:%Y-%m-%d} and {hi:%Y-%m-%d}")
-    return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
 
 
 Asof = Annotated[datetime | None, AfterValidator(_asof_utc)]
@@ -52,8 +52,9 @@ class PredictRequest(_Request):
     """Users to score from the latest snapshot."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": EXAMPLE_REQUEST})
-    user_ids: list[UserId] = Field(..., min_length=1, max_length=MAX_ITEMS,
-                                   description="1 to 1000 user ids as the brand knows them")
+    user_ids: list[UserId] = Field(
+        ..., min_length=1, max_length=MAX_ITEMS, description="1 to 1000 user ids as the brand knows them"
+    )
 
 
 class Event(_Request):
@@ -75,10 +76,14 @@ class PredictEventsRequest(_Request):
     """Raw events of one or more users (new users, or activity newer than the snapshot)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": EXAMPLE_EVENTS_REQUEST})
-    events: list[Event] = Field(..., min_length=1, max_length=MAX_ITEMS,
-                                description="1 to 1000 events; features use only these events")
-    asof: Asof = Field(None, description="cutoff (an offset is converted to UTC; 1970-2200); default: the later of "
-                                         "the snapshot date and the newest posted event")
+    events: list[Event] = Field(
+        ..., min_length=1, max_length=MAX_ITEMS, description="1 to 1000 events; features use only these events"
+    )
+    asof: Asof = Field(
+        None,
+        description="cutoff (an offset is converted to UTC; 1970-2200); default: the later of "
+        "the snapshot date and the newest posted event",
+    )
 
 
 class Reason(BaseModel):

@@ -7,14 +7,13 @@ for one row per request, batch scoring for chunks of a million.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from siyu.contract import LABELS
 from serving.explain import PathExplainer
+from siyu.contract import LABELS
 
 N_REASONS = 3
 # How a reason sentence names each score.
@@ -73,8 +72,9 @@ class Scorer:
             raise ValueError(f"model {lab} needs features missing from the snapshot: {fs[:5]}")
         self._cols = {lab: np.array([pos[f] for f in m.feature_names]) for lab, m in self.models.items()}
         # Identity column maps skip a copy on the hot path.
-        self._identity = {lab: bool(len(c) == len(pos) and (c == np.arange(len(pos))).all())
-                          for lab, c in self._cols.items()}
+        self._identity = {
+            lab: bool(len(c) == len(pos) and (c == np.arange(len(pos))).all()) for lab, c in self._cols.items()
+        }
         self._explainers = {lab: PathExplainer(m.booster) for lab, m in self.models.items()}
         self._fast = {lab: _fast_proba_ok(m, self._explainers[lab]) for lab, m in self.models.items()}
 
@@ -99,7 +99,7 @@ class Scorer:
         """
         out = Scored()
         n = X.shape[0]
-        for lab, model in self.models.items():
+        for lab, _model in self.models.items():
             mask = np.asarray(pops[lab], dtype=bool)
             p = np.full(n, np.nan)
             idx = np.full((n, N_REASONS), -1, dtype=np.int64)
@@ -229,8 +229,11 @@ class ReasonFormatter:
         self.names = [f.name for f in features]
         self.units = [f.unit for f in features]
         self.prefix = [(f.meaning[:1].upper() + f.meaning[1:] if f.meaning else f.name) + ": " for f in features]
-        self.tail = {(lab, up): f" - {'raises' if up else 'lowers'} {phrase}."
-                     for lab, phrase in LABEL_PHRASE.items() for up in (True, False)}
+        self.tail = {
+            (lab, up): f" - {'raises' if up else 'lowers'} {phrase}."
+            for lab, phrase in LABEL_PHRASE.items()
+            for up in (True, False)
+        }
 
     def item(self, label: str, j: int, value: float, contrib: float) -> dict[str, Any]:
         """One reason: feature, value, direction, contribution and a sentence.
@@ -244,7 +247,9 @@ class ReasonFormatter:
         up = contrib > 0
         val = None if value != value else float(value)
         return {
-            "feature": self.names[j], "value": val, "direction": "up" if up else "down",
+            "feature": self.names[j],
+            "value": val,
+            "direction": "up" if up else "down",
             "contribution": round(float(contrib), 4),
             "sentence": self.prefix[j] + format_value(val, self.units[j]) + self.tail[(label, up)],
         }

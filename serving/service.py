@@ -24,12 +24,12 @@ import bentoml
 import numpy as np
 from starlette.responses import JSONResponse, Response
 
-from siyu.errors import SiyuError
-from siyu.contract import LABELS
 from serving.asgi import LIVE, DocsMiddleware, FastPredictMiddleware
 from serving.auth import BearerTokenMiddleware
 from serving.metrics import count, flush_metrics
 from serving.schemas import PredictEventsRequest, PredictRequest, PredictResponse
+from siyu.contract import LABELS
+from siyu.errors import SiyuError
 
 log = logging.getLogger("serving")
 
@@ -53,8 +53,13 @@ def _error(status: int, msg: str, loc: list | None = None) -> JSONResponse:
 _UNTRACED = [] if os.environ.get("SIYU_TRACING", "0") == "1" else [r"/predict$", r"/predict_events$"]
 
 
-@bentoml.service(name="siyu", traffic={"timeout": 30}, workers=1, tracing={"excluded_urls": _UNTRACED or None},
-                 logging={"access": {"enabled": os.environ.get("SIYU_ACCESS_LOG", "0") == "1"}})
+@bentoml.service(
+    name="siyu",
+    traffic={"timeout": 30},
+    workers=1,
+    tracing={"excluded_urls": _UNTRACED or None},
+    logging={"access": {"enabled": os.environ.get("SIYU_ACCESS_LOG", "0") == "1"}},
+)
 class SiyuService:
     """Tier, churn, promotion and KOC predictions with reasons, for snapshot users or raw events."""
 
@@ -73,15 +78,19 @@ class SiyuService:
 
     def _load_forever(self) -> None:
         """Load config, champions and snapshot; on failure log one line and retry (no crash loop)."""
-        from siyu.config import load_config
         from serving.predictor import Predictor
+        from siyu.config import load_config
 
         while self.predictor is None and not self._stop.is_set():
             try:
                 cfg = load_config(os.environ.get("SIYU_CONFIG") or None)
                 self.predictor = Predictor.load(cfg, os.environ.get("SIYU_SCORES") or None)
-                log.info("siyu ready: models %s, snapshot %s (%s users)", self.predictor.versions,
-                         self.predictor.snap.path, len(self.predictor.snap.user_ids))
+                log.info(
+                    "siyu ready: models %s, snapshot %s (%s users)",
+                    self.predictor.versions,
+                    self.predictor.snap.path,
+                    len(self.predictor.snap.user_ids),
+                )
                 # Models, snapshot and the imported libraries are ~400k long-lived objects: a full
                 # collection walks them all (~250 ms here, longer with a big snapshot) in the middle
                 # of some request. Freezing moves them out of the collector's sight; new objects
@@ -112,8 +121,9 @@ class SiyuService:
             cur = self.predictor
             served = {lab: v for lab, v in cur.versions.items() if v is not None}
             try:
-                if (champion_versions(cur.cfg, served) == served
-                        and _file_id(pinned or latest_snapshot(cur.cfg)) == _file_id(cur.snap.path)):
+                if champion_versions(cur.cfg, served) == served and _file_id(
+                    pinned or latest_snapshot(cur.cfg)
+                ) == _file_id(cur.snap.path):
                     continue
                 new = Predictor.load(cur.cfg, pinned)
             except Exception as e:  # noqa: BLE001 - the registry or a file is away for now: keep serving
@@ -145,8 +155,10 @@ class SiyuService:
 
     def _answer(self, p, items: list[dict] | str, asof: datetime) -> Response:
         """The response of predictor `p`: `items` as dicts (shaped to PredictResponse) or as JSON text."""
-        head = json.dumps({"model_versions": p.versions, "snapshot_date": p.snap.asof.isoformat(),
-                           "asof": asof.isoformat()}, separators=(",", ":"))
+        head = json.dumps(
+            {"model_versions": p.versions, "snapshot_date": p.snap.asof.isoformat(), "asof": asof.isoformat()},
+            separators=(",", ":"),
+        )
         if not isinstance(items, str):
             items = json.dumps(items, allow_nan=False, separators=(",", ":"), check_circular=False)
         # Serialised directly: a second validation pass through the response model would cost more than scoring.
@@ -182,8 +194,11 @@ class SiyuService:
         except SiyuError as e:  # any other contract problem of the posted events: the caller's to fix, not a 500
             return _error(400, str(e)[:500], ["events"])
         ok = [i for i in items if i["status"] == "ok"]
-        count("predict_events", [i["tier"] for i in ok],
-              {lab: np.array([i[f"p_{lab}"] for i in ok if i[f"p_{lab}"] is not None], dtype=float) for lab in LABELS})
+        count(
+            "predict_events",
+            [i["tier"] for i in ok],
+            {lab: np.array([i[f"p_{lab}"] for i in ok if i[f"p_{lab}"] is not None], dtype=float) for lab in LABELS},
+        )
         return self._answer(p, items, used)
 
 

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from siyu.config import Config
-from siyu.errors import SiyuError
 from siyu.contract import LABELS
+from siyu.errors import SiyuError
 
 FEATURE_PREFIX = "x."
 META_KEY = b"siyu"
@@ -71,11 +71,17 @@ def write_table_atomic(table: pa.Table, out: Path) -> None:
         raise
 
 
-def with_meta(table: pa.Table, asof: datetime, versions: dict, feature_names: list[str],
-              families: list[str] | None = None) -> pa.Table:
+def with_meta(
+    table: pa.Table, asof: datetime, versions: dict, feature_names: list[str], families: list[str] | None = None
+) -> pa.Table:
     """Attach the snapshot's metadata (asof, versions, feature order, event families) to a table."""
-    meta = {"format": 1, "asof": asof.isoformat(), "versions": versions, "feature_names": feature_names,
-            "families": families}
+    meta = {
+        "format": 1,
+        "asof": asof.isoformat(),
+        "versions": versions,
+        "feature_names": feature_names,
+        "families": families,
+    }
     return table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
 
 
@@ -138,8 +144,14 @@ def record_latest(cfg: Config, path: Path, asof: datetime) -> None:
     d.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump({"path": str(Path(path).resolve()), "asof": asof.isoformat(),
-                   "written": datetime.now().isoformat(timespec="seconds")}, f)
+        json.dump(
+            {
+                "path": str(Path(path).resolve()),
+                "asof": asof.isoformat(),
+                "written": datetime.now().isoformat(timespec="seconds"),
+            },
+            f,
+        )
     os.replace(tmp, d / LATEST)
 
 

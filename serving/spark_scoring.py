@@ -43,8 +43,7 @@ def spark_probabilities(spark, feats, models: dict, cfg: Config) -> dict[str, np
     pdf[names] = pdf[names].astype("float64")
     sdf = spark.createDataFrame(pdf)
     for lab, m in models.items():
-        udf = mlflow.pyfunc.spark_udf(spark, f"models:/{m.name}/{m.version}", result_type="double",
-                                      env_manager="local")
+        udf = mlflow.pyfunc.spark_udf(spark, f"models:/{m.name}/{m.version}", result_type="double", env_manager="local")
         sdf = sdf.withColumn(f"p_{lab}", udf(F.struct(*[F.col(f"`{f}`") for f in m.feature_names])))
     out = sdf.select("_row", *[f"p_{lab}" for lab in models]).toPandas().sort_values("_row")
     return {lab: out[f"p_{lab}"].to_numpy(dtype=float) for lab in models}
@@ -62,11 +61,11 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
     Returns:
         The snapshot table (same layout as the DuckDB engine's).
     """
-    from features import spark as S
-    from features.compute import present_families
     from events.loader import connect
-    from features.catalog import feature_names
     from events.validate import load_valid_events
+    from features import spark as S
+    from features.catalog import feature_names
+    from features.compute import present_families
     from serving.pool import load_champions, populations_from_tiers, progress_bar, score_frame
     from serving.scoring import Scorer
 

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulation.state import HUNTER, State
+from simulation.writer import LIVE, MINI, DayEvents, E
 from siyu.config import SimulationConfig
 from siyu.contract import CHANNELS
-from simulation.writer import LIVE, MINI, DayEvents, E
-from simulation.state import HUNTER, State
 
 F4 = np.float32
 CONNECT_CODES = (E["follow"], E["add_contact"], E["join_group"])
@@ -62,8 +62,9 @@ def _roll_window(st: State, slot: int) -> None:
         buf[slot] = 0
 
 
-def step(st: State, d: int, cal: Calendar, p: SimulationConfig, rng: np.random.Generator,
-         ev: DayEvents) -> tuple[np.ndarray, np.ndarray]:
+def step(
+    st: State, d: int, cal: Calendar, p: SimulationConfig, rng: np.random.Generator, ev: DayEvents
+) -> tuple[np.ndarray, np.ndarray]:
     """Advance every user of `st` through day `d`.
 
     Args:
@@ -149,8 +150,14 @@ def step(st: State, d: int, cal: Calendar, p: SimulationConfig, rng: np.random.G
     # 6. purchases
     has_coupon = st.coupon_until >= d
     b0, b_need, b_trust, b_exp = p.purchase_logit
-    logit = (b0 + b_need * st.need + b_trust * t + b_exp * np.log1p(st.exposure)
-             + (p.purchase_campaign_boost if camp else 0.0) + p.purchase_coupon_boost * has_coupon)
+    logit = (
+        b0
+        + b_need * st.need
+        + b_trust * t
+        + b_exp * np.log1p(st.exposure)
+        + (p.purchase_campaign_boost if camp else 0.0)
+        + p.purchase_coupon_boost * has_coupon
+    )
     p_buy = np.where(hunter, np.where(has_coupon, F4(p.hunter_buy_prob), F4(0)), _sig(logit))
     buy = np.flatnonzero(conn & (rand() < p_buy))
     _purchases(st, buy, d, slot, has_coupon[buy], hunter[buy], p, rng, ev)
@@ -197,8 +204,17 @@ def step(st: State, d: int, cal: Calendar, p: SimulationConfig, rng: np.random.G
     return refs, ref_amount
 
 
-def _purchases(st: State, buy: np.ndarray, d: int, slot: int, coupon: np.ndarray, hunter: np.ndarray,
-               p: SimulationConfig, rng: np.random.Generator, ev: DayEvents) -> None:
+def _purchases(
+    st: State,
+    buy: np.ndarray,
+    d: int,
+    slot: int,
+    coupon: np.ndarray,
+    hunter: np.ndarray,
+    p: SimulationConfig,
+    rng: np.random.Generator,
+    ev: DayEvents,
+) -> None:
     """Today's orders of rows `buy`: amounts, coupons, satisfaction, reviews, refunds, membership."""
     k = buy.size
     if k == 0:
@@ -213,8 +229,9 @@ def _purchases(st: State, buy: np.ndarray, d: int, slot: int, coupon: np.ndarray
     t = st.trust
     sat = rng.random(k, dtype=F4) < p.satisfaction_prob
     st.last_sat[buy] = sat
-    t[buy] = np.where(sat, t[buy] + p.trust_gain_good_purchase * (1 - t[buy]),
-                      t[buy] - p.trust_loss_bad_purchase * t[buy])
+    t[buy] = np.where(
+        sat, t[buy] + p.trust_gain_good_purchase * (1 - t[buy]), t[buy] - p.trust_loss_bad_purchase * t[buy]
+    )
     rb, rt = p.review_prob
     rev = rng.random(k, dtype=F4) < rb + rt * t[buy] + np.where(sat, 0.0, 0.2)
     hi = rng.random(k, dtype=F4) < t[buy]

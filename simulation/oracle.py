@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from siyu.config import Config
 from simulation.dynamics import Calendar, step
-from simulation.writer import DayEvents
 from simulation.state import State, take, tier_ranks
+from simulation.writer import DayEvents
+from siyu.config import Config
 
 KOC_RANK = 5
 
@@ -50,8 +50,9 @@ def outcomes(st: State, rows: np.ndarray | None, t: int, tier0: np.ndarray, cfg:
     return {"churn": churn, "promotion": tier_end > tier0, "koc": tier_end == KOC_RANK}
 
 
-def oracle_probs(st: State, snap: Snapshot, cal: Calendar, cfg: Config, replicas: int, seed: int,
-                 batch_rows: int = 250_000) -> dict[str, np.ndarray]:
+def oracle_probs(
+    st: State, snap: Snapshot, cal: Calendar, cfg: Config, replicas: int, seed: int, batch_rows: int = 250_000
+) -> dict[str, np.ndarray]:
     """p_oracle of each label for the users of `snap`, from `replicas` re-simulations of (T, T+H].
 
     Args:
@@ -70,12 +71,12 @@ def oracle_probs(st: State, snap: Snapshot, cal: Calendar, cfg: Config, replicas
     out = {lab: np.zeros(snap.rows.size) for lab in ("churn", "promotion", "koc")}
     per = max(1, batch_rows // replicas)
     for b, lo in enumerate(range(0, snap.rows.size, per)):
-        rows = snap.rows[lo:lo + per]
+        rows = snap.rows[lo : lo + per]
         sub = take(st, rows, replicas)
         rng = np.random.default_rng([seed, 0x0A, snap.t, b])
         for d in range(snap.t, snap.t + H):
             step(sub, d, cal, cfg.simulation, rng, DayEvents(sub, d, emit=False))
-        lab = outcomes(sub, None, snap.t, np.repeat(snap.tier[lo:lo + per], replicas), cfg)
+        lab = outcomes(sub, None, snap.t, np.repeat(snap.tier[lo : lo + per], replicas), cfg)
         for k, v in lab.items():
-            out[k][lo:lo + per] = v.reshape(-1, replicas).mean(axis=1)
+            out[k][lo : lo + per] = v.reshape(-1, replicas).mean(axis=1)
     return out

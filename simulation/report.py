@@ -35,8 +35,13 @@ class RealismTracker:
             was, lost = self.start_conn, ~conn[:m]
             hunter = st.segment[:m] == HUNTER
             tired = self.max_fatigue > self.thr
-            for key, grp in (("all", was), ("hunter", was & hunter), ("other", was & ~hunter),
-                             ("fatigued", was & tired), ("rested", was & ~tired)):
+            for key, grp in (
+                ("all", was),
+                ("hunter", was & hunter),
+                ("other", was & ~hunter),
+                ("fatigued", was & tired),
+                ("rested", was & ~tired),
+            ):
                 self.sums[key] += (grp.sum(), (grp & lost).sum())
         self.start_conn, self.max_fatigue = conn, st.fatigue[:n].copy()
 
@@ -74,8 +79,9 @@ def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
 
 
-def realism_figures(st: State, n: int, tracker: RealismTracker, koc_share: float, events: int, days: int,
-                    referred: int) -> dict[str, float]:
+def realism_figures(
+    st: State, n: int, tracker: RealismTracker, koc_share: float, events: int, days: int, referred: int
+) -> dict[str, float]:
     """The realism table: churn, buying, repeat buying, KOCs, volume."""
     buys = st.n_buys[:n]
     buyers = int((buys >= 1).sum())
@@ -97,8 +103,10 @@ def print_summary(s: WorldSummary, console) -> None:
     """Print the realism and oracle tables (rich)."""
     from rich.table import Table
 
-    t = Table(title=f"built-in world: {s.users:,} users x {s.days} days, {s.events:,} events "
-                    f"in {s.seconds:.1f} s (oracle {s.oracle_seconds:.1f} s)")
+    t = Table(
+        title=f"built-in world: {s.users:,} users x {s.days} days, {s.events:,} events "
+        f"in {s.seconds:.1f} s (oracle {s.oracle_seconds:.1f} s)"
+    )
     t.add_column("realism figure")
     t.add_column("value", justify="right")
     for k, v in s.realism.items():

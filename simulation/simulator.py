@@ -19,14 +19,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from siyu.config import Config
-from siyu.errors import SiyuError
-from siyu.contract import EVENTS, LABELS
-from simulation.oracle import KOC_RANK, Snapshot, oracle_probs, outcomes, snapshot
 from simulation.dynamics import CONNECT_CODES, Calendar, record_purchase, step
-from simulation.writer import MINI, SLOT, DayEvents, E, EventWriter, day_seconds
+from simulation.oracle import KOC_RANK, Snapshot, oracle_probs, outcomes, snapshot
 from simulation.report import MONTH, RealismTracker, WorldSummary, realism_figures, roc_auc
 from simulation.state import SEGMENTS, SOURCES, alloc, grow, init_users, tier_ranks, view
+from simulation.writer import MINI, SLOT, DayEvents, E, EventWriter, day_seconds
+from siyu.config import Config
+from siyu.contract import EVENTS, LABELS
+from siyu.errors import SiyuError
 
 DEFAULT_START = date(2025, 1, 1)
 
@@ -97,9 +97,17 @@ def _arrivals(users: int, days: int, cal: Calendar, p, rng: np.random.Generator)
     return np.concatenate([[n0], later])
 
 
-def simulate_world(cfg: Config, users: int, days: int, start: date | None = None, seed: int = 42,
-                   out_dir: Path | str = "out/world", oracle_cutoffs: list[date] | None = None,
-                   replicas: int | None = None, keep_snapshots: bool = False) -> WorldSummary:
+def simulate_world(
+    cfg: Config,
+    users: int,
+    days: int,
+    start: date | None = None,
+    seed: int = 42,
+    out_dir: Path | str = "out/world",
+    oracle_cutoffs: list[date] | None = None,
+    replicas: int | None = None,
+    keep_snapshots: bool = False,
+) -> WorldSummary:
     """Simulate a private domain and write events.parquet, users.parquet and oracle.parquet.
 
     Args:
@@ -128,8 +136,10 @@ def simulate_world(cfg: Config, users: int, days: int, start: date | None = None
     cut_days = sorted({(c - start).days for c in oracle_cutoffs})
     for c in cut_days:
         if c < 1 or c + H > days:
-            raise SiyuError(f"oracle cutoff {start + timedelta(days=c)} needs its {H}-day horizon inside the world "
-                            f"({start} .. {start + timedelta(days=days)})")
+            raise SiyuError(
+                f"oracle cutoff {start + timedelta(days=c)} needs its {H}-day horizon inside the world "
+                f"({start} .. {start + timedelta(days=days)})"
+            )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0, oracle_s = time.perf_counter(), 0.0
@@ -139,8 +149,9 @@ def simulate_world(cfg: Config, users: int, days: int, start: date | None = None
     tracker = RealismTracker(cfg.simulation.fatigue_threshold)
     pending: dict[int, tuple[Snapshot, dict]] = {}
     results: list[tuple[Snapshot, dict, dict]] = []
-    writer = EventWriter(out / "events.parquet", datetime.combine(start, datetime.min.time()),
-                         cfg.simulation.chunk_rows)
+    writer = EventWriter(
+        out / "events.parquet", datetime.combine(start, datetime.min.time()), cfg.simulation.chunk_rows
+    )
     try:
         for d in range(days + 1):
             if d - H in pending:  # realised labels of a cutoff whose horizon just ended
@@ -170,11 +181,19 @@ def simulate_world(cfg: Config, users: int, days: int, start: date | None = None
         writer.abort()
         raise
     _write_users(w, out / "users.parquet", start)
-    tier_end = tier_ranks(w.st, cfg.tiers.koc_min_referrals, cfg.tiers.engaged_min_actions)[:w.n]
+    tier_end = tier_ranks(w.st, cfg.tiers.koc_min_referrals, cfg.tiers.engaged_min_actions)[: w.n]
     koc_share = float((tier_end == KOC_RANK).sum() / max(1, (tier_end > 0).sum()))
-    summary = WorldSummary(out, w.n, days, n_events, time.perf_counter() - t0, oracle_s, R,
-                           event_counts=dict(zip(EVENTS, writer.counts.tolist())))
-    summary.realism = realism_figures(w.st, w.n, tracker, koc_share, n_events, days, int((w.source[:w.n] == 2).sum()))
+    summary = WorldSummary(
+        out,
+        w.n,
+        days,
+        n_events,
+        time.perf_counter() - t0,
+        oracle_s,
+        R,
+        event_counts=dict(zip(EVENTS, writer.counts.tolist())),
+    )
+    summary.realism = realism_figures(w.st, w.n, tracker, koc_share, n_events, days, int((w.source[: w.n] == 2).sum()))
     if results and R > 0:
         _write_oracle(results, out / "oracle.parquet", start, R, summary)
     if keep_snapshots:
@@ -191,17 +210,29 @@ def _atomic_parquet(table: pa.Table, path: Path) -> None:
 def _write_users(w: _World, path: Path, start: date) -> None:
     n, st = w.n, w.st
     ref = w.referrer[:n]
-    _atomic_parquet(pa.table({
-        "user_id": pc.binary_join_element_wise("u", pc.cast(pa.array(np.arange(n)), pa.string()), ""),
-        "join_date": pa.array(np.datetime64(start) + w.join_day[:n].astype("timedelta64[D]")),
-        "source": pa.array(SOURCES).take(pa.array(w.source[:n].astype("i4"))),
-        "referrer_id": pc.binary_join_element_wise(
-            "u", pc.cast(pa.array(ref, mask=ref < 0), pa.string()), ""),
-        "segment": pa.array(SEGMENTS).take(pa.array(st.segment[:n].astype("i4"))),
-        **{name: pa.array(getattr(st, col)[:n].astype("f8")) for name, col in (
-            ("trust0", "trust0"), ("need_base", "need_base"), ("activity", "activity"),
-            ("influence", "influence"), ("content_fit", "fit"), ("push_intensity", "intensity"))},
-    }), path)
+    _atomic_parquet(
+        pa.table(
+            {
+                "user_id": pc.binary_join_element_wise("u", pc.cast(pa.array(np.arange(n)), pa.string()), ""),
+                "join_date": pa.array(np.datetime64(start) + w.join_day[:n].astype("timedelta64[D]")),
+                "source": pa.array(SOURCES).take(pa.array(w.source[:n].astype("i4"))),
+                "referrer_id": pc.binary_join_element_wise("u", pc.cast(pa.array(ref, mask=ref < 0), pa.string()), ""),
+                "segment": pa.array(SEGMENTS).take(pa.array(st.segment[:n].astype("i4"))),
+                **{
+                    name: pa.array(getattr(st, col)[:n].astype("f8"))
+                    for name, col in (
+                        ("trust0", "trust0"),
+                        ("need_base", "need_base"),
+                        ("activity", "activity"),
+                        ("influence", "influence"),
+                        ("content_fit", "fit"),
+                        ("push_intensity", "intensity"),
+                    )
+                },
+            }
+        ),
+        path,
+    )
 
 
 def _write_oracle(results, path: Path, start: date, R: int, summary: WorldSummary) -> None:
@@ -211,14 +242,18 @@ def _write_oracle(results, path: Path, start: date, R: int, summary: WorldSummar
         for lab in LABELS:
             m = snap.churn_pop if lab == "churn" else snap.up_pop
             rows = snap.rows[m]
-            parts.append(pa.table({
-                "cutoff": pa.array(np.full(rows.size, cutoff)),
-                "user_id": pc.binary_join_element_wise("u", pc.cast(pa.array(rows), pa.string()), ""),
-                "label": pa.array(np.full(rows.size, lab)),
-                "p_oracle": pa.array(probs[lab][m]),
-                "y": pa.array(y[lab][m].astype("i4")),
-                "n_replicas": pa.array(np.full(rows.size, R, "i4")),
-            }))
+            parts.append(
+                pa.table(
+                    {
+                        "cutoff": pa.array(np.full(rows.size, cutoff)),
+                        "user_id": pc.binary_join_element_wise("u", pc.cast(pa.array(rows), pa.string()), ""),
+                        "label": pa.array(np.full(rows.size, lab)),
+                        "p_oracle": pa.array(probs[lab][m]),
+                        "y": pa.array(y[lab][m].astype("i4")),
+                        "n_replicas": pa.array(np.full(rows.size, R, "i4")),
+                    }
+                )
+            )
     table = pa.concat_tables(parts)
     _atomic_parquet(table, path)
     df = table.to_pandas()

@@ -21,9 +21,22 @@ NEVER = -(10**6)  # a day index long before any window
 
 # name -> (dtype, fill value, leading shape given P)
 _FIELDS: dict[str, tuple[str, object, str]] = {
-    **{k: ("f4", 0.0, "") for k in (
-        "need", "need_base", "trust", "trust0", "fatigue", "exposure", "activity",
-        "influence", "fit", "intensity", "amount_mu")},
+    **{
+        k: ("f4", 0.0, "")
+        for k in (
+            "need",
+            "need_base",
+            "trust",
+            "trust0",
+            "fatigue",
+            "exposure",
+            "activity",
+            "influence",
+            "fit",
+            "intensity",
+            "amount_mu",
+        )
+    },
     "refund_amount": ("f8", 0.0, ""),
     "segment": ("i1", 0, ""),
     "ch": ("?", False, "3"),
@@ -80,8 +93,7 @@ def take(st: State, idx: np.ndarray, repeat: int = 1) -> State:
     return State(out, st.P)
 
 
-def init_users(st: State, lo: int, hi: int, source: np.ndarray, p: SimulationConfig,
-               rng: np.random.Generator) -> None:
+def init_users(st: State, lo: int, hi: int, source: np.ndarray, p: SimulationConfig, rng: np.random.Generator) -> None:
     """Draw the hidden values of new users in rows lo..hi-1 and connect them.
 
     Args:
@@ -96,8 +108,9 @@ def init_users(st: State, lo: int, hi: int, source: np.ndarray, p: SimulationCon
     hunter_share = np.where(source == 1, p.hunter_share_campaign, p.hunter_share_public)
     hunter_share = np.where(source == 2, p.hunter_share_public / 2, hunter_share)  # friends of buyers hunt less
     u = rng.random(k)
-    seg = np.where(u < hunter_share, HUNTER, np.where(u < hunter_share + (1 - hunter_share) * p.enthusiast_share,
-                                                     ENTHUSIAST, 0)).astype("i1")
+    seg = np.where(
+        u < hunter_share, HUNTER, np.where(u < hunter_share + (1 - hunter_share) * p.enthusiast_share, ENTHUSIAST, 0)
+    ).astype("i1")
     st.segment[s] = seg
     mean_t = np.array([p.trust0[n] for n in SEGMENTS])[seg] + np.where(source == 2, 0.1, 0.0)
     st.trust0[s] = np.clip(mean_t + p.trust0_sd * rng.standard_normal(k), 0.02, 0.98)
@@ -105,9 +118,11 @@ def init_users(st: State, lo: int, hi: int, source: np.ndarray, p: SimulationCon
     st.need_base[s] = rng.beta(*p.need_beta, size=k)
     st.need[s] = st.need_base[s]
     st.activity[s] = np.exp(p.activity_sigma * rng.standard_normal(k) - p.activity_sigma**2 / 2) * np.where(
-        seg == ENTHUSIAST, 2.0, 1.0)
-    st.influence[s] = np.minimum(1.0, rng.beta(*p.influence_beta, size=k) * np.select(
-        [seg == ENTHUSIAST, seg == HUNTER], [3.0, 0.3], 1.0))
+        seg == ENTHUSIAST, 2.0, 1.0
+    )
+    st.influence[s] = np.minimum(
+        1.0, rng.beta(*p.influence_beta, size=k) * np.select([seg == ENTHUSIAST, seg == HUNTER], [3.0, 0.3], 1.0)
+    )
     st.fit[s] = rng.beta(*p.fit_beta, size=k)
     st.intensity[s] = np.exp(p.push_intensity_sigma * rng.standard_normal(k) - p.push_intensity_sigma**2 / 2)
     st.amount_mu[s] = p.amount_log_mean + np.where(seg == ENTHUSIAST, 0.3, 0.0) - np.where(seg == HUNTER, 0.3, 0.0)

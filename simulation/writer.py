@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from siyu.contract import ACTIONS, CANONICAL_COLUMNS, CHANNELS, EVENTS
 from simulation.state import State
+from siyu.contract import ACTIONS, CANONICAL_COLUMNS, CHANNELS, EVENTS
 
 E = {name: i for i, name in enumerate(EVENTS)}
 CHANNEL_NAMES: tuple[str, ...] = CHANNELS + ("mini_program", "live")
@@ -27,17 +27,29 @@ MINI, LIVE = 3, 4
 _ACTION_CODES = frozenset(E[a] for a in ACTIONS)
 # Within a user's day, events keep a plausible order (join, push, open, ..., buy, leave)
 # and distinct timestamps: each event kind has its own 300-second slot.
-_SLOT_ORDER = ("follow add_contact join_group member_join message_sent message_open click message_reply "
-               "visit like group_message live_watch coupon_claim purchase review share referral_purchase "
-               "refund mute complaint unfollow delete_contact leave_group member_leave").split()
+_SLOT_ORDER = (
+    "follow add_contact join_group member_join message_sent message_open click message_reply "
+    "visit like group_message live_watch coupon_claim purchase review share referral_purchase "
+    "refund mute complaint unfollow delete_contact leave_group member_leave"
+).split()
 SLOT = np.zeros(len(EVENTS), dtype="i4")
 SLOT[[E[e] for e in _SLOT_ORDER]] = np.arange(len(_SLOT_ORDER)) * 300
 _COLS = ("user", "event", "sec", "ch", "amount", "ref", "rating", "coupon", "content", "order")
-SCHEMA = pa.schema([
-    (name, {"VARCHAR": pa.string(), "TIMESTAMP": pa.timestamp("us"), "DOUBLE": pa.float64(),
-            "INTEGER": pa.int32(), "BOOLEAN": pa.bool_()}[t])
-    for name, t in CANONICAL_COLUMNS.items()
-])
+SCHEMA = pa.schema(
+    [
+        (
+            name,
+            {
+                "VARCHAR": pa.string(),
+                "TIMESTAMP": pa.timestamp("us"),
+                "DOUBLE": pa.float64(),
+                "INTEGER": pa.int32(),
+                "BOOLEAN": pa.bool_(),
+            }[t],
+        )
+        for name, t in CANONICAL_COLUMNS.items()
+    ]
+)
 
 
 def day_seconds(idx: np.ndarray, day: int) -> np.ndarray:
@@ -60,8 +72,19 @@ class DayEvents:
         self.next_order += k
         return out
 
-    def add(self, code: int, idx: np.ndarray, ch: int | np.ndarray = -1, amount=None, ref=None, rating=None,
-            coupon=None, content=None, order=None, sec=None) -> None:
+    def add(
+        self,
+        code: int,
+        idx: np.ndarray,
+        ch: int | np.ndarray = -1,
+        amount=None,
+        ref=None,
+        rating=None,
+        coupon=None,
+        content=None,
+        order=None,
+        sec=None,
+    ) -> None:
         """Record event `code` for users `idx` (unique within one call); optional per-event columns."""
         if idx.size == 0:
             return
@@ -78,11 +101,20 @@ class DayEvents:
         ch_arr = full(ch, -1, "i1")
         if sec is None:
             sec = day_seconds(idx, self.day) + SLOT[code] + np.maximum(ch_arr, 0).astype("i4") * 60
-        self.parts.append({
-            "user": idx.astype("i8"), "event": np.full(k, code, "i1"), "sec": full(sec, 0, "i4"), "ch": ch_arr,
-            "amount": full(amount, np.nan, "f8"), "ref": full(ref, -1, "i8"), "rating": full(rating, 0, "i1"),
-            "coupon": full(coupon, -1, "i1"), "content": full(content, -1, "i8"), "order": full(order, -1, "i8"),
-        })
+        self.parts.append(
+            {
+                "user": idx.astype("i8"),
+                "event": np.full(k, code, "i1"),
+                "sec": full(sec, 0, "i4"),
+                "ch": ch_arr,
+                "amount": full(amount, np.nan, "f8"),
+                "ref": full(ref, -1, "i8"),
+                "rating": full(rating, 0, "i1"),
+                "coupon": full(coupon, -1, "i1"),
+                "content": full(content, -1, "i8"),
+                "order": full(order, -1, "i8"),
+            }
+        )
 
     def columns(self) -> dict[str, np.ndarray]:
         """The day's events as one set of columns, with the day's absolute second."""

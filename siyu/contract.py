@@ -8,13 +8,24 @@ from __future__ import annotations
 
 FAMILIES: dict[str, tuple[str, ...]] = {
     "connection": (
-        "follow", "unfollow", "add_contact", "delete_contact",
-        "join_group", "leave_group", "member_join", "member_leave",
+        "follow",
+        "unfollow",
+        "add_contact",
+        "delete_contact",
+        "join_group",
+        "leave_group",
+        "member_join",
+        "member_leave",
     ),
     "exposure": ("message_sent",),
     "engagement": (
-        "message_open", "message_reply", "click", "group_message",
-        "like", "live_watch", "visit",
+        "message_open",
+        "message_reply",
+        "click",
+        "group_message",
+        "like",
+        "live_watch",
+        "visit",
     ),
     "friction": ("mute", "complaint"),
     "commerce": ("coupon_claim", "purchase", "refund"),
@@ -44,8 +55,17 @@ USER_EVENTS: tuple[str, ...] = tuple(e for e in EVENTS if e not in BRAND_EVENTS)
 
 # Actions that make a connected user `engaged` (DESIGN §3).
 ACTIONS: tuple[str, ...] = (
-    "message_open", "message_reply", "click", "group_message", "like",
-    "live_watch", "visit", "coupon_claim", "purchase", "review", "share",
+    "message_open",
+    "message_reply",
+    "click",
+    "group_message",
+    "like",
+    "live_watch",
+    "visit",
+    "coupon_claim",
+    "purchase",
+    "review",
+    "share",
 )
 
 AMOUNT_REQUIRED: frozenset[str] = frozenset({"purchase", "refund", "referral_purchase"})

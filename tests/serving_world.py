@@ -16,7 +16,7 @@ import yaml
 from siyu.config import DEFAULT_CONFIG, Config, load_config
 
 USERS, DAYS, SEED = 400, 240, 7
-_CACHE: dict[str, "World"] = {}
+_CACHE: dict[str, World] = {}
 
 
 @dataclass
@@ -45,8 +45,8 @@ def serving_world() -> World:
     """Simulate, train (champions registered), batch-score; cached for the session."""
     if "w" in _CACHE:
         return _CACHE["w"]
-    from simulation.simulator import simulate_world
     from serving.batch import score_pool
+    from simulation.simulator import simulate_world
     from training.train import train_all
 
     root = Path(tempfile.mkdtemp(prefix="siyu-serving-"))

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
 from conftest import DATA
 
 SIYU = [sys.executable, "-m", "app"]
@@ -32,10 +30,13 @@ def test_over_threshold_exits_non_zero_with_one_line(tmp_path):
     assert len(lines) == 1 and "broke the event contract" in lines[0]
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["validate", "no/such/file.csv"], "event log not found"),
-    (["validate", DATA / "messy_events.csv", "--config", "no/such.yaml"], "config file not found"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["validate", "no/such/file.csv"], "event log not found"),
+        (["validate", DATA / "messy_events.csv", "--config", "no/such.yaml"], "config file not found"),
+    ],
+)
 def test_user_errors_are_one_line(args, needle, tmp_path):
     r = run(*args, "--out", tmp_path) if args[0] == "validate" else run(*args)
     assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr

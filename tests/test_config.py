@@ -20,15 +20,18 @@ def test_default_config_loads_and_ignores_mlflow_project_keys(cfg):
     assert cfg.events.mapping["order_paid"] == "purchase"
 
 
-@pytest.mark.parametrize("text,match", [
-    ("tiers:\n  koc_min_referral: 2\n", r"key 'tiers.koc_min_referral': unknown key"),
-    ("windows:\n  period_days: ninety\n", r"key 'windows.period_days': .*integer"),
-    ("labels:\n  churn_mode: sometimes\n", r"key 'labels.churn_mode'"),
-    ("quarantine:\n  max_fraction: 2\n", r"key 'quarantine.max_fraction'"),
-    ("events:\n  mapping: {pay: buy}\n", r"key 'events.mapping': .*unknown canonical event"),
-    ("bogus: 1\n", r"key 'bogus': unknown key"),
-    ("windows: [1, 2\n", r"not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("tiers:\n  koc_min_referral: 2\n", r"key 'tiers.koc_min_referral': unknown key"),
+        ("windows:\n  period_days: ninety\n", r"key 'windows.period_days': .*integer"),
+        ("labels:\n  churn_mode: sometimes\n", r"key 'labels.churn_mode'"),
+        ("quarantine:\n  max_fraction: 2\n", r"key 'quarantine.max_fraction'"),
+        ("events:\n  mapping: {pay: buy}\n", r"key 'events.mapping': .*unknown canonical event"),
+        ("bogus: 1\n", r"key 'bogus': unknown key"),
+        ("windows: [1, 2\n", r"not valid YAML"),
+    ],
+)
 def test_bad_config_is_one_line_naming_the_key(tmp_path, text, match):
     with pytest.raises(SiyuError, match=match) as e:
         load_config(write(tmp_path, text))

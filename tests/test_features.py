@@ -9,11 +9,11 @@ from helpers_events import con_with, frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from siyu.contract import EVENTS, TIER_RANK
+from features.catalog import FEATURES, feature_names
 from features.compute import feature_table, present_families
 from features.labels import label_table
-from features.catalog import FEATURES, feature_names
 from features.tiers import tier_table
+from siyu.contract import EVENTS, TIER_RANK
 from training.table import training_cutoffs, training_table, validation_cutoff
 
 T = datetime(2024, 4, 1)
@@ -35,13 +35,19 @@ def test_registry_declares_each_feature_once():
 def rich_log() -> list[tuple]:
     push = lambda ts: ("u", ts, "message_sent")  # noqa: E731
     return [
-        ("u", "2024-01-15", "follow"), ("u", "2024-01-15", "member_join"),
-        push("2024-03-10"), push("2024-03-15"), push("2024-03-20"), push("2024-03-25"),
-        ("u", "2024-03-11", "message_open"), ("u", "2024-03-21", "message_reply"),
+        ("u", "2024-01-15", "follow"),
+        ("u", "2024-01-15", "member_join"),
+        push("2024-03-10"),
+        push("2024-03-15"),
+        push("2024-03-20"),
+        push("2024-03-25"),
+        ("u", "2024-03-11", "message_open"),
+        ("u", "2024-03-21", "message_reply"),
         ("u", "2024-03-05", "purchase", {"amount": 20.0, "coupon": True, "order_id": "o1"}),
         ("u", "2024-03-28", "purchase", {"amount": 40.0, "coupon": False, "order_id": "o2"}),
         ("u", "2024-03-29", "refund", {"amount": 40.0, "order_id": "o2"}),
-        ("u", "2024-03-30", "review", {"rating": 4}), ("u", "2024-03-30 08:00", "review", {"rating": 2}),
+        ("u", "2024-03-30", "review", {"rating": 4}),
+        ("u", "2024-03-30 08:00", "review", {"rating": 2}),
         ("u", "2024-03-31", "referral_purchase", {"amount": 15.0, "ref_user_id": "x"}),
         ("u", "2024-03-31", "complaint"),
         ("v", "2023-10-05", "purchase", {"amount": 7.0}),
@@ -53,11 +59,27 @@ def test_hand_worked_values(cfg):
     u = df.loc["u"]
     assert list(df.columns) == ["asof", *feature_names()]
     expect = {
-        "n_purchase_30d": 2, "purchase_amount_30d": 60, "days_since_purchase": 4, "n_refund_90d": 1,
-        "refund_rate_90d": 0.5, "coupon_share_90d": 0.5, "mean_rating_life": 3, "n_review_life": 2,
-        "referred_revenue_90d": 15, "n_referral_7d": 1, "open_rate_30d": 0.25, "responsiveness_30d": 0.5,
-        "fatigue_30d": 4 / 3, "n_complaint_90d": 1, "is_member": 1, "channels_open": 1, "days_since_join": 77,
-        "tenure_days": 77, "n_exposure_30d": 4, "n_advocacy_7d": 3, "period_purchase_days": 1,
+        "n_purchase_30d": 2,
+        "purchase_amount_30d": 60,
+        "days_since_purchase": 4,
+        "n_refund_90d": 1,
+        "refund_rate_90d": 0.5,
+        "coupon_share_90d": 0.5,
+        "mean_rating_life": 3,
+        "n_review_life": 2,
+        "referred_revenue_90d": 15,
+        "n_referral_7d": 1,
+        "open_rate_30d": 0.25,
+        "responsiveness_30d": 0.5,
+        "fatigue_30d": 4 / 3,
+        "n_complaint_90d": 1,
+        "is_member": 1,
+        "channels_open": 1,
+        "days_since_join": 77,
+        "tenure_days": 77,
+        "n_exposure_30d": 4,
+        "n_advocacy_7d": 3,
+        "period_purchase_days": 1,
     }
     for k, v in expect.items():
         assert u[k] == v, k
@@ -76,14 +98,27 @@ def test_dtypes(cfg):
 
 
 def test_purchases_only_log_gives_nan_for_absent_families(cfg):
-    rows = [("a", "2024-03-01", "purchase", {"amount": 5.0}), ("a", "2024-03-09", "purchase", {"amount": 5.0}),
-            ("b", "2023-12-01", "purchase", {"amount": 5.0})]
+    rows = [
+        ("a", "2024-03-01", "purchase", {"amount": 5.0}),
+        ("a", "2024-03-09", "purchase", {"amount": 5.0}),
+        ("b", "2023-12-01", "purchase", {"amount": 5.0}),
+    ]
     df = feature_table(con_with(rows), T, cfg).set_index("user_id")
     by_src = {f.name: f.sources for f in FEATURES}
     absent = [n for n, s in by_src.items() if s and not set(s) <= {"commerce"}]
     assert len(absent) > 30 and df[absent].isna().all().all()
-    kept = ["n_commerce_90d", "n_purchase_life", "purchase_amount_life", "n_refund_90d", "active_days_90d",
-            "tenure_days", "tier", "period_purchase_days", "lapsed_buyer", "days_in_tier"]
+    kept = [
+        "n_commerce_90d",
+        "n_purchase_life",
+        "purchase_amount_life",
+        "n_refund_90d",
+        "active_days_90d",
+        "tenure_days",
+        "tier",
+        "period_purchase_days",
+        "lapsed_buyer",
+        "days_in_tier",
+    ]
     assert df[kept].notna().all().all() and df.loc["b", "n_refund_90d"] == 0  # present family: zero is real
     assert df.loc["a", "tier"] == TIER_RANK["repeat"] and df.loc["b", "tier"] == TIER_RANK["engaged"]
 
@@ -148,32 +183,53 @@ def random_log(n_users: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     n = n_users * 25
     ev = rng.choice(EVENTS, n)
-    df = pd.DataFrame({
-        "user_id": [f"u{i}" for i in rng.integers(0, n_users, n)],
-        "ts": [START + timedelta(seconds=int(s)) for s in rng.integers(0, 250 * 86400, n)],
-        "event": ev,
-        "amount": np.where(np.isin(ev, ["purchase", "refund", "referral_purchase"]), rng.integers(1, 50, n), None),
-        "coupon": np.where(ev == "purchase", rng.random(n) < 0.3, None),
-        "rating": np.where(ev == "review", rng.integers(1, 6, n), None),
-        "order_id": np.where(np.isin(ev, ["purchase", "refund"]), [f"o{i}" for i in rng.integers(0, 30, n)], None),
-    })
+    df = pd.DataFrame(
+        {
+            "user_id": [f"u{i}" for i in rng.integers(0, n_users, n)],
+            "ts": [START + timedelta(seconds=int(s)) for s in rng.integers(0, 250 * 86400, n)],
+            "event": ev,
+            "amount": np.where(np.isin(ev, ["purchase", "refund", "referral_purchase"]), rng.integers(1, 50, n), None),
+            "coupon": np.where(ev == "purchase", rng.random(n) < 0.3, None),
+            "rating": np.where(ev == "review", rng.integers(1, 6, n), None),
+            "order_id": np.where(np.isin(ev, ["purchase", "refund"]), [f"o{i}" for i in rng.integers(0, 30, n)], None),
+        }
+    )
     return frame(df.to_dict("records"))
 
 
-_event = st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 60 * 24 * 200), st.sampled_from(EVENTS),
-                   st.integers(1, 30), st.booleans(), st.sampled_from(["o1", "o2", None]))
+_event = st.tuples(
+    st.sampled_from(["a", "b", "c"]),
+    st.integers(0, 60 * 24 * 200),
+    st.sampled_from(EVENTS),
+    st.integers(1, 30),
+    st.booleans(),
+    st.sampled_from(["o1", "o2", None]),
+)
 
 
 def _rows(items, base: datetime):
-    return [{"user_id": u, "ts": base + timedelta(minutes=m), "event": e,
-             "amount": float(a) if e in ("purchase", "refund", "referral_purchase") else None,
-             "coupon": c if e == "purchase" else None, "rating": (a % 5) + 1 if e == "review" else None,
-             "order_id": o if e in ("purchase", "refund") else None} for u, m, e, a, c, o in items]
+    return [
+        {
+            "user_id": u,
+            "ts": base + timedelta(minutes=m),
+            "event": e,
+            "amount": float(a) if e in ("purchase", "refund", "referral_purchase") else None,
+            "coupon": c if e == "purchase" else None,
+            "rating": (a % 5) + 1 if e == "review" else None,
+            "order_id": o if e in ("purchase", "refund") else None,
+        }
+        for u, m, e, a, c, o in items
+    ]
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(before=st.lists(_event, min_size=1, max_size=25), after=st.lists(_event, min_size=1, max_size=15),
-       cut=st.integers(0, 60 * 24 * 200))
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    before=st.lists(_event, min_size=1, max_size=25),
+    after=st.lists(_event, min_size=1, max_size=15),
+    cut=st.integers(0, 60 * 24 * 200),
+)
 def test_events_after_the_cutoff_change_nothing(cfg, before, after, cut):
     cutoff = START + timedelta(minutes=cut)
     past = [r for r in _rows(before, START) if r["ts"] <= cutoff]

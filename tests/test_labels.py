@@ -31,16 +31,30 @@ IN_H = {  # events in (T, T+H]
 }
 # (tier at T, events in H) -> tier at T+H
 TRANSITIONS = {
-    ("connected", "engaged"): "engaged", ("connected", "buyer"): "buyer", ("connected", "repeat"): "repeat",
-    ("connected", "koc"): "koc", ("connected", "none"): "connected", ("connected", "lost"): "lost",
-    ("engaged", "buyer"): "buyer", ("engaged", "repeat"): "repeat", ("engaged", "koc"): "koc",
-    ("engaged", "none"): "connected", ("engaged", "engaged"): "engaged",
-    ("buyer", "repeat"): "repeat", ("buyer", "koc"): "koc", ("buyer", "none"): "engaged",
+    ("connected", "engaged"): "engaged",
+    ("connected", "buyer"): "buyer",
+    ("connected", "repeat"): "repeat",
+    ("connected", "koc"): "koc",
+    ("connected", "none"): "connected",
+    ("connected", "lost"): "lost",
+    ("engaged", "buyer"): "buyer",
+    ("engaged", "repeat"): "repeat",
+    ("engaged", "koc"): "koc",
+    ("engaged", "none"): "connected",
+    ("engaged", "engaged"): "engaged",
+    ("buyer", "repeat"): "repeat",
+    ("buyer", "koc"): "koc",
+    ("buyer", "none"): "engaged",
     ("buyer", "buyer"): "buyer",
-    ("repeat", "koc"): "koc", ("repeat", "none"): "engaged", ("repeat", "buyer"): "buyer",
+    ("repeat", "koc"): "koc",
+    ("repeat", "none"): "engaged",
+    ("repeat", "buyer"): "buyer",
     ("repeat", "lost"): "lost",
-    ("koc", "repeat"): "repeat", ("koc", "koc"): "koc", ("koc", "none"): "engaged",
-    ("lost", "back"): "connected", ("lost", "none"): "lost",
+    ("koc", "repeat"): "repeat",
+    ("koc", "koc"): "koc",
+    ("koc", "none"): "engaged",
+    ("lost", "back"): "connected",
+    ("lost", "none"): "lost",
 }
 
 
@@ -78,11 +92,20 @@ def test_columns_and_dtypes(cfg):
     assert df.loc[df.user_id == "v", "churn"].isna().all()  # lost at T: outside every population
 
 
-@pytest.mark.parametrize("mode,h,expected", [
-    ("either", "none", 1), ("either", "lost", 1), ("either", "engaged", 0),
-    ("inactive", "none", 1), ("inactive", "lost", 0), ("inactive", "engaged", 0),
-    ("disconnect", "none", 0), ("disconnect", "lost", 1), ("disconnect", "engaged", 0),
-])
+@pytest.mark.parametrize(
+    "mode,h,expected",
+    [
+        ("either", "none", 1),
+        ("either", "lost", 1),
+        ("either", "engaged", 0),
+        ("inactive", "none", 1),
+        ("inactive", "lost", 0),
+        ("inactive", "engaged", 0),
+        ("disconnect", "none", 0),
+        ("disconnect", "lost", 1),
+        ("disconnect", "engaged", 0),
+    ],
+)
 def test_churn_modes(cfg, mode, h, expected):
     c = cfg.model_copy(update={"labels": cfg.labels.model_copy(update={"churn_mode": mode})})
     row = labels(rows_for("buyer", h), c).iloc[0]
@@ -123,9 +146,13 @@ def test_users_are_those_known_at_the_cutoff(cfg):
 
 
 def test_purchases_only_log(cfg):
-    rows = [("a", "2024-03-01", "purchase", {"amount": 5.0}), ("a", "2024-04-10", "purchase", {"amount": 5.0}),
-            ("b", "2023-12-01", "purchase", {"amount": 5.0}),
-            ("c", "2024-03-01", "purchase", {"amount": 5.0}), ("c", "2024-03-09", "purchase", {"amount": 5.0})]
+    rows = [
+        ("a", "2024-03-01", "purchase", {"amount": 5.0}),
+        ("a", "2024-04-10", "purchase", {"amount": 5.0}),
+        ("b", "2023-12-01", "purchase", {"amount": 5.0}),
+        ("c", "2024-03-01", "purchase", {"amount": 5.0}),
+        ("c", "2024-03-09", "purchase", {"amount": 5.0}),
+    ]
     df = labels(rows, cfg).set_index("user_id")
     assert df["tier"].to_dict() == {"a": "buyer", "b": "engaged", "c": "repeat"}
     assert df.loc["a", "tier_next"] == "repeat" and df.loc["a", "promotion"] == 1

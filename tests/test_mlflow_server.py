@@ -28,9 +28,20 @@ def server(tmp_path_factory):
     """Start `mlflow server` and yield its URL; stop it (this process's child only) afterwards."""
     d = tmp_path_factory.mktemp("server")
     port = _free_port()
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1", "--backend-store-uri", f"sqlite:///{d / 'mlflow.db'}",
-           "--artifacts-destination", str(d / "artifacts")]
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{d / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(d / "artifacts"),
+    ]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     log = open(d / "server.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -55,8 +66,8 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def small_world(tmp_path_factory):
     """A few hundred simulated users with the oracle, via the simulator's function."""
-    from siyu.config import load_config
     from simulation.simulator import simulate_world
+    from siyu.config import load_config
 
     out = tmp_path_factory.mktemp("world")
     simulate_world(load_config(), users=600, days=240, out_dir=out, replicas=8)
@@ -64,9 +75,10 @@ def small_world(tmp_path_factory):
 
 
 def test_train_against_a_real_server(server, small_world, monkeypatch):
+    from training_world import small_cfg
+
     from training import model_registry
     from training.train import train_all
-    from training_world import small_cfg
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)  # the environment's server wins over the config
     cfg = small_cfg("sqlite:////nonexistent/ignored.db", min_class_count=5)

@@ -18,8 +18,8 @@ def trained_world(tmp_path_factory):
     """A 600-user world, a config scaled for it, and one training in a throwaway store."""
     import os
 
-    from siyu.config import DEFAULT_CONFIG, load_config
     from simulation.simulator import simulate_world
+    from siyu.config import DEFAULT_CONFIG, load_config
     from training.train import train_all
 
     d = tmp_path_factory.mktemp("nbworld")
@@ -29,8 +29,11 @@ def trained_world(tmp_path_factory):
     (d / "siyu.yaml").write_text(yaml.safe_dump(raw))
     cfg = load_config(d / "siyu.yaml")
     simulate_world(cfg, users=600, days=240, out_dir=d / "world", replicas=8)
-    env = {"SIYU_EVENTS": str(d / "world" / "events.parquet"), "SIYU_CONFIG": str(d / "siyu.yaml"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}"}
+    env = {
+        "SIYU_EVENTS": str(d / "world" / "events.parquet"),
+        "SIYU_CONFIG": str(d / "siyu.yaml"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}",
+    }
     os.environ.update(env)
     try:
         result = train_all(env["SIYU_EVENTS"], cfg)
@@ -49,10 +52,13 @@ def test_notebook_runs_top_to_bottom(name, trained_world, monkeypatch, tmp_path)
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"
+    ]
     assert not errors
     if name == "model_report.ipynb":
         assert result.parent_run_id in text and "because" in text  # the latest run, and users' reasons
     else:
-        assert "events" in text and any(o.get("data", {}).get("image/png") for c in nb.cells
-                                        for o in c.get("outputs", []))
+        assert "events" in text and any(
+            o.get("data", {}).get("image/png") for c in nb.cells for o in c.get("outputs", [])
+        )

@@ -8,11 +8,11 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from training_world import FEATURES, make_table, small_cfg
 
 from siyu.errors import SiyuError
 from training import model_registry
 from training.train import train_table
-from training_world import FEATURES, make_table, small_cfg
 
 NAMES = [f.name for f in FEATURES]
 
@@ -112,7 +112,9 @@ def test_tracking_follows_each_config(tmp_path, monkeypatch):
     """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI; siyu must not let that pin later configs."""
     a, b = small_cfg(f"sqlite:///{tmp_path / 'a.db'}"), small_cfg(f"sqlite:///{tmp_path / 'b.db'}")
     assert model_registry.use_tracking(a) == a.mlflow.tracking_uri
-    assert model_registry.use_tracking(b) == b.mlflow.tracking_uri and mlflow.get_tracking_uri() == b.mlflow.tracking_uri
+    assert (
+        model_registry.use_tracking(b) == b.mlflow.tracking_uri and mlflow.get_tracking_uri() == b.mlflow.tracking_uri
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # a user's server still wins
     assert model_registry.use_tracking(a) == "http://127.0.0.1:9"
 

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-
 from serving_world import serving_world
-from siyu.errors import SiyuError
-from siyu.contract import LABELS
+
 from serving.scoring import buckets, format_value, percentiles, reference, top_reasons
+from siyu.contract import LABELS
+from siyu.errors import SiyuError
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +68,10 @@ def test_path_contributions_decompose_the_raw_score(scorer, world):
 
 
 def test_snapshot_contents(world, snap):
-    from features.compute import feature_table
     from events.loader import connect
-    from features.catalog import feature_names
     from events.validate import load_valid_events
+    from features.catalog import feature_names
+    from features.compute import feature_table
     from training.model_registry import resolve_alias
 
     con = connect()
@@ -96,9 +96,9 @@ def test_snapshot_contents(world, snap):
 
 def test_populations_match_the_label_code(world, snap):
     """Batch scoring's populations are the ones the training labels use (features.labels)."""
-    from features.labels import label_table
     from events.loader import connect
     from events.validate import load_valid_events
+    from features.labels import label_table
 
     con = connect()
     load_valid_events(con, world.events, world.cfg)
@@ -125,8 +125,10 @@ def test_api_scores_equal_batch_scores(world, snap):
         assert [r["feature"] for r in item["churn"]["reasons"]] == [r["feature"] for r in row.reasons_churn]
     events = pd.read_parquet(world.events)
     mine = events[events.user_id.isin(some[:2]) & (events.ts <= world.asof)]
-    rows = [{k: (None if pd.isna(v) else (v.isoformat() if isinstance(v, pd.Timestamp) else v))
-             for k, v in r.items()} for r in mine.to_dict("records")]
+    rows = [
+        {k: (None if pd.isna(v) else (v.isoformat() if isinstance(v, pd.Timestamp) else v)) for k, v in r.items()}
+        for r in mine.to_dict("records")
+    ]
     got, asof = pred.predict_events(rows, world.asof)
     assert asof == world.asof
     for item in got:
@@ -159,8 +161,11 @@ def test_json_renderer_escapes_and_special_values():
     from serving.render import JsonRenderer
     from serving.scoring import ReasonFormatter
 
-    feats = [SimpleNamespace(name='a"b', meaning='100% 复购 "x"\\', unit="days"),
-             SimpleNamespace(name="c", meaning="", unit="currency"), SimpleNamespace(name="d", meaning="d", unit="")]
+    feats = [
+        SimpleNamespace(name='a"b', meaning='100% 复购 "x"\\', unit="days"),
+        SimpleNamespace(name="c", meaning="", unit="currency"),
+        SimpleNamespace(name="d", meaning="d", unit=""),
+    ]
     fmt = ReasonFormatter(feats)
     X = np.array([[np.nan, -0.0, 1.5e15], [0.0, 12345.678, -2.0]])
     idx = np.array([[0, 1, 2], [2, -1, -1]])
@@ -168,13 +173,36 @@ def test_json_renderer_escapes_and_special_values():
     p, pct = np.array([0.25, np.nan]), np.array([33.333, np.nan])
     cols = {"churn": (p, pct, np.array(["low", None], dtype=object), idx, con)}
     text = JsonRenderer(fmt).items(["u1", "u2", "zz"], [0, 1, -1], np.array(["buyer", "lost"], dtype=object), X, cols)
-    want = [{"user_id": "u1", "status": "ok", "tier": "buyer", "p_churn": 0.25, "p_promotion": None, "p_koc": None,
-             "churn": {"probability": 0.25, "percentile": 33.33, "bucket": "low",
-                       "reasons": [fmt.item("churn", j, X[0, j], con[0, k]) for k, j in enumerate(idx[0])]},
-             "promotion": None, "koc": None},
-            {"user_id": "u2", "status": "ok", "tier": "lost", "p_churn": None, "p_promotion": None, "p_koc": None,
-             "churn": None, "promotion": None, "koc": None},
-            {"user_id": "zz", "status": "unknown_user"}]
+    want = [
+        {
+            "user_id": "u1",
+            "status": "ok",
+            "tier": "buyer",
+            "p_churn": 0.25,
+            "p_promotion": None,
+            "p_koc": None,
+            "churn": {
+                "probability": 0.25,
+                "percentile": 33.33,
+                "bucket": "low",
+                "reasons": [fmt.item("churn", j, X[0, j], con[0, k]) for k, j in enumerate(idx[0])],
+            },
+            "promotion": None,
+            "koc": None,
+        },
+        {
+            "user_id": "u2",
+            "status": "ok",
+            "tier": "lost",
+            "p_churn": None,
+            "p_promotion": None,
+            "p_koc": None,
+            "churn": None,
+            "promotion": None,
+            "koc": None,
+        },
+        {"user_id": "zz", "status": "unknown_user"},
+    ]
     assert text == json.dumps(want, allow_nan=False, separators=(",", ":"))
 
 
@@ -186,7 +214,7 @@ def test_single_row_leaves_match_lightgbm(scorer, world):
     for lab, ex in scorer._explainers.items():
         assert ex._single is not None, lab
         want = ex.booster.predict(X, pred_leaf=True).astype(np.int64) + ex.offsets
-        assert np.array_equal(np.vstack([ex.leaves(X[i:i + 3]) for i in range(0, len(X), 3)]), want)
+        assert np.array_equal(np.vstack([ex.leaves(X[i : i + 3]) for i in range(0, len(X), 3)]), want)
 
 
 def test_score_pool_is_atomic(world, tmp_path, monkeypatch):

@@ -13,9 +13,9 @@ import time
 import httpx
 import numpy as np
 import pytest
+from serving_world import serving_world
 from starlette.testclient import TestClient
 
-from serving_world import serving_world
 from serving.schemas import EXAMPLE_EVENTS_REQUEST, EXAMPLE_REQUEST
 
 TOKEN = "test-token-7f3a"
@@ -82,14 +82,17 @@ def test_predict_example(client, world):
                 assert len(score["reasons"]) == 3 and all(r["sentence"] for r in score["reasons"])
 
 
-@pytest.mark.parametrize("body, loc", [
-    ({"user_ids": []}, ["user_ids"]),
-    ({"user_ids": [f"u{i}" for i in range(1001)]}, ["user_ids"]),
-    ({"user_ids": ["u1"], "extra": 1}, ["extra"]),
-    ({"user_ids": [1]}, ["user_ids", 0]),
-    ({"user_ids": "u1"}, ["user_ids"]),
-    ({}, ["user_ids"]),
-])
+@pytest.mark.parametrize(
+    "body, loc",
+    [
+        ({"user_ids": []}, ["user_ids"]),
+        ({"user_ids": [f"u{i}" for i in range(1001)]}, ["user_ids"]),
+        ({"user_ids": ["u1"], "extra": 1}, ["extra"]),
+        ({"user_ids": [1]}, ["user_ids", 0]),
+        ({"user_ids": "u1"}, ["user_ids"]),
+        ({}, ["user_ids"]),
+    ],
+)
 def test_predict_bad_input_is_400_naming_the_field(client, body, loc):
     r = client.post("/predict", json=body)
     assert r.status_code == 400, r.text
@@ -101,14 +104,17 @@ def test_malformed_json_is_400(client):
     assert r.status_code == 400 and r.json()["detail"][0]["type"] == "json_invalid"
 
 
-@pytest.mark.parametrize("event, loc", [
-    ({"user_id": "n1", "ts": "not a time", "event": "follow"}, ["events", 1, "ts"]),
-    ({"user_id": "n1", "ts": "2025-05-01", "event": "teleport"}, ["events", 1, "event"]),
-    ({"user_id": "n1", "ts": "2025-05-01", "event": "purchase", "amount": -3}, ["events", 1, "amount"]),
-    ({"user_id": "n1", "ts": "2025-05-01", "event": "review", "rating": 9}, ["events", 1, "rating"]),
-    ({"user_id": "n1", "ts": "2025-05-01", "event": "follow", "colour": "red"}, ["events", 1, "colour"]),
-    ({"user_id": "n1", "ts": "2025-05-01", "event": "purchase", "amount": "lots"}, ["events", 1, "amount"]),
-])
+@pytest.mark.parametrize(
+    "event, loc",
+    [
+        ({"user_id": "n1", "ts": "not a time", "event": "follow"}, ["events", 1, "ts"]),
+        ({"user_id": "n1", "ts": "2025-05-01", "event": "teleport"}, ["events", 1, "event"]),
+        ({"user_id": "n1", "ts": "2025-05-01", "event": "purchase", "amount": -3}, ["events", 1, "amount"]),
+        ({"user_id": "n1", "ts": "2025-05-01", "event": "review", "rating": 9}, ["events", 1, "rating"]),
+        ({"user_id": "n1", "ts": "2025-05-01", "event": "follow", "colour": "red"}, ["events", 1, "colour"]),
+        ({"user_id": "n1", "ts": "2025-05-01", "event": "purchase", "amount": "lots"}, ["events", 1, "amount"]),
+    ],
+)
 def test_predict_events_invalid_rows_are_400(client, event, loc):
     good = {"user_id": "n1", "ts": "2025-04-01", "event": "follow"}
     r = client.post("/predict_events", json={"events": [good, event]})
@@ -160,7 +166,9 @@ def test_fast_path_hands_invalid_bodies_to_the_route_intact(body):
     async def inner(scope, receive, send):
         seen["body"] = (await receive())["body"]
 
-    async def receive_in_two_parts(parts=[body[:3], body[3:]]):
+    async def receive_in_two_parts(parts=None):
+        if parts is None:
+            parts = [body[:3], body[3:]]
         part = parts.pop(0)
         return {"type": "http.request", "body": part, "more_body": bool(parts)}
 
@@ -190,18 +198,38 @@ def test_real_bentoml_serve(world, tmp_path):
     port = _free_port()
     env = {**os.environ, "SIYU_API_TOKEN": TOKEN, "SIYU_HOME": str(tmp_path)}
     log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--scores", str(world.scores), "--config", str(world.cfg_path)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--scores",
+            str(world.scores),
+            "--config",
+            str(world.cfg_path),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                          headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as c:
+
             def get(path):
                 try:
                     return c.get(path)
                 except httpx.TransportError:
                     assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
                     return httpx.Response(599)
+
             _wait_ready(get, timeout=180)
             r = c.post("/predict", json=EXAMPLE_REQUEST)
             assert r.status_code == 200 and r.json()["predictions"][2]["status"] == "unknown_user"
@@ -241,8 +269,10 @@ def test_observe_many_equals_one_observe_per_value():
         a.observe(float(v))
     observe_many(b, values)
     observe_many(b, values[:0])
-    samples = {name: {(s.name[1:], tuple(sorted(s.labels.items()))): s.value for s in m.samples}
-               for name, m in ((m.name, m) for m in reg.collect())}
+    samples = {
+        name: {(s.name[1:], tuple(sorted(s.labels.items()))): s.value for s in m.samples}
+        for name, m in ((m.name, m) for m in reg.collect())
+    }
     assert samples["a"] == pytest.approx(samples["b"])
 
 

@@ -9,10 +9,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from siyu.errors import SiyuError
-from siyu.contract import (ACTIONS, BRAND_EVENTS, CANONICAL_COLUMNS, CONNECT_EVENTS, DISCONNECT_EVENTS,
-                                    EVENTS, TIERS)
 from simulation.simulator import default_cutoff, simulate_world
+from siyu.contract import ACTIONS, BRAND_EVENTS, CANONICAL_COLUMNS, CONNECT_EVENTS, DISCONNECT_EVENTS, EVENTS, TIERS
+from siyu.errors import SiyuError
 
 START = date(2025, 1, 1)
 CUTS = [date(2025, 5, 1), date(2025, 5, 31)]
@@ -127,13 +126,15 @@ def test_users_table(world):
     rp = ev[ev["event"] == "referral_purchase"]
     assert set(zip(rp["ref_user_id"], rp["user_id"])) == set(zip(referred["user_id"], referred["referrer_id"]))
     first = ev.groupby("user_id")["ts"].min().dt.date
-    assert (pd.to_datetime(users.set_index("user_id")["join_date"]).dt.date == first.reindex(users["user_id"]).values).all()
+    assert (
+        pd.to_datetime(users.set_index("user_id")["join_date"]).dt.date == first.reindex(users["user_id"]).values
+    ).all()
     assert users["trust0"].between(0, 1).all() and users["need_base"].between(0, 1).all()
 
 
 def test_same_seed_same_events(world, tmp_path):
     cfg, s, ev = world
-    again = simulate_world(cfg, 500, 200, START, 7, tmp_path / "a", CUTS, replicas=4)
+    simulate_world(cfg, 500, 200, START, 7, tmp_path / "a", CUTS, replicas=4)
     assert pd.read_parquet(tmp_path / "a" / "events.parquet").equals(ev)
     assert pd.read_parquet(tmp_path / "a" / "oracle.parquet").equals(pd.read_parquet(s.out_dir / "oracle.parquet"))
     other = simulate_world(cfg, 500, 200, START, 8, tmp_path / "b", [], replicas=0)
@@ -148,8 +149,9 @@ def test_bookkeeping_matches_design_tiers(world, cut):
     T = datetime.combine(cut, datetime.min.time())
     want = _tiers_pandas(ev, T, cfg)
     snap, probs, y = s.snapshots[cut]
-    got = pd.DataFrame({"tier": [TIERS[r] for r in snap.tier], "churn_pop": snap.churn_pop},
-                       index=[f"u{r}" for r in snap.rows])
+    got = pd.DataFrame(
+        {"tier": [TIERS[r] for r in snap.tier], "churn_pop": snap.churn_pop}, index=[f"u{r}" for r in snap.rows]
+    )
     conn = want[want["tier"] != "lost"]
     assert set(got.index) == set(conn.index)
     assert got["tier"].to_dict() == conn["tier"].to_dict()
@@ -159,8 +161,8 @@ def test_bookkeeping_matches_design_tiers(world, cut):
 
 @pytest.mark.parametrize("cut", CUTS)
 def test_realised_labels_match_label_module(world, cut):
-    from features.labels import label_table
     from events.loader import connect
+    from features.labels import label_table
 
     cfg, s, ev = world
     con = connect(threads=1)
@@ -212,7 +214,8 @@ def test_auc_is_sklearns(world):
     for lab in ("churn", "promotion"):
         sub = orc[orc["label"] == lab]
         assert roc_auc(sub["y"].to_numpy(), sub["p_oracle"].to_numpy()) == pytest.approx(
-            roc_auc_score(sub["y"], sub["p_oracle"]), abs=1e-12)
+            roc_auc_score(sub["y"], sub["p_oracle"]), abs=1e-12
+        )
         assert s.auc[lab] == pytest.approx(roc_auc_score(sub["y"], sub["p_oracle"]), abs=1e-12)
 
 
@@ -245,12 +248,27 @@ def test_cli_simulate(tmp_path):
 
     from app.cli import app
 
-    r = CliRunner().invoke(app, ["simulate", "--users", "80", "--days", "70", "--replicas", "2", "--out",
-                                 str(tmp_path), "--oracle-cutoff", "2025-02-10"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--users",
+            "80",
+            "--days",
+            "70",
+            "--replicas",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--oracle-cutoff",
+            "2025-02-10",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "oracle ROC AUC" in r.output and (tmp_path / "oracle.parquet").is_file()
-    bad = CliRunner().invoke(app, ["simulate", "--users", "80", "--days", "70", "--start", "2025-02-30",
-                                   "--out", str(tmp_path)])
+    bad = CliRunner().invoke(
+        app, ["simulate", "--users", "80", "--days", "70", "--start", "2025-02-30", "--out", str(tmp_path)]
+    )
     assert bad.exit_code != 0 and isinstance(bad.exception, SiyuError)
 
 

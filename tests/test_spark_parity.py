@@ -12,8 +12,8 @@ pytestmark = pytest.mark.spark
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from siyu.config import load_config
     from simulation.simulator import simulate_world
+    from siyu.config import load_config
 
     cfg = load_config()
     out = tmp_path_factory.mktemp("world")
@@ -61,5 +61,6 @@ def test_single_cutoff_parity(engines):
     cutoff = validation_cutoff(sp, cfg)
     pd.testing.assert_frame_equal(tier_table(con, cutoff, cfg), S.tier_table(sp, cutoff, cfg))
     pd.testing.assert_frame_equal(label_table(con, cutoff, cfg), S.label_table(sp, cutoff, cfg))
-    pd.testing.assert_frame_equal(feature_table(con, cutoff, cfg), S.feature_table(sp, cutoff, cfg),
-                                  check_exact=False, rtol=1e-9, atol=1e-9)
+    pd.testing.assert_frame_equal(
+        feature_table(con, cutoff, cfg), S.feature_table(sp, cutoff, cfg), check_exact=False, rtol=1e-9, atol=1e-9
+    )

@@ -31,15 +31,22 @@ def buy(u, ts, amount=10.0, order=None, **kw):
 def test_every_tier(cfg):
     rows = [
         ("c", OLD, "follow"),
-        ("e", OLD, "follow"), ("e", "2024-03-01", "visit"),
-        ("b", OLD, "follow"), buy("b", "2024-03-01"),
-        ("r", OLD, "follow"), buy("r", "2024-03-01"), buy("r", "2024-03-05"),
-        ("k", OLD, "follow"), buy("k", "2024-03-01"), buy("k", "2024-03-05"),
+        ("e", OLD, "follow"),
+        ("e", "2024-03-01", "visit"),
+        ("b", OLD, "follow"),
+        buy("b", "2024-03-01"),
+        ("r", OLD, "follow"),
+        buy("r", "2024-03-01"),
+        buy("r", "2024-03-05"),
+        ("k", OLD, "follow"),
+        buy("k", "2024-03-01"),
+        buy("k", "2024-03-05"),
         ("k", "2024-03-06", "referral_purchase", {"amount": 30.0, "ref_user_id": "x"}),
-        ("l", OLD, "follow"), buy("l", "2024-03-01"), ("l", "2024-03-02", "unfollow"),
+        ("l", OLD, "follow"),
+        buy("l", "2024-03-01"),
+        ("l", "2024-03-02", "unfollow"),
     ]
-    assert tiers(rows, cfg) == {"c": "connected", "e": "engaged", "b": "buyer", "r": "repeat", "k": "koc",
-                                "l": "lost"}
+    assert tiers(rows, cfg) == {"c": "connected", "e": "engaged", "b": "buyer", "r": "repeat", "k": "koc", "l": "lost"}
 
 
 def test_disconnect_one_of_two_channels_stays_connected(cfg):
@@ -48,8 +55,13 @@ def test_disconnect_one_of_two_channels_stays_connected(cfg):
 
 
 def test_disconnect_all_channels_is_lost(cfg):
-    rows = [("u", OLD, "follow"), ("u", OLD, "join_group"), ("u", "2024-03-01", "unfollow"),
-            ("u", "2024-03-02", "leave_group"), ("u", "2024-03-03", "visit")]
+    rows = [
+        ("u", OLD, "follow"),
+        ("u", OLD, "join_group"),
+        ("u", "2024-03-01", "unfollow"),
+        ("u", "2024-03-02", "leave_group"),
+        ("u", "2024-03-03", "visit"),
+    ]
     row = one(rows, cfg)
     assert not row["connected"] and row["tier"] == "lost"
 
@@ -73,8 +85,10 @@ def test_refund_with_order_id_cancels_the_order(cfg):
     assert one(base, cfg)["tier"] == "repeat"
     full = base + [("u", "2024-03-10", "refund", {"amount": 10.0, "order_id": "o1"})]
     assert one(full, cfg)["tier"] == "buyer"
-    parts = base + [("u", "2024-03-10", "refund", {"amount": 4.0, "order_id": "o1"}),
-                    ("u", "2024-03-11", "refund", {"amount": 6.0, "order_id": "o1"})]
+    parts = base + [
+        ("u", "2024-03-10", "refund", {"amount": 4.0, "order_id": "o1"}),
+        ("u", "2024-03-11", "refund", {"amount": 6.0, "order_id": "o1"}),
+    ]
     assert one(parts, cfg)["tier"] == "buyer"
     partial = base + [("u", "2024-03-10", "refund", {"amount": 9.0, "order_id": "o1"})]
     assert one(partial, cfg)["tier"] == "repeat"
@@ -83,8 +97,12 @@ def test_refund_with_order_id_cancels_the_order(cfg):
 
 
 def test_refund_without_order_id_cancels_nothing(cfg):
-    rows = [("u", OLD, "follow"), buy("u", "2024-03-01", 10, None), buy("u", "2024-03-05", 10, None),
-            ("u", "2024-03-10", "refund", {"amount": 100.0})]
+    rows = [
+        ("u", OLD, "follow"),
+        buy("u", "2024-03-01", 10, None),
+        buy("u", "2024-03-05", 10, None),
+        ("u", "2024-03-10", "refund", {"amount": 100.0}),
+    ]
     assert one(rows, cfg)["tier"] == "repeat"
 
 
@@ -108,8 +126,10 @@ def test_lapsed_buyer_is_engaged(cfg):
     row = one(rows, cfg)
     assert row["tier"] == "engaged" and row["lapsed"]
     refunded = rows + [("u", "2023-11-02", "refund", {"amount": 10.0, "order_id": "o"})]
-    assert one([(*r[:3], {**r[3], "order_id": "o"}) if r[2] == "purchase" else r for r in refunded], cfg)[
-        "tier"] == "connected"
+    assert (
+        one([(*r[:3], {**r[3], "order_id": "o"}) if r[2] == "purchase" else r for r in refunded], cfg)["tier"]
+        == "connected"
+    )
 
 
 def test_koc_needs_repeat_and_referrals(cfg):
@@ -132,8 +152,14 @@ def test_engaged_min_actions(cfg):
 
 
 def test_implicit_connection_without_connection_events(cfg):
-    rows = [buy("p", "2024-03-01"), ("q", "2024-03-01", "visit"), ("s", "2024-03-01", "message_sent"),
-            ("z", OLD, "follow"), ("z", "2024-01-01", "unfollow"), buy("z", "2024-03-01")]
+    rows = [
+        buy("p", "2024-03-01"),
+        ("q", "2024-03-01", "visit"),
+        ("s", "2024-03-01", "message_sent"),
+        ("z", OLD, "follow"),
+        ("z", "2024-01-01", "unfollow"),
+        buy("z", "2024-03-01"),
+    ]
     assert tiers(rows, cfg) == {"p": "buyer", "q": "engaged", "s": "lost", "z": "lost"}
 
 

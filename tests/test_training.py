@@ -7,6 +7,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from training_world import FEATURES, make_table, oracle_frame, small_cfg
 
 from siyu.errors import SiyuError
 from training import evaluate, model_registry
@@ -14,7 +15,6 @@ from training.baselines import oracle_scores, rule_scores
 from training.calibrate import Calibrator, fit_calibrator
 from training.fit import LabelData, fit_label, lgbm_params
 from training.train import train_table
-from training_world import FEATURES, make_table, oracle_frame, small_cfg
 
 NAMES = [f.name for f in FEATURES]
 
@@ -69,7 +69,9 @@ def test_lgbm_params_imbalance_and_monotone(cfg):
     full = cfg.model_copy(update={"training": cfg.training.model_copy(update={"class_weight": "balanced"})})
     assert lgbm_params("churn", full, FEATURES, 100, 900)["scale_pos_weight"] == pytest.approx(9.0)
     assert p["monotone_constraints"] == [0, 0, 0, 0, 1, 1, 0, 0]
-    off = cfg.model_copy(update={"training": cfg.training.model_copy(update={"monotone": False, "class_weight": "none"})})
+    off = cfg.model_copy(
+        update={"training": cfg.training.model_copy(update={"monotone": False, "class_weight": "none"})}
+    )
     p = lgbm_params("churn", off, FEATURES, 100, 900)
     assert "monotone_constraints" not in p and "scale_pos_weight" not in p
 
@@ -102,7 +104,9 @@ def test_calibrator_is_monotone_and_round_trips(method):
     grid = np.linspace(0, 1, 101)
     out = cal.apply(grid)
     assert np.all(np.diff(out) >= -1e-12)
-    assert evaluate.probability_metrics(y, cal.apply(raw))["log_loss"] < evaluate.probability_metrics(y, raw)["log_loss"]
+    assert (
+        evaluate.probability_metrics(y, cal.apply(raw))["log_loss"] < evaluate.probability_metrics(y, raw)["log_loss"]
+    )
     np.testing.assert_allclose(Calibrator.from_dict(cal.to_dict()).apply(grid), out)
 
 
@@ -119,7 +123,9 @@ def test_baselines_rule_and_oracle_alignment():
     val = pd.DataFrame({"tier": ["engaged", "buyer", "repeat"], "user_id": ["a", "b", "c"], "d": [1.0, np.nan, 3.0]})
     np.testing.assert_allclose(rule_scores("koc", fit, val, "d"), [0.0, 0.5, 0.25])
     assert rule_scores("churn", fit, val, "d").tolist() == [1.0, 4.0, 3.0]  # never active = longest gap
-    oracle = pd.DataFrame({"cutoff": pd.Timestamp("2024-03-01"), "user_id": ["b", "a"], "label": "koc", "p_oracle": [0.2, 0.1]})
+    oracle = pd.DataFrame(
+        {"cutoff": pd.Timestamp("2024-03-01"), "user_id": ["b", "a"], "label": "koc", "p_oracle": [0.2, 0.1]}
+    )
     np.testing.assert_allclose(oracle_scores(oracle, "koc", "2024-03-01", val), [0.1, 0.2, np.nan])
     assert oracle_scores(oracle, "churn", "2024-03-01", val) is None
 
@@ -129,7 +135,16 @@ def test_training_result_metrics_baselines_oracle(world):
     for label in ("churn", "promotion", "koc"):
         r = result.labels[label]
         assert r.trained, r.message
-        for k in ("roc_auc", "pr_auc", "log_loss", "brier", "lift_top5", "catch_top10", "catch_top20", "auc_tier_buyer"):
+        for k in (
+            "roc_auc",
+            "pr_auc",
+            "log_loss",
+            "brier",
+            "lift_top5",
+            "catch_top10",
+            "catch_top20",
+            "auc_tier_buyer",
+        ):
             assert np.isfinite(r.metrics[k]), k
         assert set(r.baselines) == {"rule", "logreg_rfm"}
         # beats_baselines is exactly the rule stated in the issue, and loudness follows it
@@ -137,7 +152,10 @@ def test_training_result_metrics_baselines_oracle(world):
         assert r.beats_baselines == beats
         assert any(label in w for w in result.warnings()) == (not beats)
         o = r.oracle
-        assert o["oracle_users"] == result.labels[label].counts["validation_pos"] + result.labels[label].counts["validation_neg"]
+        assert (
+            o["oracle_users"]
+            == result.labels[label].counts["validation_pos"] + result.labels[label].counts["validation_neg"]
+        )
         assert o["auc_ratio_to_oracle"] == pytest.approx(o["model_roc_auc_on_oracle_users"] / o["oracle_roc_auc"])
     assert result.labels["churn"].metrics["roc_auc"] > 0.7  # the world has strong churn signal
     # class weights overstate the rare class; calibration must bring the probabilities back
@@ -157,13 +175,29 @@ def test_mlflow_parent_and_child_runs(world):
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(c.data.params["label"] for c in children) == ["churn", "koc", "promotion"]
     child = next(c for c in children if c.data.params["label"] == "churn")
-    for k in ("roc_auc", "pr_auc", "brier", "log_loss", "raw_log_loss", "lift_top10", "rule_roc_auc",
-              "logreg_rfm_pr_auc", "oracle_roc_auc", "auc_ratio_to_oracle", "gate_challenger_roc_auc"):
+    for k in (
+        "roc_auc",
+        "pr_auc",
+        "brier",
+        "log_loss",
+        "raw_log_loss",
+        "lift_top10",
+        "rule_roc_auc",
+        "logreg_rfm_pr_auc",
+        "oracle_roc_auc",
+        "auc_ratio_to_oracle",
+        "gate_challenger_roc_auc",
+    ):
         assert k in child.data.metrics, k
     assert child.data.metrics["roc_auc"] == pytest.approx(result.labels["churn"].metrics["roc_auc"])
     assert child.data.tags["siyu.gate"] == "promoted"
     files = {a.path.split("/")[-1] for a in client.list_artifacts(child.info.run_id, "evaluation")}
-    assert {"churn_roc_pr.png", "churn_calibration.png", "churn_feature_importance.csv", "churn_shap_summary.png"} <= files
+    assert {
+        "churn_roc_pr.png",
+        "churn_calibration.png",
+        "churn_feature_importance.csv",
+        "churn_shap_summary.png",
+    } <= files
 
 
 def test_monotone_behaviour_of_trained_models(world):
@@ -227,16 +261,20 @@ def test_behaviour_on_a_simulated_world(tmp_path, cfg):
     lower churn risk; one more referral purchase (every count and sum it raises) never lowers KOC likelihood."""
     import duckdb
 
+    from events.validate import load_valid_events
     from simulation.simulator import simulate_world
     from training.table import training_cutoffs, training_table
-    from events.validate import load_valid_events
     from training.train import train_all
 
     simulate_world(cfg, users=4000, days=240, out_dir=tmp_path / "w", replicas=0)
     events = tmp_path / "w" / "events.parquet"
     t = cfg.training.model_copy(update={"min_class_count": 5})
-    cfg = cfg.model_copy(update={"training": t, "mlflow": cfg.mlflow.model_copy(
-        update={"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"})})
+    cfg = cfg.model_copy(
+        update={
+            "training": t,
+            "mlflow": cfg.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"}),
+        }
+    )
     result = train_all(events, cfg, experiment="behaviour")
     assert result.labels["churn"].trained and result.labels["koc"].trained, result.warnings()
     con = duckdb.connect()

@@ -6,16 +6,26 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from make_samples import BAD_ROWS, COLS
-from siyu.errors import SiyuError
+
 from events.loader import connect
 from events.validate import load_valid_events, run_validation, validate_file, validate_frame
+from siyu.errors import SiyuError
 
 EXPECTED_REASONS = [
-    "missing user_id", "missing ts", "unparseable ts", "missing event", "unknown event",
-    "amount is not a number", "missing amount", "negative amount", "rating is not an integer",
-    "missing rating", "rating outside 1-5", "coupon is not a boolean", "referral_purchase without ref_user_id",
+    "missing user_id",
+    "missing ts",
+    "unparseable ts",
+    "missing event",
+    "unknown event",
+    "amount is not a number",
+    "missing amount",
+    "negative amount",
+    "rating is not an integer",
+    "missing rating",
+    "rating outside 1-5",
+    "coupon is not a boolean",
+    "referral_purchase without ref_user_id",
 ]
 
 
@@ -35,9 +45,19 @@ def test_each_rule_quarantines_with_its_reason(cfg, row, reason):
 
 
 def test_timestamps_all_formats_become_the_same_utc_instant(cfg):
-    rows = [{"user_id": f"u{i}", "ts": ts, "event": "visit"} for i, ts in enumerate([
-        "2026-01-01T08:00:00Z", "2026-01-01 08:00:00", "2026-01-01T16:00:00+08:00",
-        "1767254400", "1767254400000", "2026-01-01T03:00:00-05:00"])]
+    rows = [
+        {"user_id": f"u{i}", "ts": ts, "event": "visit"}
+        for i, ts in enumerate(
+            [
+                "2026-01-01T08:00:00Z",
+                "2026-01-01 08:00:00",
+                "2026-01-01T16:00:00+08:00",
+                "1767254400",
+                "1767254400000",
+                "2026-01-01T03:00:00-05:00",
+            ]
+        )
+    ]
     accepted, quarantine = validate_frame(frame(rows), cfg)
     assert quarantine.empty
     assert set(accepted.ts.astype(str)) == {"2026-01-01 08:00:00"}
@@ -52,8 +72,10 @@ def test_ids_stay_strings_with_leading_zeros(cfg, tmp_path):
 
 
 def test_brand_event_names_are_mapped(cfg):
-    rows = [{"user_id": "u", "ts": "2026-01-01", "event": "order_paid", "amount": "5", "order_id": "o1"},
-            {"user_id": "u", "ts": "2026-01-02", "event": "subscribe"}]
+    rows = [
+        {"user_id": "u", "ts": "2026-01-01", "event": "order_paid", "amount": "5", "order_id": "o1"},
+        {"user_id": "u", "ts": "2026-01-02", "event": "subscribe"},
+    ]
     accepted, q = validate_frame(frame(rows), cfg)
     assert sorted(accepted.event) == ["follow", "purchase"] and q.empty
 
@@ -78,8 +100,13 @@ def test_parquet_folder_of_parts(cfg, tmp_path):
 
 
 def test_typed_parquet_timestamps_and_epochs(cfg, tmp_path):
-    df = pd.DataFrame({"user_id": ["a", "b"], "event": ["visit", "visit"],
-                       "ts": pd.to_datetime(["2026-01-01 08:00:00+08:00", "2026-01-01 00:00:00+00:00"], utc=True)})
+    df = pd.DataFrame(
+        {
+            "user_id": ["a", "b"],
+            "event": ["visit", "visit"],
+            "ts": pd.to_datetime(["2026-01-01 08:00:00+08:00", "2026-01-01 00:00:00+00:00"], utc=True),
+        }
+    )
     df.to_parquet(tmp_path / "tz.parquet")
     con = connect()
     load_valid_events(con, tmp_path / "tz.parquet", cfg)
@@ -120,11 +147,14 @@ def test_threshold_comes_from_config(cfg, tmp_path):
     assert r.quarantined == 13
 
 
-@pytest.mark.parametrize("name,content,match", [
-    ("e.csv", "user_id,event\nu,visit\n", r"lacks required column\(s\) \['ts'\]"),
-    ("e.csv", "", r"lacks required column"),
-    ("e.parquet", "this is not parquet", r"cannot read event log"),
-])
+@pytest.mark.parametrize(
+    "name,content,match",
+    [
+        ("e.csv", "user_id,event\nu,visit\n", r"lacks required column\(s\) \['ts'\]"),
+        ("e.csv", "", r"lacks required column"),
+        ("e.parquet", "this is not parquet", r"cannot read event log"),
+    ],
+)
 def test_unusable_files_are_one_clear_error(cfg, tmp_path, name, content, match):
     p = tmp_path / name
     p.write_text(content)
@@ -142,24 +172,38 @@ def test_missing_file_and_bad_suffix(cfg, tmp_path):
 
 # --- property: rows are conserved on any messy log -------------------------------------------------
 cell = st.one_of(st.none(), st.just(""), st.text(max_size=6))
-row_strategy = st.fixed_dictionaries({
-    "user_id": st.one_of(st.sampled_from(["u1", "u2", "007", ""]), cell),
-    "ts": st.one_of(st.sampled_from(["2026-01-01", "2026-01-02T10:00:00+08:00", "1767225600", "1767225600000",
-                                     "not a date", ""]), cell),
-    "event": st.one_of(st.sampled_from(["visit", "purchase", "refund", "review", "referral_purchase",
-                                        "order_paid", "teleport", ""]), cell),
-    "amount": st.one_of(st.sampled_from(["10", "-1", "abc", "nan", "1e3", ""]), cell),
-    "rating": st.one_of(st.sampled_from(["1", "5", "0", "6", "4.5", "x"]), cell),
-    "coupon": st.sampled_from([None, "true", "false", "1", "maybe"]),
-    "ref_user_id": st.sampled_from([None, "", "r1"]),
-    "order_id": st.sampled_from([None, "o1", "o2"]),
-})
+row_strategy = st.fixed_dictionaries(
+    {
+        "user_id": st.one_of(st.sampled_from(["u1", "u2", "007", ""]), cell),
+        "ts": st.one_of(
+            st.sampled_from(
+                ["2026-01-01", "2026-01-02T10:00:00+08:00", "1767225600", "1767225600000", "not a date", ""]
+            ),
+            cell,
+        ),
+        "event": st.one_of(
+            st.sampled_from(
+                ["visit", "purchase", "refund", "review", "referral_purchase", "order_paid", "teleport", ""]
+            ),
+            cell,
+        ),
+        "amount": st.one_of(st.sampled_from(["10", "-1", "abc", "nan", "1e3", ""]), cell),
+        "rating": st.one_of(st.sampled_from(["1", "5", "0", "6", "4.5", "x"]), cell),
+        "coupon": st.sampled_from([None, "true", "false", "1", "maybe"]),
+        "ref_user_id": st.sampled_from([None, "", "r1"]),
+        "order_id": st.sampled_from([None, "o1", "o2"]),
+    }
+)
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(rows=st.lists(row_strategy, min_size=1, max_size=30).flatmap(
-    lambda rs: st.lists(st.sampled_from(rs), min_size=len(rs), max_size=len(rs) * 2)))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(row_strategy, min_size=1, max_size=30).flatmap(
+        lambda rs: st.lists(st.sampled_from(rs), min_size=len(rs), max_size=len(rs) * 2)
+    )
+)
 def test_rows_read_equals_accepted_plus_quarantined_plus_duplicates(cfg, rows):
     con = connect()
     r = run_validation(con, frame(rows), cfg)
@@ -181,22 +225,32 @@ def test_iso_offsets_do_not_depend_on_the_machine_time_zone(cfg, monkeypatch):
     monkeypatch.setenv("TZ", "Asia/Shanghai")
     time.tzset()
     try:
-        accepted, _ = validate_frame(frame([{"user_id": "u", "ts": "2026-01-01 08:00:00", "event": "visit"},
-                                            {"user_id": "v", "ts": "2026-01-01T16:00:00+08:00", "event": "visit"}]), cfg)
+        accepted, _ = validate_frame(
+            frame(
+                [
+                    {"user_id": "u", "ts": "2026-01-01 08:00:00", "event": "visit"},
+                    {"user_id": "v", "ts": "2026-01-01T16:00:00+08:00", "event": "visit"},
+                ]
+            ),
+            cfg,
+        )
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
     assert set(accepted.ts.astype(str)) == {"2026-01-01 08:00:00"}
 
 
-@pytest.mark.parametrize("text", [
-    # Found by the event fuzz: a sniffed quote character of ' merged these two rows into one.
-    "user_id,ts,event,amount\nu1,2025-01-01,follow,'\nu2,2025-01-01,follow,'\n",
-    "user_id,ts,event\n'a,2025-01-01,follow\nu2,2025-01-01,b'\n",
-    "user_id,ts,event\n#a,2025-01-01,follow\n#b,2025-01-01,follow\n",  # '#' is data, not a comment
-    "user_id,ts,event\na;b;c,2025;01,follow\nd;e;f,2025;01,follow\n",  # ';' is data, not the delimiter
-    'user_id,ts,event\r\n"a\r\nb",2025-01-01,follow\r\nu2,2025-01-01,follow\r\n',  # CRLF, a quoted line break
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Found by the event fuzz: a sniffed quote character of ' merged these two rows into one.
+        "user_id,ts,event,amount\nu1,2025-01-01,follow,'\nu2,2025-01-01,follow,'\n",
+        "user_id,ts,event\n'a,2025-01-01,follow\nu2,2025-01-01,b'\n",
+        "user_id,ts,event\n#a,2025-01-01,follow\n#b,2025-01-01,follow\n",  # '#' is data, not a comment
+        "user_id,ts,event\na;b;c,2025;01,follow\nd;e;f,2025;01,follow\n",  # ';' is data, not the delimiter
+        'user_id,ts,event\r\n"a\r\nb",2025-01-01,follow\r\nu2,2025-01-01,follow\r\n',  # CRLF, a quoted line break
+    ],
+)
 def test_csv_dialect_is_fixed_so_no_row_is_merged_or_skipped(cfg, tmp_path, text):
     p = tmp_path / "e.csv"
     p.write_bytes(text.encode())
@@ -215,12 +269,14 @@ def test_malformed_csv_lines_are_quarantined_alone(cfg, tmp_path):
     # Too many fields, too few, and a quoted line break in between: each refused line is one
     # quarantined record with its position; the lines around it are read as usual.
     p = tmp_path / "e.csv"
-    p.write_text("user_id,ts,event,amount\n"
-                 "u1,2025-01-01,visit,\n"
-                 "u2,2025-01-01,visit,,extra\n"
-                 'u3,2025-01-02,"visit\nagain",\n'
-                 "u4\n"
-                 "u5,2025-01-03,visit,\n")
+    p.write_text(
+        "user_id,ts,event,amount\n"
+        "u1,2025-01-01,visit,\n"
+        "u2,2025-01-01,visit,,extra\n"
+        'u3,2025-01-02,"visit\nagain",\n'
+        "u4\n"
+        "u5,2025-01-03,visit,\n"
+    )
     con = connect()
     r = run_validation(con, p, cfg)
     assert (r.rows_read, r.accepted, r.quarantined, r.duplicates) == (5, 2, 3, 0)

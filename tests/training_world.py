@@ -19,8 +19,13 @@ FEATURES = [
     Feature("opens_30d", "engagement", "pushes opened in the last 30 days", "count"),
     Feature("complaints_90d", "friction", "complaints in the last 90 days", "count", monotone=(("churn", 1),)),
     Feature("mutes_90d", "friction", "mutes in the last 90 days", "count", monotone=(("churn", 1),)),
-    Feature("referral_purchases_90d", "advocacy", "referred purchases in the last 90 days", "count",
-            monotone=(("koc", 1), ("promotion", 1))),
+    Feature(
+        "referral_purchases_90d",
+        "advocacy",
+        "referred purchases in the last 90 days",
+        "count",
+        monotone=(("koc", 1), ("promotion", 1)),
+    ),
     Feature("tier_rank", "ladder", "current tier rank", "tier rank"),
 ]
 TIER_NAMES = ["connected", "engaged", "buyer", "repeat", "koc"]
@@ -45,15 +50,27 @@ def make_table(n_users: int = 400, n_cutoffs: int = 4, seed: int = 0) -> tuple[p
         p_koc = sig(-2.5 + 1.5 * refs + 0.3 * buys)
         churn, promo, koc = ((rng.random(n) < p).astype(int) for p in (p_churn, p_promo, p_koc))
         below_koc = rank < 4
-        df = pd.DataFrame({
-            "user_id": [f"u{i}" for i in range(n)], "cutoff": c,
-            "tier": [TIER_NAMES[r] for r in rank],
-            "days_since_user_event": rec, "purchases_90d": buys, "spend_90d": buys * rng.gamma(2, 50, n),
-            "opens_30d": rng.poisson(2, n), "complaints_90d": comp, "mutes_90d": mute,
-            "referral_purchases_90d": refs, "tier_rank": rank,
-            "in_churn_pop": ~np.isnan(rec), "in_promotion_pop": below_koc, "in_koc_pop": below_koc,
-            "_p_churn": p_churn, "_p_promotion": p_promo, "_p_koc": p_koc,  # the truth, for the oracle
-        })
+        df = pd.DataFrame(
+            {
+                "user_id": [f"u{i}" for i in range(n)],
+                "cutoff": c,
+                "tier": [TIER_NAMES[r] for r in rank],
+                "days_since_user_event": rec,
+                "purchases_90d": buys,
+                "spend_90d": buys * rng.gamma(2, 50, n),
+                "opens_30d": rng.poisson(2, n),
+                "complaints_90d": comp,
+                "mutes_90d": mute,
+                "referral_purchases_90d": refs,
+                "tier_rank": rank,
+                "in_churn_pop": ~np.isnan(rec),
+                "in_promotion_pop": below_koc,
+                "in_koc_pop": below_koc,
+                "_p_churn": p_churn,
+                "_p_promotion": p_promo,
+                "_p_koc": p_koc,  # the truth, for the oracle
+            }
+        )
         df["churn"] = pd.array(np.where(df.in_churn_pop, churn, -1), dtype="Int64")
         df.loc[~df.in_churn_pop, "churn"] = pd.NA
         for lab, v in (("promotion", promo), ("koc", koc)):
@@ -65,7 +82,10 @@ def make_table(n_users: int = 400, n_cutoffs: int = 4, seed: int = 0) -> tuple[p
 
 def oracle_frame(table: pd.DataFrame) -> pd.DataFrame:
     """The true probabilities in the simulator's long oracle format (cutoff, user_id, label, p_oracle)."""
-    parts = [table[["cutoff", "user_id"]].assign(label=lab, p_oracle=table[f"_p_{lab}"]) for lab in ("churn", "promotion", "koc")]
+    parts = [
+        table[["cutoff", "user_id"]].assign(label=lab, p_oracle=table[f"_p_{lab}"])
+        for lab in ("churn", "promotion", "koc")
+    ]
     return pd.concat(parts, ignore_index=True)
 
 

@@ -3,8 +3,8 @@ a logistic regression on RFM features, and (simulated worlds) the oracle."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,9 @@ def rule_scores(label: str, fit: pd.DataFrame, val: pd.DataFrame, recency_featur
     """
     if label == "churn":
         if recency_feature not in val.columns:
-            raise SiyuError(f"churn rule baseline: feature '{recency_feature}' (training.rule_recency_feature) is not in the table")
+            raise SiyuError(
+                f"churn rule baseline: feature '{recency_feature}' (training.rule_recency_feature) is not in the table"
+            )
         gap = pd.to_numeric(val[recency_feature], errors="coerce").to_numpy(dtype=float)
         # No activity at all ever counts as the longest gap.
         return np.where(np.isnan(gap), np.nanmax(gap, initial=0.0) + 1.0, gap)

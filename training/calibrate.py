@@ -55,7 +55,7 @@ class Calibrator:
         return {"method": self.method, "params": self.params}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Calibrator":
+    def from_dict(cls, d: dict) -> Calibrator:
         """Rebuild from `to_dict` output."""
         return cls(method=d["method"], params=dict(d.get("params", {})))
 

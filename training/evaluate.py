@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -156,14 +156,24 @@ def shap_summary(contrib: np.ndarray, X: np.ndarray, names: Sequence[str]):
     for j, name in enumerate(names):
         x, s = X[:, j], c[:, j]
         ok = ~np.isnan(x)
-        corr = float(np.corrcoef(x[ok], s[ok])[0, 1]) if ok.sum() > 2 and np.std(x[ok]) > 0 and np.std(s[ok]) > 0 else 0.0
+        corr = (
+            float(np.corrcoef(x[ok], s[ok])[0, 1]) if ok.sum() > 2 and np.std(x[ok]) > 0 and np.std(s[ok]) > 0 else 0.0
+        )
         rows.append((name, float(np.mean(np.abs(s))), corr))
     df = pd.DataFrame(rows, columns=["feature", "mean_abs_shap", "corr_with_value"])
     return df.sort_values("mean_abs_shap", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def write_label_artifacts(folder: Path, label: str, y: np.ndarray, scores: dict[str, np.ndarray],
-                          raw: np.ndarray, booster, X_explain: np.ndarray, names: Sequence[str]) -> None:
+def write_label_artifacts(
+    folder: Path,
+    label: str,
+    y: np.ndarray,
+    scores: dict[str, np.ndarray],
+    raw: np.ndarray,
+    booster,
+    X_explain: np.ndarray,
+    names: Sequence[str],
+) -> None:
     """Write a label's plots and tables into `folder` (the run logs the folder).
 
     Args:
@@ -183,14 +193,23 @@ def write_label_artifacts(folder: Path, label: str, y: np.ndarray, scores: dict[
     plot_roc_pr(y, ok, label, folder / f"{label}_roc_pr.png")
     plot_calibration(y, raw, scores["model"], label, folder / f"{label}_calibration.png")
     pd.DataFrame(dict(zip(("mean_predicted", "observed"), reliability(y, scores["model"])))).to_csv(
-        folder / f"{label}_reliability.csv", index=False)
+        folder / f"{label}_reliability.csv", index=False
+    )
     gain = booster.feature_importance(importance_type="gain")
     split = booster.feature_importance(importance_type="split")
     imp = pd.DataFrame({"feature": list(names), "gain": gain, "split": split}).sort_values("gain", ascending=False)
     imp.to_csv(folder / f"{label}_feature_importance.csv", index=False)
-    plot_bars(dict(zip(imp.feature, imp.gain)), f"{label}: feature importance", "total gain",
-              folder / f"{label}_feature_importance.png")
+    plot_bars(
+        dict(zip(imp.feature, imp.gain)),
+        f"{label}: feature importance",
+        "total gain",
+        folder / f"{label}_feature_importance.png",
+    )
     shap = shap_summary(booster.predict(X_explain, pred_contrib=True), X_explain, names)
     shap.to_csv(folder / f"{label}_shap_summary.csv", index=False)
-    plot_bars(dict(zip(shap.feature, shap.mean_abs_shap)), f"{label}: SHAP summary (pred_contrib)",
-              "mean |contribution| (log-odds)", folder / f"{label}_shap_summary.png")
+    plot_bars(
+        dict(zip(shap.feature, shap.mean_abs_shap)),
+        f"{label}: SHAP summary (pred_contrib)",
+        "mean |contribution| (log-odds)",
+        folder / f"{label}_shap_summary.png",
+    )

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from features.catalog import Feature
 from siyu.config import Config
 from siyu.errors import SiyuError
-from features.catalog import Feature
 from training.calibrate import Calibrator, fit_calibrator
 
 
@@ -47,8 +47,14 @@ class LabelData:
     X_val: np.ndarray
 
     @classmethod
-    def split(cls, table: pd.DataFrame, label: str, part: dict[str, pd.Series], names: Sequence[str],
-              keep: Sequence[str] | None = None) -> "LabelData":
+    def split(
+        cls,
+        table: pd.DataFrame,
+        label: str,
+        part: dict[str, pd.Series],
+        names: Sequence[str],
+        keep: Sequence[str] | None = None,
+    ) -> LabelData:
         """Rows of the label's population with a known outcome, per part of the split.
 
         Args:
@@ -59,8 +65,15 @@ class LabelData:
             keep: feature columns also kept in the frames (baselines); None keeps every column.
         """
         pop = table[f"in_{label}_pop"].fillna(False).astype(bool) & table[label].notna()
-        cols = None if keep is None else list(dict.fromkeys(
-            [c for c in ("user_id", "cutoff", tier_column(table), label) if c in table.columns] + list(keep)))
+        cols = (
+            None
+            if keep is None
+            else list(
+                dict.fromkeys(
+                    [c for c in ("user_id", "cutoff", tier_column(table), label) if c in table.columns] + list(keep)
+                )
+            )
+        )
         frames, X = {}, {}
         for k, m in part.items():
             rows = np.flatnonzero((pop & m).to_numpy())
@@ -68,7 +81,9 @@ class LabelData:
             # Only the columns baselines need stay in pandas: a 1M-user table is large.
             frames[k] = (table if cols is None else table[cols]).iloc[rows].reset_index(drop=True)
             frames[k][label] = frames[k][label].astype(int)
-        return cls(label, frames["fit"], frames["holdout"], frames["validation"], X["fit"], X["holdout"], X["validation"])
+        return cls(
+            label, frames["fit"], frames["holdout"], frames["validation"], X["fit"], X["holdout"], X["validation"]
+        )
 
     @functools.cached_property
     def fit_and_holdout(self) -> pd.DataFrame:
@@ -87,8 +102,15 @@ class LabelData:
 def lgbm_params(label: str, cfg: Config, features: Sequence[Feature], n_pos: int, n_neg: int) -> dict:
     """LightGBM parameters of one label: config, seed, imbalance weight and monotone constraints."""
     t = cfg.training
-    params = {"objective": "binary", "metric": "auc", "verbosity": -1, "seed": t.seed,
-              "deterministic": True, "force_col_wise": True, **t.lgbm_params}
+    params = {
+        "objective": "binary",
+        "metric": "auc",
+        "verbosity": -1,
+        "seed": t.seed,
+        "deterministic": True,
+        "force_col_wise": True,
+        **t.lgbm_params,
+    }
     ratio = n_neg / max(n_pos, 1)
     # Rare positives weigh more so the trees look at them; the calibrator undoes the shift in
     # probability. "sqrt" is the milder form: full balancing over-fits a handful of positives.
@@ -127,9 +149,14 @@ def fit_label(label: str, d: LabelData, cfg: Config, features: Sequence[Feature]
     params = lgbm_params(label, cfg, features, int(y_fit.sum()), int(len(y_fit) - y_fit.sum()))
     dfit = lgb.Dataset(d.X_fit, y_fit, feature_name=names, categorical_feature=cats or "auto", free_raw_data=True)
     dhold = lgb.Dataset(d.X_holdout, y_hold, reference=dfit)
-    booster = lgb.train(params, dfit, num_boost_round=cfg.training.num_boost_round, valid_sets=[dhold],
-                        valid_names=["holdout"],
-                        callbacks=[lgb.early_stopping(cfg.training.early_stopping_rounds, verbose=False)])
+    booster = lgb.train(
+        params,
+        dfit,
+        num_boost_round=cfg.training.num_boost_round,
+        valid_sets=[dhold],
+        valid_names=["holdout"],
+        callbacks=[lgb.early_stopping(cfg.training.early_stopping_rounds, verbose=False)],
+    )
     cal: Calibrator = fit_calibrator(booster.predict(d.X_holdout), y_hold, cfg.training.calibration, cfg.training.seed)
     raw_val = booster.predict(d.X_val)
     return booster, cal, raw_val, cal.apply(raw_val)

@@ -77,7 +77,7 @@ class ScoringModel:
         return self.booster.predict(X, pred_contrib=True)
 
     @classmethod
-    def from_dir(cls, folder: Path, name: str = "", version: int = 0) -> "ScoringModel":
+    def from_dir(cls, folder: Path, name: str = "", version: int = 0) -> ScoringModel:
         """Build from a folder holding booster.txt, calibrator.json and meta.json."""
         import lightgbm as lgb
 
@@ -107,18 +107,27 @@ def log_model(booster, calibrator: Calibrator, label: str, name: str, X_example:
         d = Path(d)
         booster.save_model(str(d / "booster.txt"))
         (d / "calibrator.json").write_text(json.dumps(calibrator.to_dict()))
-        (d / "meta.json").write_text(json.dumps({"label": label, "name": name, "feature_names": list(X_example.columns)}))
+        (d / "meta.json").write_text(
+            json.dumps({"label": label, "name": name, "feature_names": list(X_example.columns)})
+        )
         example = X_example.astype(float)
         pred = calibrator.apply(booster.predict(example.to_numpy()))
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=SiyuPyfunc(),
-            artifacts={k: str(d / f) for k, f in (("booster", "booster.txt"), ("calibrator", "calibrator.json"), ("meta", "meta.json"))},
+            artifacts={
+                k: str(d / f)
+                for k, f in (("booster", "booster.txt"), ("calibrator", "calibrator.json"), ("meta", "meta.json"))
+            },
             signature=mlflow.models.infer_signature(example, pred),
             input_example=example,
             registered_model_name=name,
             # Pinned explicitly: inferring requirements spawns a slow subprocess.
-            pip_requirements=[f"lightgbm=={lightgbm.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"],
+            pip_requirements=[
+                f"lightgbm=={lightgbm.__version__}",
+                f"numpy=={np.__version__}",
+                f"pandas=={pd.__version__}",
+            ],
         )
     return int(info.registered_model_version)
 
@@ -140,8 +149,10 @@ def resolve_alias(cfg: Config, label: str, alias: str = "champion") -> int:
     except mlflow.exceptions.MlflowException as e:
         if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             # e.g. a tracking server that does not answer: say so, not "train first"
-            raise RegistryUnreachable(f"cannot reach the MLflow registry at {cfg.tracking_uri()} (unreachable or "
-                                      f"failing): {str(e).splitlines()[0][:200]}") from e
+            raise RegistryUnreachable(
+                f"cannot reach the MLflow registry at {cfg.tracking_uri()} (unreachable or "
+                f"failing): {str(e).splitlines()[0][:200]}"
+            ) from e
         raise SiyuError(f"model '{name}' has no version with alias '{alias}' (train first, or `siyu promote`)") from e
 
 
@@ -239,8 +250,17 @@ class GateDecision:
     champion_version: int | None = None
 
 
-def judge(cfg: Config, label: str, version: int, X_val: np.ndarray, names: list[str], y: np.ndarray,
-          challenger_score: float, metric_fn, metric: str) -> GateDecision:
+def judge(
+    cfg: Config,
+    label: str,
+    version: int,
+    X_val: np.ndarray,
+    names: list[str],
+    y: np.ndarray,
+    challenger_score: float,
+    metric_fn,
+    metric: str,
+) -> GateDecision:
     """Whether `version` may become champion: at least as good as the champion on the same validation rows.
 
     Moves no alias (see apply_gate), so a training run can judge every label first and move
@@ -269,15 +289,34 @@ def judge(cfg: Config, label: str, version: int, X_val: np.ndarray, names: list[
     champ = load_version(cfg, label, champ_v)
     missing = [f for f in champ.feature_names if f not in names]
     if missing:
-        return GateDecision(False, f"champion v{champ_v} needs features not in this table ({missing[:3]}...); "
-                            "compare by hand and `siyu promote`", metric, challenger_score, None, champ_v)
+        return GateDecision(
+            False,
+            f"champion v{champ_v} needs features not in this table ({missing[:3]}...); "
+            "compare by hand and `siyu promote`",
+            metric,
+            challenger_score,
+            None,
+            champ_v,
+        )
     cols = [names.index(f) for f in champ.feature_names]
     champ_score = float(metric_fn(y, champ.predict_proba(X_val[:, cols])))
     if challenger_score >= champ_score:
-        return GateDecision(True, f"{metric} {challenger_score:.4f} >= champion v{champ_v} {champ_score:.4f}",
-                            metric, challenger_score, champ_score, champ_v)
-    return GateDecision(False, f"{metric} {challenger_score:.4f} < champion v{champ_v} {champ_score:.4f}",
-                        metric, challenger_score, champ_score, champ_v)
+        return GateDecision(
+            True,
+            f"{metric} {challenger_score:.4f} >= champion v{champ_v} {champ_score:.4f}",
+            metric,
+            challenger_score,
+            champ_score,
+            champ_v,
+        )
+    return GateDecision(
+        False,
+        f"{metric} {challenger_score:.4f} < champion v{champ_v} {champ_score:.4f}",
+        metric,
+        challenger_score,
+        champ_score,
+        champ_v,
+    )
 
 
 def apply_gate(cfg: Config, label: str, version: int, decision: GateDecision) -> None:

@@ -24,10 +24,19 @@ def print_train_result(result: TrainResult, console) -> None:
             table.add_row("", b, f(m["roc_auc"]), f(m["pr_auc"]), f(m.get("brier")), "")
         if r.oracle:
             o = r.oracle
-            table.add_row("", "oracle", f(o["oracle_roc_auc"]), f(o["oracle_pr_auc"]), f(o["oracle_brier"]),
-                          f"model/oracle AUC {o['auc_ratio_to_oracle']:.3f} on {o['oracle_users']} users")
+            table.add_row(
+                "",
+                "oracle",
+                f(o["oracle_roc_auc"]),
+                f(o["oracle_pr_auc"]),
+                f(o["oracle_brier"]),
+                f"model/oracle AUC {o['auc_ratio_to_oracle']:.3f} on {o['oracle_users']} users",
+            )
     console.print(table)
     for w in result.warnings():
         console.print(f"[bold red]WARNING[/bold red] {w}", highlight=False, soft_wrap=True)
-    console.print(f"MLflow: {result.tracking_uri} experiment '{result.experiment}' run {result.parent_run_id}",
-                  highlight=False, soft_wrap=True)
+    console.print(
+        f"MLflow: {result.tracking_uri} experiment '{result.experiment}' run {result.parent_run_id}",
+        highlight=False,
+        soft_wrap=True,
+    )

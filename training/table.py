@@ -12,13 +12,13 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from siyu.config import Config
-from siyu.errors import SiyuError
-from siyu.contract import TIERS
-from features.facts import Runner, build_facts, instant_of, split_instant
 from features.compute import feature_bounds, feature_rows, tier_days
+from features.facts import Runner, build_facts, instant_of, split_instant
 from features.labels import label_sql, tidy_labels
 from features.tiers import tier_bounds, tier_sql
+from siyu.config import Config
+from siyu.contract import TIERS
+from siyu.errors import SiyuError
 
 
 def validation_cutoff(con, cfg: Config, events: str = "events") -> datetime:
@@ -68,8 +68,11 @@ def training_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str =
         run.drop([*facts.names(), tiers])
     # Both frames come sorted by (cutoff, user_id) over the same users (the tiers at each cutoff):
     # adding the label columns in place saves a merge's copy of every feature (GBs at 1M users).
-    if not (len(out) == len(labels) and np.array_equal(out["user_id"].to_numpy(), labels["user_id"].to_numpy())
-            and np.array_equal(out["cutoff"].to_numpy(), labels["cutoff"].to_numpy())):
+    if not (
+        len(out) == len(labels)
+        and np.array_equal(out["user_id"].to_numpy(), labels["user_id"].to_numpy())
+        and np.array_equal(out["cutoff"].to_numpy(), labels["cutoff"].to_numpy())
+    ):
         raise SiyuError("feature and label rows do not line up (engine returned them unsorted?)")
     for c in labels.columns.drop(["user_id", "cutoff"]):
         out[c] = labels[c].to_numpy() if labels[c].dtype != "Int8" else labels[c].array

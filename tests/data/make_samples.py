@@ -11,8 +11,21 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 COLS = ["user_id", "ts", "event", "amount", "channel", "ref_user_id", "rating", "coupon", "content_id", "order_id"]
-GOOD_EVENTS = ["follow", "add_contact", "join_group", "member_join", "message_sent", "message_open", "click",
-               "visit", "like", "coupon_claim", "share", "mute", "subscribe"]
+GOOD_EVENTS = [
+    "follow",
+    "add_contact",
+    "join_group",
+    "member_join",
+    "message_sent",
+    "message_open",
+    "click",
+    "visit",
+    "like",
+    "coupon_claim",
+    "share",
+    "mute",
+    "subscribe",
+]
 
 BAD_ROWS = [  # one per rule, in the validator's order
     {"user_id": "", "ts": "2026-03-01T10:00:00Z", "event": "visit"},
@@ -39,7 +52,8 @@ def _ts(rng: random.Random, i: int) -> str:
     if fmt == 1:
         return str(sec * 1000)
     import datetime as dt
-    t = dt.datetime.fromtimestamp(sec, dt.timezone.utc)
+
+    t = dt.datetime.fromtimestamp(sec, dt.UTC)
     if fmt == 2:
         return t.strftime("%Y-%m-%dT%H:%M:%SZ")
     return (t + dt.timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M:%S+08:00")
@@ -53,17 +67,38 @@ def good_rows(n: int, seed: int) -> list[dict]:
         kind = rng.random()
         if kind < 0.15:
             oid = f"o{i}"
-            rows.append({"user_id": uid, "ts": _ts(rng, i), "event": rng.choice(["purchase", "order_paid"]),
-                         "amount": f"{rng.uniform(20, 300):.2f}", "coupon": rng.choice(["true", "false"]),
-                         "order_id": oid, "channel": "mini_program"})
+            rows.append(
+                {
+                    "user_id": uid,
+                    "ts": _ts(rng, i),
+                    "event": rng.choice(["purchase", "order_paid"]),
+                    "amount": f"{rng.uniform(20, 300):.2f}",
+                    "coupon": rng.choice(["true", "false"]),
+                    "order_id": oid,
+                    "channel": "mini_program",
+                }
+            )
         elif kind < 0.18:
             rows.append({"user_id": uid, "ts": _ts(rng, i), "event": "review", "rating": str(rng.randint(1, 5))})
         elif kind < 0.20:
-            rows.append({"user_id": uid, "ts": _ts(rng, i), "event": "referral_purchase",
-                         "amount": f"{rng.uniform(20, 300):.2f}", "ref_user_id": f"{rng.randrange(300, 400):05d}"})
+            rows.append(
+                {
+                    "user_id": uid,
+                    "ts": _ts(rng, i),
+                    "event": "referral_purchase",
+                    "amount": f"{rng.uniform(20, 300):.2f}",
+                    "ref_user_id": f"{rng.randrange(300, 400):05d}",
+                }
+            )
         else:
-            rows.append({"user_id": uid, "ts": _ts(rng, i), "event": rng.choice(GOOD_EVENTS),
-                         "channel": rng.choice(["wecom", "group", "official_account", ""])})
+            rows.append(
+                {
+                    "user_id": uid,
+                    "ts": _ts(rng, i),
+                    "event": rng.choice(GOOD_EVENTS),
+                    "channel": rng.choice(["wecom", "group", "official_account", ""]),
+                }
+            )
     return rows
 
 

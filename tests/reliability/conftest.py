@@ -7,9 +7,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from serving_world import serving_world
 
 from reliability.server import start_server, stop_server, wait_status
-from serving_world import serving_world
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +32,12 @@ def api(world, workdir):
     Access logs are on (off by default): the token checks need request lines in the log, and the load
     test then measures the heavier configuration.
     """
-    server = start_server(world.cfg_path, world.scores, workdir,
-                          extra_env={"MLFLOW_TRACKING_URI": world.cfg.tracking_uri(), "SIYU_ACCESS_LOG": "1"})
+    server = start_server(
+        world.cfg_path,
+        world.scores,
+        workdir,
+        extra_env={"MLFLOW_TRACKING_URI": world.cfg.tracking_uri(), "SIYU_ACCESS_LOG": "1"},
+    )
     try:
         wait_status(server, "/readyz", 200, timeout=180)
         yield server

@@ -50,8 +50,7 @@ class LoadResult:
 
 async def _post(client: httpx.AsyncClient, url: str, body: dict, headers: dict, timeout: float) -> int:
     try:
-        r = await client.post(url, json=body, headers=headers,
-                              timeout=httpx.Timeout(timeout, pool=None))
+        r = await client.post(url, json=body, headers=headers, timeout=httpx.Timeout(timeout, pool=None))
         return r.status_code
     except httpx.HTTPError:
         return 0
@@ -63,24 +62,28 @@ async def _closed(url: str, ids: list[str], headers: dict, seconds: float, concu
     cyc = itertools.cycle(ids)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits) as client:
+
         async def worker():
             nonlocal done
             while time.monotonic() < stop:
                 if await _post(client, url, {"user_ids": [next(cyc)]}, headers, 30) == 200:
                     done += 1
+
         t0 = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return done / (time.monotonic() - t0)
 
 
-def max_throughput(base_url: str, ids: list[str], headers: dict, seconds: float = 8.0,
-                   concurrency: int = CONNECTIONS) -> float:
+def max_throughput(
+    base_url: str, ids: list[str], headers: dict, seconds: float = 8.0, concurrency: int = CONNECTIONS
+) -> float:
     """Measured max successful single-user /predict requests per second."""
     return asyncio.run(_closed(base_url + "/predict", ids, headers, seconds, concurrency))
 
 
-async def _open(url: str, ids: list[str], headers: dict, rate: float, seconds: float,
-                out: LoadResult, stop: threading.Event | None) -> None:
+async def _open(
+    url: str, ids: list[str], headers: dict, rate: float, seconds: float, out: LoadResult, stop: threading.Event | None
+) -> None:
     cyc = itertools.cycle(ids)
     # The same number of keep-alive connections as the max-throughput measurement: a backlog then
     # waits in the client's pool (counted as latency) instead of opening hundreds of connections.
@@ -106,26 +109,30 @@ async def _open(url: str, ids: list[str], headers: dict, rate: float, seconds: f
         out.seconds = time.monotonic() - t0
 
 
-def run_load(base_url: str, ids: list[str], headers: dict, rate: float, seconds: float,
-             stop: threading.Event | None = None) -> LoadResult:
+def run_load(
+    base_url: str, ids: list[str], headers: dict, rate: float, seconds: float, stop: threading.Event | None = None
+) -> LoadResult:
     """Send single-user /predict requests at `rate` per second for `seconds` (or until `stop`)."""
     out = LoadResult()
     asyncio.run(_open(base_url + "/predict", ids, headers, rate, seconds, out, stop))
     return out
 
 
-def run_load_in_thread(base_url: str, ids: list[str], headers: dict, rate: float, seconds: float,
-                       stop: threading.Event | None = None) -> tuple[threading.Thread, LoadResult]:
+def run_load_in_thread(
+    base_url: str, ids: list[str], headers: dict, rate: float, seconds: float, stop: threading.Event | None = None
+) -> tuple[threading.Thread, LoadResult]:
     """run_load in a background thread; join the thread, then read the result."""
     out = LoadResult()
-    th = threading.Thread(target=lambda: asyncio.run(_open(base_url + "/predict", ids, headers, rate, seconds,
-                                                           out, stop)), daemon=True)
+    th = threading.Thread(
+        target=lambda: asyncio.run(_open(base_url + "/predict", ids, headers, rate, seconds, out, stop)), daemon=True
+    )
     th.start()
     return th, out
 
 
 # --- wrk (C) as the load client, when installed: on 2 shared cores the Python client above
 # --- cannot hold 70% of the server's max for minutes; wrk costs the server almost no CPU.
+
 
 @dataclass
 class WrkWindow:
@@ -146,7 +153,9 @@ def have_wrk() -> bool:
 
 
 def _wrk_script(folder: Path, ids: list[str], headers: dict, delay_ms: float) -> Path:
-    hdr = ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in {**headers, "Content-Type": "application/json"}.items())
+    hdr = ", ".join(
+        f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in {**headers, "Content-Type": "application/json"}.items()
+    )
     path = folder / f"siyu-load-{os.getpid()}.lua"
     path.write_text(
         "local ids = {" + ",".join(json.dumps(i) for i in ids) + "}\n"
@@ -161,17 +170,33 @@ def _wrk_script(folder: Path, ids: list[str], headers: dict, delay_ms: float) ->
         "  local e = s.errors\n"
         "  io.write(string.format('SIYU %d %d %d %.3f %.3f\\n', s.requests, e.connect + e.read + e.write + "
         "e.timeout + e.status, s.duration, latency:percentile(50) / 1000, latency:percentile(99) / 1000))\n"
-        "end\n")
+        "end\n"
+    )
     return path
 
 
-def wrk_run(base_url: str, ids: list[str], headers: dict, seconds: float, connections: int = CONNECTIONS,
-            delay_ms: float = 0.0) -> WrkWindow:
+def wrk_run(
+    base_url: str, ids: list[str], headers: dict, seconds: float, connections: int = CONNECTIONS, delay_ms: float = 0.0
+) -> WrkWindow:
     """One wrk run of single-user /predict: closed loop, or paced by `delay_ms` per connection between requests."""
     with tempfile.TemporaryDirectory() as d:
         script = _wrk_script(Path(d), ids, headers, delay_ms)
-        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "15s",
-                              "-s", str(script), base_url], capture_output=True, text=True, timeout=seconds + 60)
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "15s",
+                "-s",
+                str(script),
+                base_url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+        )
     line = next((x for x in out.stdout.splitlines() if x.startswith("SIYU ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary: {out.stdout[-500:]} {out.stderr[-500:]}")
@@ -179,8 +204,15 @@ def wrk_run(base_url: str, ids: list[str], headers: dict, seconds: float, connec
     return WrkWindow(int(req), int(err), int(dur_us) / 1e6, float(p50), float(p99))
 
 
-def wrk_paced(base_url: str, ids: list[str], headers: dict, rate: float, seconds: float, window: float,
-              connections: int = CONNECTIONS) -> list[WrkWindow]:
+def wrk_paced(
+    base_url: str,
+    ids: list[str],
+    headers: dict,
+    rate: float,
+    seconds: float,
+    window: float,
+    connections: int = CONNECTIONS,
+) -> list[WrkWindow]:
     """About `rate` req/s for `seconds`, as consecutive wrk runs of `window` seconds (one p99 per window).
 
     wrk has no fixed-rate mode: each connection waits `delay` between answer and next request, and the
@@ -189,8 +221,7 @@ def wrk_paced(base_url: str, ids: list[str], headers: dict, rate: float, seconds
     delay = max(0.0, 1000.0 * connections / rate - 1.0)
     windows: list[WrkWindow] = []
     while sum(w.seconds for w in windows) < seconds - 0.5:
-        w = wrk_run(base_url, ids, headers, min(window, seconds - sum(x.seconds for x in windows)), connections,
-                    delay)
+        w = wrk_run(base_url, ids, headers, min(window, seconds - sum(x.seconds for x in windows)), connections, delay)
         windows.append(w)
         if w.rps > 0:  # per-request cycle = delay + service time; keep the service time, fix the delay
             cycle = 1000.0 * connections / w.rps

@@ -68,8 +68,14 @@ class Server:
         return total
 
 
-def start_server(cfg_path: Path, scores: Path, workdir: Path, token: str | None = "rel-token-0123456789",
-                 extra_env: dict[str, str] | None = None, workers: int | None = None) -> Server:
+def start_server(
+    cfg_path: Path,
+    scores: Path,
+    workdir: Path,
+    token: str | None = "rel-token-0123456789",
+    extra_env: dict[str, str] | None = None,
+    workers: int | None = None,
+) -> Server:
     """Start `siyu serve` on a free loopback port in its own process group (stdout+stderr to a log)."""
     port = free_port(0)
     env = dict(os.environ)
@@ -83,10 +89,24 @@ def start_server(cfg_path: Path, scores: Path, workdir: Path, token: str | None 
     env["PYTHONPYCACHEPREFIX"] = PYCACHE
     env.update(extra_env or {})
     log = workdir / f"api-{port}.log"
-    cmd = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--scores", str(scores), "--config", str(cfg_path), *(["--workers", str(workers)] if workers else [])]
-    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=workdir,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "app",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--scores",
+        str(scores),
+        "--config",
+        str(cfg_path),
+        *(["--workers", str(workers)] if workers else []),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True
+    )
     return Server(proc, f"http://127.0.0.1:{port}", log, token, env)
 
 

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from serving_world import small_config
 
 from reliability.results import record
-from serving_world import small_config
 from siyu.contract import LABELS
 
 KILL_FRACTIONS = (0.3, 0.6, 0.85)
@@ -33,14 +33,21 @@ def _env(home: Path) -> dict:
 
 def _run(argv: list[str], cwd: Path, env: dict, timeout: float = 600) -> tuple[int, float, str]:
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "app", *argv], cwd=cwd, env=env, capture_output=True, text=True,
-                       timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, "-m", "app", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
     return p.returncode, time.monotonic() - t0, p.stdout[-2000:] + p.stderr[-2000:]
 
 
 def _start(argv: list[str], cwd: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "app", *argv], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", *argv],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _kill(p: subprocess.Popen) -> bool:
@@ -127,17 +134,28 @@ def test_kill_train_midway(world, tmp_path):
         was_running = _kill(p)
         after = _registry_state(cfg)
         _assert_consistent(after)
-        new_versions = sum(len(s["versions"]) for s in after.values()) - sum(len(s["versions"]) for s in before.values())
-        shifted = {lab: (before.get(lab, {}).get("aliases"), s["aliases"]) for lab, s in after.items()
-                   if s["aliases"] != before.get(lab, {}).get("aliases")}
+        new_versions = sum(len(s["versions"]) for s in after.values()) - sum(
+            len(s["versions"]) for s in before.values()
+        )
+        shifted = {
+            lab: (before.get(lab, {}).get("aliases"), s["aliases"])
+            for lab, s in after.items()
+            if s["aliases"] != before.get(lab, {}).get("aliases")
+        }
         kills.append({"at": f, "killed_mid_run": was_running, "new_versions": new_versions, "aliases_moved": shifted})
         if was_running:  # a run that finished before the kill may move aliases: that is its job
             moved += [f"{f}: {lab} {a} -> {b}" for lab, (a, b) in shifted.items()]
         before = after
     code, rerun, out = _run(argv, tmp_path, env)
     final = _registry_state(cfg)
-    record("crash_train", code == 0 and not moved, full_run_s=round(full, 1), rerun_s=round(rerun, 1), kills=kills,
-           rerun_exit=code)
+    record(
+        "crash_train",
+        code == 0 and not moved,
+        full_run_s=round(full, 1),
+        rerun_s=round(rerun, 1),
+        kills=kills,
+        rerun_exit=code,
+    )
     assert code == 0, f"rerun failed: {out}"
     _assert_consistent(final)
     assert all(s["aliases"].get("champion") for s in final.values()), "rerun left a label without a champion"
@@ -165,8 +183,16 @@ def test_kill_score_midway(world, tmp_path):
     env = _env(home)
     env["MLFLOW_TRACKING_URI"] = world.cfg.tracking_uri()
     out = tmp_path / "scores" / "scores.parquet"
-    argv = ["score", str(world.events), "--asof", world.asof.date().isoformat(), "--out", str(out),
-            "--config", str(world.cfg_path)]
+    argv = [
+        "score",
+        str(world.events),
+        "--asof",
+        world.asof.date().isoformat(),
+        "--out",
+        str(out),
+        "--config",
+        str(world.cfg_path),
+    ]
     # first a kill before any complete output exists: nothing may appear at the output path
     p = _start(argv, tmp_path, env)
     time.sleep(3)
@@ -192,14 +218,26 @@ def test_kill_score_midway(world, tmp_path):
         digest = _digest(out)
         complete = digest is not None and _snapshot_ok(out, users)
         latest = json.loads((home / "snapshots" / "latest.json").read_text())["path"]
-        kills.append({"at": f, "killed_mid_run": was_running, "output": "previous" if digest == good else
-                      ("new complete" if complete else "BROKEN"), "latest_ok": _snapshot_ok(Path(latest), users)})
+        kills.append(
+            {
+                "at": f,
+                "killed_mid_run": was_running,
+                "output": "previous" if digest == good else ("new complete" if complete else "BROKEN"),
+                "latest_ok": _snapshot_ok(Path(latest), users),
+            }
+        )
         assert complete, f"output after a kill at {f}: not a complete snapshot"
         assert kills[-1]["latest_ok"], "latest.json points at an incomplete snapshot"
         good = digest
     leftovers = [p.name for p in out.parent.glob(f".{out.name}.*.tmp")]
     code, rerun, log = _run(argv, tmp_path, env)
-    record("crash_score", code == 0 and all(k["output"] != "BROKEN" for k in kills), full_run_s=round(full, 1),
-           kills=kills, temp_files_left=len(leftovers), rerun_exit=code)
+    record(
+        "crash_score",
+        code == 0 and all(k["output"] != "BROKEN" for k in kills),
+        full_run_s=round(full, 1),
+        kills=kills,
+        temp_files_left=len(leftovers),
+        rerun_exit=code,
+    )
     assert code == 0, f"rerun failed: {log}"
     assert _snapshot_ok(out, users)

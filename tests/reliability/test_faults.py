@@ -13,18 +13,20 @@ import time
 import httpx
 import pytest
 
-from reliability.load import run_load, run_load_in_thread
+from app.demo import free_port
+from reliability.load import run_load_in_thread
 from reliability.results import record
 from reliability.server import start_server, stop_server, wait_status
-from app.demo import free_port
 
 RECOVERY_MAX_S = 10.0
 
 
 def _predict_ok(api, ids, timeout: float = 2.0) -> bool:
     try:
-        return httpx.post(api.url + "/predict", json={"user_ids": ids}, headers=api.headers,
-                          timeout=timeout).status_code == 200
+        return (
+            httpx.post(api.url + "/predict", json={"user_ids": ids}, headers=api.headers, timeout=timeout).status_code
+            == 200
+        )
     except httpx.HTTPError:
         return False
 
@@ -33,8 +35,13 @@ def _predict_ok(api, ids, timeout: float = 2.0) -> bool:
 def served(request, world, workdir):
     """A dedicated server with 1 (the default) or 2 workers (`siyu serve --workers 2`)."""
     n = request.param
-    server = start_server(world.cfg_path, world.scores, workdir,
-                          extra_env={"MLFLOW_TRACKING_URI": world.cfg.tracking_uri()}, workers=n if n > 1 else None)
+    server = start_server(
+        world.cfg_path,
+        world.scores,
+        workdir,
+        extra_env={"MLFLOW_TRACKING_URI": world.cfg.tracking_uri()},
+        workers=n if n > 1 else None,
+    )
     try:
         wait_status(server, "/readyz", 200, timeout=240)
         yield n, server
@@ -87,11 +94,20 @@ def test_killed_worker_recovers(served, user_ids):
     late_errors = [s for s in load.samples if s.sent > cut and s.status != 200]
     during = [s for s in load.samples if s.status != 200]
     bar = RECOVERY_MAX_S if n > 1 else 60.0
-    record(f"fault_worker_kill_{n}w", recovered is not None and recovered <= bar and not late_errors, workers=n,
-           recovery_s=None if recovered is None else round(recovered, 2),
-           livez_after_s=None if alive is None else round(alive, 2), replaced_after_s=round(replaced, 1),
-           old_worker=old, new_workers=new, failed_during_outage=len(during), failed_after_recovery=len(late_errors),
-           late_statuses=sorted({s.status for s in late_errors}), requests=len(load.samples))
+    record(
+        f"fault_worker_kill_{n}w",
+        recovered is not None and recovered <= bar and not late_errors,
+        workers=n,
+        recovery_s=None if recovered is None else round(recovered, 2),
+        livez_after_s=None if alive is None else round(alive, 2),
+        replaced_after_s=round(replaced, 1),
+        old_worker=old,
+        new_workers=new,
+        failed_during_outage=len(during),
+        failed_after_recovery=len(late_errors),
+        late_statuses=sorted({s.status for s in late_errors}),
+        requests=len(load.samples),
+    )
     assert recovered is not None, "the service never answered again after the worker was killed"
     assert old not in new and len(new) == n, f"worker not replaced: old {old}, now {new}"
     assert recovered <= bar, f"answered again only after {recovered:.1f} s"
@@ -131,11 +147,22 @@ def test_mlflow_unreachable_at_startup(world, workdir):
     finally:
         stop_server(server)
     lines = [ln for ln in log.splitlines() if "siyu not ready" in ln]
-    clear = [ln for ln in lines if re.search(rf"127\.0\.0\.1:{port}", ln) and
-             re.search(r"unreachable|cannot reach|connection refused|could not connect", ln, re.I)]
+    clear = [
+        ln
+        for ln in lines
+        if re.search(rf"127\.0\.0\.1:{port}", ln)
+        and re.search(r"unreachable|cannot reach|connection refused|could not connect", ln, re.I)
+    ]
     ok = set(ready) == {503} and set(predict) == {503} and len(pids) == 1 and bool(clear)
-    record("fault_mlflow_unreachable", ok, readyz=sorted(set(ready)), predict=sorted(set(predict)),
-           worker_pids=len(pids), not_ready_lines=len(lines), example=(lines or [""])[0][-300:])
+    record(
+        "fault_mlflow_unreachable",
+        ok,
+        readyz=sorted(set(ready)),
+        predict=sorted(set(predict)),
+        worker_pids=len(pids),
+        not_ready_lines=len(lines),
+        example=(lines or [""])[0][-300:],
+    )
     assert set(ready) == {503} and set(predict) == {503}
     assert len(pids) == 1, f"workers restarted (crash loop?): {pids}"
     assert len(lines) >= 2, "the load was not retried (or not logged)"
@@ -153,8 +180,13 @@ def test_mlflow_unreachable_default_retries_logged_soon(world, workdir):
     finally:
         stop_server(server)
     named = [ln for ln in log.splitlines() if f"127.0.0.1', port={port}" in ln or f"127.0.0.1:{port}" in ln]
-    record("fault_mlflow_unreachable_default_retries", set(ready) == {503} and len(pids) == 1 and bool(named),
-           readyz=sorted(set(ready)), worker_pids=len(pids), lines_naming_server=len(named))
+    record(
+        "fault_mlflow_unreachable_default_retries",
+        set(ready) == {503} and len(pids) == 1 and bool(named),
+        readyz=sorted(set(ready)),
+        worker_pids=len(pids),
+        lines_naming_server=len(named),
+    )
     assert set(ready) == {503} and len(pids) == 1
     assert named, "nothing in the log names the tracking server after 30 s"
 
@@ -174,13 +206,20 @@ def test_new_champion_picked_up_without_failed_requests(world, workdir, user_ids
     store.mkdir(exist_ok=True)
     db = store / "mlflow.db"
     shutil.copy(world.cfg.tracking_uri().removeprefix("sqlite:///"), db)  # artifacts stay where the runs put them
-    cfg = world.cfg.model_copy(update={"mlflow": world.cfg.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{db}"})})
-    server = start_server(world.cfg_path, world.scores, workdir,
-                          extra_env={"MLFLOW_TRACKING_URI": f"sqlite:///{db}", "SIYU_RELOAD_SECONDS": "2"})
+    cfg = world.cfg.model_copy(
+        update={"mlflow": world.cfg.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{db}"})}
+    )
+    server = start_server(
+        world.cfg_path,
+        world.scores,
+        workdir,
+        extra_env={"MLFLOW_TRACKING_URI": f"sqlite:///{db}", "SIYU_RELOAD_SECONDS": "2"},
+    )
     try:
         wait_status(server, "/readyz", 200, timeout=180)
-        before = httpx.post(server.url + "/predict", json={"user_ids": user_ids[:1]}, headers=server.headers,
-                            timeout=30).json()["model_versions"]
+        before = httpx.post(
+            server.url + "/predict", json={"user_ids": user_ids[:1]}, headers=server.headers, timeout=30
+        ).json()["model_versions"]
         label = next(lab for lab, v in before.items() if v is not None)
         use_tracking(cfg)
         client, name = mlflow.MlflowClient(), model_name(cfg, label)
@@ -202,7 +241,15 @@ def test_new_champion_picked_up_without_failed_requests(world, workdir, user_ids
     finally:
         stop_server(server)
     errors = load.errors()
-    record("fault_champion_reload", seen == new and not errors, label=label, old=before[label], new=new,
-           switched_after_s=round(switch, 1) if seen == new else None, failed=len(errors), requests=len(load.samples))
+    record(
+        "fault_champion_reload",
+        seen == new and not errors,
+        label=label,
+        old=before[label],
+        new=new,
+        switched_after_s=round(switch, 1) if seen == new else None,
+        failed=len(errors),
+        requests=len(load.samples),
+    )
     assert seen == new, f"still serving {label} v{seen} {switch:.0f} s after v{new} became champion"
     assert not errors, f"{len(errors)} failed requests during the switch"

@@ -24,15 +24,22 @@ def _fuzz(api, per_mode: int, derandomize: bool) -> tuple[Counter, list[str], in
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
         strategy = schema.as_strategy(generation_mode=mode)
 
-        @settings(max_examples=per_mode, deadline=None, database=None, phases=[Phase.generate],
-                  suppress_health_check=list(HealthCheck), derandomize=derandomize)
+        @settings(
+            max_examples=per_mode,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+            derandomize=derandomize,
+        )
         @given(case=strategy)
         def send(case):
             r = case.call(base_url=api.url, headers=api.headers, timeout=60)
             statuses[r.status_code] += 1
             if r.status_code >= 500:
-                failures.append(f"{case.method} {case.path} body={str(case.body)[:300]!r} -> {r.status_code} "
-                                f"{r.text[:300]!r}")
+                failures.append(
+                    f"{case.method} {case.path} body={str(case.body)[:300]!r} -> {r.status_code} {r.text[:300]!r}"
+                )
 
         send()
     return statuses, failures, len(ops)
@@ -41,9 +48,15 @@ def _fuzz(api, per_mode: int, derandomize: bool) -> tuple[Counter, list[str], in
 def _check(api, per_mode: int, name: str, derandomize: bool = False) -> None:
     statuses, failures, n_ops = _fuzz(api, per_mode, derandomize)
     total = sum(statuses.values())
-    record(name, not failures and total >= per_mode, requests=total, operations=n_ops,
-           statuses={str(k): v for k, v in sorted(statuses.items())}, server_errors=len(failures),
-           examples=failures[:3])
+    record(
+        name,
+        not failures and total >= per_mode,
+        requests=total,
+        operations=n_ops,
+        statuses={str(k): v for k, v in sorted(statuses.items())},
+        server_errors=len(failures),
+        examples=failures[:3],
+    )
     assert total >= per_mode, f"only {total} requests were sent"
     assert not failures, f"{len(failures)} server errors, e.g.\n" + "\n".join(failures[:5])
 

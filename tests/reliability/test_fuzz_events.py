@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reliability.results import env_float, record
-from siyu.errors import SiyuError
 from siyu.contract import CANONICAL_COLUMNS, EVENTS
+from siyu.errors import SiyuError
 
 ASOF = datetime(2025, 3, 1)
 _GARBAGE = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
@@ -31,10 +31,15 @@ _TS_OK = st.one_of(
     st.integers(1_730_000_000, 1_746_000_000).map(str),  # epoch seconds
     st.integers(1_730_000_000_000, 1_746_000_000_000).map(str),  # epoch ms
 )
-_TS_BAD = st.one_of(_BAD, st.sampled_from(["2025-02-30T00:00:00", "9999-99-99", "0", "-1", "1e20", "NaN", "inf",
-                                             "2025-13-01", "5.4e16"]))
-_NUM_BAD = st.one_of(_BAD, st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                     st.sampled_from(["1e309", "-0.0", "-5", "1,5", "¥12", "0x10"]))
+_TS_BAD = st.one_of(
+    _BAD,
+    st.sampled_from(["2025-02-30T00:00:00", "9999-99-99", "0", "-1", "1e20", "NaN", "inf", "2025-13-01", "5.4e16"]),
+)
+_NUM_BAD = st.one_of(
+    _BAD,
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["1e309", "-0.0", "-5", "1,5", "¥12", "0x10"]),
+)
 VALID = {
     "user_id": st.sampled_from(["u1", "u2", "u3", "007", "用户"]),
     "ts": _TS_OK,
@@ -47,23 +52,30 @@ VALID = {
     "content_id": st.sampled_from(["c1", "c2"]),
     "order_id": st.sampled_from(["o1", "o2", "o3"]),
 }
-BROKEN = {"ts": _TS_BAD, "amount": _NUM_BAD, "rating": st.one_of(_BAD, st.integers(-2, 8).map(str),
-                                                                  st.sampled_from(["4.0", "4.5", "five"]))}
+BROKEN = {
+    "ts": _TS_BAD,
+    "amount": _NUM_BAD,
+    "rating": st.one_of(_BAD, st.integers(-2, 8).map(str), st.sampled_from(["4.0", "4.5", "five"])),
+}
 
 
 @st.composite
 def ROW(draw):
     """A contract row with 0-3 fields broken (missing, empty, garbage or out of range)."""
-    row = {c: draw(st.one_of(st.none(), VALID[c])) if c not in ("user_id", "ts", "event") else draw(VALID[c])
-           for c in CANONICAL_COLUMNS}
+    row = {
+        c: draw(st.one_of(st.none(), VALID[c])) if c not in ("user_id", "ts", "event") else draw(VALID[c])
+        for c in CANONICAL_COLUMNS
+    }
     for c in draw(st.lists(st.sampled_from(list(CANONICAL_COLUMNS)), max_size=3, unique=True)):
         row[c] = draw(BROKEN.get(c, _BAD))
     return row
 
 
-LOG = st.tuples(st.lists(ROW(), min_size=1, max_size=40),
-                st.sets(st.sampled_from([c for c in CANONICAL_COLUMNS if c not in ("user_id", "ts", "event")])),
-                st.sampled_from(["csv", "parquet"]))
+LOG = st.tuples(
+    st.lists(ROW(), min_size=1, max_size=40),
+    st.sets(st.sampled_from([c for c in CANONICAL_COLUMNS if c not in ("user_id", "ts", "event")])),
+    st.sampled_from(["csv", "parquet"]),
+)
 
 
 def _write(rows: list[dict], drop: set[str], kind: str, folder: Path) -> Path:
@@ -78,9 +90,9 @@ def _write(rows: list[dict], drop: set[str], kind: str, folder: Path) -> Path:
 
 def _pipeline(path: Path, n_rows: int, cfg, folder: Path) -> dict:
     """Run validate, features and scoring on one log; check conservation; return what happened."""
-    from features.compute import feature_table
     from events.loader import connect
     from events.validate import load_valid_events, validate_file
+    from features.compute import feature_table
     from serving.batch import score_pool
 
     rep = validate_file(path, cfg, folder / "validated")
@@ -106,8 +118,13 @@ def _fuzz(world, examples: int, name: str, derandomize: bool = False) -> None:
     cfg = world.cfg.model_copy(update={"quarantine": q})
     outcomes: dict[str, int] = {}
 
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=derandomize,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=derandomize,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(log=LOG)
     def run(log):
         rows, drop, kind = log
@@ -148,8 +165,8 @@ def test_broken_logs_long(world):
 @pytest.mark.parametrize("ts", ["1e20", "-1e300", "5.442532476532534e+16", "inf", "nan"])
 def test_out_of_range_epoch_is_quarantined_not_fatal(tmp_path, ts):
     """Found by fuzzing: one epoch value beyond the TIMESTAMP range failed the whole log; it is one bad row."""
-    from siyu.config import load_config
     from events.validate import validate_file
+    from siyu.config import load_config
 
     path = tmp_path / "events.csv"
     path.write_text(f"user_id,ts,event\nu1,2025-01-02T00:00:00,follow\nu2,{ts},follow\n")

@@ -26,9 +26,15 @@ def _python_load(api, user_ids, rate: float, seconds: float, window: float) -> d
     """The load from the asyncio open-loop client (latency timed from each scheduled send)."""
     res = run_load(api.url, user_ids, api.headers, rate, seconds)
     errors = res.errors()
-    return {"achieved": res.achieved_rps(), "requests": len(res.samples), "errors": len(errors),
-            "error_examples": errors[:3], "p99_first": res.p99(0, window), "p99_last": res.p99(seconds - window, seconds),
-            "figures": {}}
+    return {
+        "achieved": res.achieved_rps(),
+        "requests": len(res.samples),
+        "errors": len(errors),
+        "error_examples": errors[:3],
+        "p99_first": res.p99(0, window),
+        "p99_last": res.p99(seconds - window, seconds),
+        "figures": {},
+    }
 
 
 def _wrk_load(api, user_ids, rate: float, seconds: float, window: float) -> dict:
@@ -36,15 +42,31 @@ def _wrk_load(api, user_ids, rate: float, seconds: float, window: float) -> dict
     wins = wrk_paced(api.url, user_ids, api.headers, rate, seconds, window)
     # The first window also tunes the pacing: steadiness compares the second window with the last.
     first = wins[1] if len(wins) > 2 else wins[0]
-    return {"achieved": sum(w.requests for w in wins) / sum(w.seconds for w in wins),
-            "requests": sum(w.requests for w in wins), "errors": sum(w.errors for w in wins), "error_examples": [],
-            "p99_first": first.p99_ms / 1000, "p99_last": wins[-1].p99_ms / 1000,
-            "figures": {"client": "wrk", "p99_per_window_ms": [round(w.p99_ms, 1) for w in wins],
-                        "rps_per_window": [round(w.rps) for w in wins]}}
+    return {
+        "achieved": sum(w.requests for w in wins) / sum(w.seconds for w in wins),
+        "requests": sum(w.requests for w in wins),
+        "errors": sum(w.errors for w in wins),
+        "error_examples": [],
+        "p99_first": first.p99_ms / 1000,
+        "p99_last": wins[-1].p99_ms / 1000,
+        "figures": {
+            "client": "wrk",
+            "p99_per_window_ms": [round(w.p99_ms, 1) for w in wins],
+            "rps_per_window": [round(w.rps) for w in wins],
+        },
+    }
 
 
-def _load_check(api, user_ids, seconds: float, window: float, ratio: float, slack_s: float, name: str,
-                fraction: float = LOAD_FRACTION) -> None:
+def _load_check(
+    api,
+    user_ids,
+    seconds: float,
+    window: float,
+    ratio: float,
+    slack_s: float,
+    name: str,
+    fraction: float = LOAD_FRACTION,
+) -> None:
     """Max throughput, then `fraction` of it for `seconds`: 0 errors, steady p99, RSS growth, rate held.
 
     wrk is the client when installed: the Python client cannot hold 70% of max for minutes on
@@ -52,8 +74,11 @@ def _load_check(api, user_ids, seconds: float, window: float, ratio: float, slac
     in a 20 s run while the server was idle-fast).
     """
     wrk, max_s = have_wrk(), env_float("SIYU_REL_MAX_SECONDS", 8)
-    peak = (wrk_run(api.url, user_ids, api.headers, max_s).rps if wrk
-            else max_throughput(api.url, user_ids, api.headers, seconds=max_s))
+    peak = (
+        wrk_run(api.url, user_ids, api.headers, max_s).rps
+        if wrk
+        else max_throughput(api.url, user_ids, api.headers, seconds=max_s)
+    )
     assert peak > 5, f"max throughput {peak:.1f} req/s: the server barely answers"
     rate = fraction * peak
     rss: list[int] = []
@@ -75,11 +100,23 @@ def _load_check(api, user_ids, seconds: float, window: float, ratio: float, slac
     first, last, errors = run["p99_first"], run["p99_last"], run["errors"]
     steady = _p99_steady(first, last, ratio, slack_s)
     ok = not errors and steady and growth < RSS_GROWTH_MAX and run["achieved"] > 0.8 * rate
-    record(name, ok, seconds=seconds, max_rps=round(peak, 1), target_rps=round(rate, 1),
-           achieved_rps=round(run["achieved"], 1), requests=run["requests"], errors=errors,
-           p99_first_ms=round(first * 1000, 1), p99_last_ms=round(last * 1000, 1), **run["figures"],
-           window_s=window, rss_start_mb=round(rss[0] / 2**20, 1), rss_end_mb=round(rss[-1] / 2**20, 1),
-           rss_growth_pct=round(100 * growth, 2))
+    record(
+        name,
+        ok,
+        seconds=seconds,
+        max_rps=round(peak, 1),
+        target_rps=round(rate, 1),
+        achieved_rps=round(run["achieved"], 1),
+        requests=run["requests"],
+        errors=errors,
+        p99_first_ms=round(first * 1000, 1),
+        p99_last_ms=round(last * 1000, 1),
+        **run["figures"],
+        window_s=window,
+        rss_start_mb=round(rss[0] / 2**20, 1),
+        rss_end_mb=round(rss[-1] / 2**20, 1),
+        rss_growth_pct=round(100 * growth, 2),
+    )
     assert not errors, f"{errors} failed requests, e.g. {run['error_examples']}"
     assert steady, f"p99 drifted: first {first * 1000:.1f} ms -> last {last * 1000:.1f} ms"
     assert growth < RSS_GROWTH_MAX, f"server RSS grew {100 * growth:.1f}% ({rss[0]} -> {rss[-1]} bytes)"

@@ -21,8 +21,9 @@ def _compares_token_with_eq(tree: ast.AST) -> list[int]:
     bad = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops):
-            names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} | \
-                    {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+            names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} | {
+                n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)
+            }
             if any("token" in n.lower() or n == "given" for n in names):
                 bad.append(node.lineno)
     return bad
@@ -33,8 +34,11 @@ def test_token_check_is_constant_time_in_the_code():
     src = inspect.getsource(auth)
     tree = ast.parse(src)
     assert _compares_token_with_eq(tree) == [], "token compared with == / != in serving/auth.py"
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-             and n.func.attr == "compare_digest"]
+    calls = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "compare_digest"
+    ]
     assert calls, "no hmac.compare_digest call in serving/auth.py"
     mw = inspect.getsource(auth.BearerTokenMiddleware.__call__)
     assert "token_ok(" in mw, "the middleware does not go through token_ok"
@@ -69,8 +73,16 @@ def test_token_behaviour_over_http(api, user_ids):
     """Right token 200; missing, wrong, prefix, longer, wrong scheme 401; probes and docs stay open."""
     body = {"user_ids": user_ids[:1]}
     tok = api.token
-    cases = {None: 401, f"Bearer {tok}": 200, f"bearer {tok}": 200, f"Bearer {tok[:-1]}": 401,
-             f"Bearer {tok}x": 401, f"Basic {tok}": 401, "Bearer": 401, tok: 401}
+    cases = {
+        None: 401,
+        f"Bearer {tok}": 200,
+        f"bearer {tok}": 200,
+        f"Bearer {tok[:-1]}": 401,
+        f"Bearer {tok}x": 401,
+        f"Basic {tok}": 401,
+        "Bearer": 401,
+        tok: 401,
+    }
     for header, want in cases.items():
         h = {"Authorization": header} if header is not None else {}
         r = httpx.post(api.url + "/predict", json=body, headers=h, timeout=30)
@@ -82,13 +94,17 @@ def test_token_behaviour_over_http(api, user_ids):
 
 
 def test_token_never_logged(api, user_ids):
-    """After requests with the right and wrong tokens (and failing requests), neither appears in the server log or /metrics."""
+    """After requests with the right and wrong tokens (and failing ones), neither is in the server log or /metrics."""
     wrong = "wrong-token-Zq81"
     for h in (api.headers, {"Authorization": f"Bearer {wrong}"}):
         httpx.post(api.url + "/predict", json={"user_ids": user_ids[:2]}, headers=h, timeout=30)
         httpx.post(api.url + "/predict", json={"user_ids": []}, headers=h, timeout=30)
-        httpx.post(api.url + "/predict_events", json={"events": [{"user_id": "x", "ts": "bad", "event": "nope"}]},
-                   headers=h, timeout=30)
+        httpx.post(
+            api.url + "/predict_events",
+            json={"events": [{"user_id": "x", "ts": "bad", "event": "nope"}]},
+            headers=h,
+            timeout=30,
+        )
     httpx.get(api.url + "/metrics", headers=api.headers, timeout=10)
     log = api.log_text()
     metrics = httpx.get(api.url + "/metrics", timeout=10).text
@@ -111,10 +127,19 @@ def test_errors_do_not_echo_payload(api, kind):
         content = "{" + marker * 100_000
     else:
         content = json.dumps({"user_ids": marker * 200_000})
-    r = httpx.post(api.url + ("/predict_events" if kind == "bad_events" else "/predict"), content=content,
-                   headers={**api.headers, "Content-Type": "application/json"}, timeout=60)
-    record(f"security_error_size_{kind}", 400 <= r.status_code < 500 and len(r.content) <= MAX_ERROR_BODY,
-           payload_bytes=len(content), status=r.status_code, body_bytes=len(r.content))
+    r = httpx.post(
+        api.url + ("/predict_events" if kind == "bad_events" else "/predict"),
+        content=content,
+        headers={**api.headers, "Content-Type": "application/json"},
+        timeout=60,
+    )
+    record(
+        f"security_error_size_{kind}",
+        400 <= r.status_code < 500 and len(r.content) <= MAX_ERROR_BODY,
+        payload_bytes=len(content),
+        status=r.status_code,
+        body_bytes=len(r.content),
+    )
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
     assert len(r.content) <= MAX_ERROR_BODY, f"{len(r.content)}-byte error body for a {len(content)}-byte payload"
     assert r.text.count(marker) <= 2, "the error repeats the payload"
