@@ -123,9 +123,8 @@ def run_demo(
     try:
         wait_ready(url, proc, log)
         request = example_request(scores)
-        headers = (
-            {"Authorization": f"Bearer {os.environ['SIYU_API_TOKEN']}"} if os.environ.get("SIYU_API_TOKEN") else {}
-        )
+        token = cfg.serving.api_token
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
         resp = httpx.post(f"{url}/predict", json=request, headers=headers, timeout=30)
         if resp.status_code != 200:
             raise SiyuError(f"POST /predict answered {resp.status_code}: {resp.text[:300]}")

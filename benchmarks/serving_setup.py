@@ -40,13 +40,13 @@ def trained(train_users: int):
     from siyu.config import load_config
     from training.model_registry import resolve_alias
 
-    cfg = load_config()
     # Keyed by the feature list: champions and snapshots of another feature list do not fit this code.
-    key = hashlib.sha256(",".join(feature_names(cfg)).encode()).hexdigest()[:8]
+    key = hashlib.sha256(",".join(feature_names(load_config())).encode()).hexdigest()[:8]
     home = CACHE / f"serving_home_{train_users}_{key}"
     home.mkdir(parents=True, exist_ok=True)
-    os.environ["SIYU_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)  # cfg's store follows SIYU_HOME, read when used
+    os.environ["SIYU_HOME"] = str(home)  # before the config is loaded: it resolves SIYU_HOME then
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    cfg = load_config()
     try:
         resolve_alias(cfg, "churn")
     except Exception:  # noqa: BLE001 - no champion yet: train once

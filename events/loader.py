@@ -11,37 +11,45 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from siyu.config import Config, load_config
 from siyu.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS
 from siyu.errors import SiyuError
 
 
-def memory_limit() -> str:
-    """DuckDB's memory cap: `SIYU_DUCKDB_MEMORY_LIMIT` (e.g. "8GB"), else half the machine's memory.
+def memory_limit(cfg: Config | None = None) -> str:
+    """DuckDB's memory cap: `runtime.duckdb_memory_limit` (e.g. "8GB"), else half the machine's memory.
 
     DuckDB's own default (80%) leaves too little for the pandas and LightGBM side of the same
     process: a 1M-user training run held 24 GiB of 24 before the models started.
+
+    Args:
+        cfg: configuration; None loads it (defaults, SIYU_CONFIG, environment overrides).
     """
-    env = os.environ.get("SIYU_DUCKDB_MEMORY_LIMIT", "").strip()
-    if env:
-        return env
+    limit = (cfg or load_config()).runtime.duckdb_memory_limit
+    if limit:
+        return limit
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return f"{max(1, total // 2 // 2**20)}MB"
 
 
-def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def connect(threads: int | None = None, cfg: Config | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection set up the way every siyu step expects (UTC session time zone, memory cap).
 
     Args:
         threads: worker threads; None keeps DuckDB's default (all cores).
+        cfg: configuration (the memory cap); None loads it.
 
     Raises:
-        SiyuError: SIYU_DUCKDB_MEMORY_LIMIT is not a size DuckDB understands.
+        SiyuError: runtime.duckdb_memory_limit (SIYU_DUCKDB_MEMORY_LIMIT) is not a size DuckDB understands.
     """
     con = duckdb.connect()
+    limit = memory_limit(cfg)
     try:
-        con.execute(f"SET memory_limit = '{memory_limit()}'")
+        con.execute(f"SET memory_limit = '{limit}'")
     except duckdb.Error as exc:
-        raise SiyuError(f"SIYU_DUCKDB_MEMORY_LIMIT={memory_limit()!r} is not a memory size (e.g. 8GB): {exc}") from None
+        raise SiyuError(
+            f"runtime.duckdb_memory_limit (SIYU_DUCKDB_MEMORY_LIMIT) {limit!r} is not a memory size (e.g. 8GB): {exc}"
+        ) from None
     # Naive timestamps are UTC (DESIGN §2), whatever the machine's zone is.
     con.execute("SET TimeZone = 'UTC'")
     # Spill to the system temp dir, not `.tmp/` under whatever folder the command runs in.

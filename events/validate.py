@@ -236,7 +236,7 @@ def validate_file(path: str | Path, cfg: Config, out_dir: str | Path) -> Validat
     Unlike load_valid_events this does not raise over the threshold, so the
     caller can print the report first; call `report.raise_if_over_threshold()`.
     """
-    con = connect()
+    con = connect(cfg=cfg)
     report = run_validation(con, path, cfg)
     write_outputs(con, report, Path(out_dir))
     return report
@@ -252,7 +252,7 @@ def validate_frame(df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.Data
     Returns:
         (accepted canonical events, quarantined rows with `source_row` and `reason`).
     """
-    con = connect()
+    con = connect(cfg=cfg)
     run_validation(con, df, cfg)
     return con.table("events").df(), con.table("quarantine").df()
 

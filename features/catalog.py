@@ -20,11 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from siyu.config import default_config
 from siyu.contract import FAMILIES
-
-DEFAULT_WINDOWS: tuple[int, ...] = (7, 30, 90)
-DEFAULT_PERIOD = 90
-DEFAULT_HORIZON = 30
 
 
 @dataclass(frozen=True)
@@ -60,9 +57,7 @@ def _trend(a: str, b: str) -> str:
     return f"CASE WHEN {a} + {b} = 0 THEN 0.0 ELSE CAST({a} - {b} AS DOUBLE) / ({a} + {b}) END"
 
 
-def features_for(
-    windows: tuple[int, ...] = DEFAULT_WINDOWS, period: int = DEFAULT_PERIOD, horizon: int = DEFAULT_HORIZON
-) -> list[Feature]:
+def features_for(windows: tuple[int, ...], period: int, horizon: int) -> list[Feature]:
     """Declare every feature for the given RFM windows (shortest..longest), period P and horizon H."""
     ws = tuple(sorted(windows))
     mid, long = ws[min(1, len(ws) - 1)], ws[-1]
@@ -447,8 +442,8 @@ def features_of(cfg) -> list[Feature]:
     return features_for(tuple(w.feature_windows), w.period_days, w.horizon_days)
 
 
-FEATURES: list[Feature] = features_for()
-"""The features for the default windows; the feature SQL compiles each `expr`."""
+FEATURES: list[Feature] = features_of(default_config())
+"""The features for the default config's windows (mlproject.yaml); the feature SQL compiles each `expr`."""
 
 
 def feature_names(cfg=None) -> list[str]:

@@ -52,7 +52,7 @@ def build_table(kind: str, events: Path, when: datetime, cfg: Config, engine: st
 
     if engine not in ("duckdb", "spark"):
         raise SiyuError(f"--engine must be duckdb or spark, got {engine!r}")
-    con = connect()
+    con = connect(cfg=cfg)
     load_valid_events(con, events, cfg)
     if con.execute("SELECT count(*) FROM events WHERE ts <= ?", [when]).fetchone()[0] == 0:
         raise SiyuError(f"no events at or before {when:%Y-%m-%d %H:%M}: nothing to compute")
@@ -66,7 +66,7 @@ def build_table(kind: str, events: Path, when: datetime, cfg: Config, engine: st
     with tempfile.TemporaryDirectory(prefix="siyu-spark-") as tmp:
         path = Path(tmp) / "events.parquet"
         con.execute(f"COPY events TO '{path}' (FORMAT parquet)")
-        sp = S.session()
+        sp = S.session(cfg=cfg)
         S.load_events(sp, path)
         fn = S.label_table if kind == "labels" else S.feature_table
         return fn(sp, when, cfg)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from features.facts import Runner
-from siyu.config import Config
+from siyu.config import Config, load_config
 from siyu.contract import CANONICAL_COLUMNS
 
 _SPARK_TYPES = {
@@ -31,13 +31,14 @@ _SPARK_TYPES = {
 }
 
 
-def session(master: str | None = None, app: str = "siyu", partitions: int | None = None):
+def session(master: str | None = None, app: str = "siyu", partitions: int | None = None, cfg: Config | None = None):
     """A SparkSession set up for siyu (UTC, TIMESTAMP_NTZ, this interpreter for Python workers).
 
     Args:
-        master: Spark master URL; default `SIYU_SPARK_MASTER` or local[2].
+        master: Spark master URL; default `runtime.spark_master` (SIYU_SPARK_MASTER).
         app: application name.
-        partitions: shuffle partitions; default `SIYU_SPARK_PARTITIONS` or 8 (use 1-2 for tiny tests).
+        partitions: shuffle partitions; default `runtime.spark_partitions` (SIYU_SPARK_PARTITIONS).
+        cfg: configuration for the defaults; None loads it (defaults, SIYU_CONFIG, environment).
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -45,13 +46,14 @@ def session(master: str | None = None, app: str = "siyu", partitions: int | None
 
     # pyspark 4.3 warns on every pandas conversion under pandas 3; the paths we use are tested
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
-    master = master or os.environ.get("SIYU_SPARK_MASTER", "local[2]")
+    rt = (cfg or load_config()).runtime
+    master = master or rt.spark_master
     spark = (
         SparkSession.builder.master(master)
         .appName(app)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.timestampType", "TIMESTAMP_NTZ")
-        .config("spark.sql.shuffle.partitions", str(partitions or os.environ.get("SIYU_SPARK_PARTITIONS", 8)))
+        .config("spark.sql.shuffle.partitions", str(partitions or rt.spark_partitions))
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")

@@ -1,6 +1,6 @@
 """Bearer-token check for the prediction API (BentoML has no server-side token check).
 
-When `SIYU_API_TOKEN` is set, every path except the probes, metrics and API
+When `SIYU_API_TOKEN` is set (the config's `serving.api_token`), every path except the probes, metrics and API
 docs needs `Authorization: Bearer <token>`; anything else gets 401. Deny by
 default: a new endpoint is protected without anyone remembering to list it.
 The token is compared in constant time and never logged.
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 
-TOKEN_ENV = "SIYU_API_TOKEN"
+from siyu.config import load_config
+
 OPEN_PATHS = frozenset({"/livez", "/healthz", "/readyz", "/metrics", "/docs", "/docs.json", "/schema.json", "/"})
 OPEN_PREFIXES = ("/static_content/", "/assets/")
 
@@ -36,12 +36,14 @@ class BearerTokenMiddleware:
 
     Args:
         app: the wrapped ASGI app.
-        token: expected token; None reads `SIYU_API_TOKEN` (unset or empty: no check).
+        token: expected token; None takes the config's `serving.api_token` (from SIYU_API_TOKEN; unset: no check).
     """
 
     def __init__(self, app, token: str | None = None):
         self.app = app
-        token = token if token is not None else os.environ.get(TOKEN_ENV, "")
+        if token is None:
+            secret = load_config().serving.api_token
+            token = secret.get_secret_value() if secret else ""
         self.token = token.encode() if token else None
 
     async def __call__(self, scope, receive, send):

@@ -68,7 +68,7 @@ def score_pool(
         from features.compute import feature_table, present_families
 
         scorer = Scorer(load_champions(cfg), feature_names(cfg), cfg.scoring.reasons)  # fail fast, before the SQL
-        con = connect()
+        con = connect(cfg=cfg)
         with progress_bar(show_progress) as progress:
             step = progress.add_task("validating and loading events", total=None)
             load_valid_events(con, events_path, cfg)

@@ -190,7 +190,7 @@ class Predictor:
             columns=list(CANONICAL_COLUMNS),
             dtype=object,
         )
-        con = connect(threads=1)
+        con = connect(threads=1, cfg=self.cfg)
         run_validation(con, df, self.cfg)
         bad = con.execute(
             "SELECT source_row, reason, count(*) OVER () FROM quarantine ORDER BY source_row LIMIT 1"

@@ -1,11 +1,11 @@
 """The prediction API: one BentoML service (`bentoml serve serving.service:SiyuService`).
 
-Settings come from the environment (`siyu serve` sets them): SIYU_CONFIG (config
-file), SIYU_SCORES (snapshot; default the latest `siyu score` wrote),
-SIYU_API_TOKEN (bearer token; unset = open), MLFLOW_TRACKING_URI / SIYU_HOME,
-SIYU_RELOAD_SECONDS (how often to look for a new champion or snapshot; default 30,
-0 = never), SIYU_ACCESS_LOG=1 (per-request access log), SIYU_TRACING=1
-(OpenTelemetry spans on the prediction routes too).
+Settings are the config's `serving:` section (siyu/config.py), read from SIYU_CONFIG (the
+config file `siyu serve` passes on) and the environment overrides: SIYU_SCORES (snapshot; default
+the latest `siyu score` wrote), SIYU_API_TOKEN (bearer token; unset = open), MLFLOW_TRACKING_URI /
+SIYU_HOME, SIYU_RELOAD_SECONDS (how often to look for a new champion or snapshot; 0 = never),
+SIYU_ACCESS_LOG=1 (per-request access log), SIYU_TRACING=1 (OpenTelemetry spans on the prediction
+routes too).
 Models and snapshot load in a background thread so /livez answers at once and
 /readyz says 503 until they are in; a failed load is logged and retried. Once
 loaded, the same thread swaps in new champions / a new snapshot when they appear.
@@ -28,6 +28,7 @@ from serving.asgi import LIVE, DocsMiddleware, FastPredictMiddleware
 from serving.auth import BearerTokenMiddleware
 from serving.metrics import count, flush_metrics
 from serving.schemas import PredictEventsRequest, PredictRequest, PredictResponse
+from siyu.config import load_config
 from siyu.contract import LABELS
 from siyu.errors import SiyuError
 
@@ -50,7 +51,8 @@ def _error(status: int, msg: str, loc: list | None = None) -> JSONResponse:
 # BentoML wraps every request in OpenTelemetry spans even when none are sampled (its default
 # sample rate is 0): about a third of a single-user request's CPU. The prediction routes skip
 # it unless SIYU_TRACING=1 (then configure BentoML's tracing exporter and sample rate as usual).
-_UNTRACED = [] if os.environ.get("SIYU_TRACING", "0") == "1" else [r"/predict$", r"/predict_events$"]
+_BOOT = load_config().serving  # what the decorator and the loader need before a config is in
+_UNTRACED = [] if _BOOT.tracing else [r"/predict$", r"/predict_events$"]
 
 
 @bentoml.service(
@@ -58,7 +60,7 @@ _UNTRACED = [] if os.environ.get("SIYU_TRACING", "0") == "1" else [r"/predict$",
     traffic={"timeout": 30},
     workers=1,
     tracing={"excluded_urls": _UNTRACED or None},
-    logging={"access": {"enabled": os.environ.get("SIYU_ACCESS_LOG", "0") == "1"}},
+    logging={"access": {"enabled": _BOOT.access_log}},
 )
 class SiyuService:
     """Tier, churn, promotion and KOC predictions with reasons, for snapshot users or raw events."""
@@ -74,17 +76,16 @@ class SiyuService:
         # A worker takes connections only once __init__ returns: wait for the first load attempt so a
         # replacement worker never answers 503 beside a ready sibling; bounded, so a failing load
         # (MLflow down) still brings the worker up to answer probes and report not-ready.
-        self._first_try.wait(float(os.environ.get("SIYU_LOAD_WAIT_SECONDS", "60")))
+        self._first_try.wait(_BOOT.load_wait_seconds)
 
     def _load_forever(self) -> None:
         """Load config, champions and snapshot; on failure log one line and retry (no crash loop)."""
         from serving.predictor import Predictor
-        from siyu.config import load_config
 
         while self.predictor is None and not self._stop.is_set():
             try:
-                cfg = load_config(os.environ.get("SIYU_CONFIG") or None)
-                self.predictor = Predictor.load(cfg, os.environ.get("SIYU_SCORES") or None)
+                cfg = load_config()
+                self.predictor = Predictor.load(cfg, cfg.serving.scores)
                 log.info(
                     "siyu ready: models %s, snapshot %s (%s users)",
                     self.predictor.versions,
@@ -99,12 +100,12 @@ class SiyuService:
                 gc.freeze()
             except Exception as e:  # noqa: BLE001 - keep serving probes; /readyz reports not ready
                 self.load_error = f"{type(e).__name__}: {e}"
-                retry = float(os.environ.get("SIYU_LOAD_RETRY_SECONDS", "10"))
+                retry = _BOOT.load_retry_seconds
                 log.error("siyu not ready (retrying in %ss): %s", retry, self.load_error)
                 self._first_try.set()
                 self._stop.wait(retry)
         self._first_try.set()
-        self._watch(float(os.environ.get("SIYU_RELOAD_SECONDS", "30")))
+        self._watch(_BOOT.reload_seconds)
 
     def _watch(self, period: float) -> None:
         """Every `period` seconds (0 = never), reload when a champion alias or the latest snapshot moved.
@@ -116,7 +117,7 @@ class SiyuService:
         from serving.snapshot import latest_snapshot
         from training.model_registry import champion_versions
 
-        pinned = os.environ.get("SIYU_SCORES") or None
+        pinned = self.predictor.cfg.serving.scores
         while period > 0 and not self._stop.wait(period):
             cur = self.predictor
             served = {lab: v for lab, v in cur.versions.items() if v is not None}

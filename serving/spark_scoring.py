@@ -71,7 +71,7 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
 
     models = load_champions(cfg)
     scorer = Scorer(models, feature_names(cfg), cfg.scoring.reasons)
-    con = connect()
+    con = connect(cfg=cfg)
     load_valid_events(con, events_path, cfg)
     if con.execute("SELECT count(*) FROM events WHERE ts <= ?", [asof]).fetchone()[0] == 0:
         raise SiyuError(f"no events at or before {asof:%Y-%m-%d %H:%M}: nothing to score")
@@ -80,7 +80,7 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
         step = progress.add_task("features on Spark", total=None)
         path = Path(tmp) / "events.parquet"
         con.execute(f"COPY events TO '{path}' (FORMAT parquet)")
-        spark = S.session()
+        spark = S.session(cfg=cfg)
         S.load_events(spark, path)
         feats = S.feature_table(spark, asof, cfg)
         pop = populations_from_tiers(S.tier_table(spark, asof, cfg))

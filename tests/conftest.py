@@ -20,6 +20,17 @@ def cfg():
     return load_config()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_session_state(tmp_path_factory):
+    """Module- and session-scoped fixtures load their config before any test's SIYU_HOME is set:
+    give them a throwaway home too (the config resolves SIYU_HOME when it is loaded)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SIYU_HOME", str(tmp_path_factory.mktemp("siyu-session-home")))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("SIYU_CONFIG", raising=False)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_state(tmp_path_factory, monkeypatch):
     """Keep MLflow stores and snapshots of tests out of the developer's .siyu/."""

@@ -98,7 +98,7 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     from features.catalog import features_of
     from training.table import training_cutoffs, training_table
 
-    con = connect()
+    con = connect(cfg=cfg)
     load_valid_events(con, events_path, cfg)
     cutoffs = training_cutoffs(con, cfg)
     table = training_table(con, cutoffs, cfg)
