@@ -7,7 +7,6 @@ simulate → validate → features + training (MLflow, registry gate) → batch 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -50,7 +50,7 @@ def connect(threads: int | None = None, cfg: Config | None = None) -> duckdb.Duc
         raise SiyuError(
             f"runtime.duckdb_memory_limit (SIYU_DUCKDB_MEMORY_LIMIT) {limit!r} is not a memory size (e.g. 8GB): {exc}"
         ) from None
-    # Naive timestamps are UTC (DESIGN §2), whatever the machine's zone is.
+    # Naive timestamps are UTC (docs/design.md §2), whatever the machine's zone is.
     con.execute("SET TimeZone = 'UTC'")
     # Spill to the system temp dir, not `.tmp/` under whatever folder the command runs in.
     spill = Path(tempfile.gettempdir()) / "siyu-duckdb"

@@ -1,4 +1,4 @@
-"""Validation of an event log against the contract (DESIGN §2), in DuckDB.
+"""Validation of an event log against the contract (docs/design.md §2), in DuckDB.
 
 Every row read ends up in exactly one place: accepted, quarantined (with the
 first rule it breaks), or counted as an exact duplicate of an accepted row.

@@ -1,4 +1,4 @@
-"""The feature SQL (DESIGN §5): the registry compiled into one query per cutoff over the fact tables.
+"""The feature SQL (docs/design.md §5): the registry compiled into one query per cutoff over the fact tables.
 
 Features at T read only facts with bucket <= day(T) (point in time); the
 ladder features join the tiers at T, T - P and T - each RFM window. Several

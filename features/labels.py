@@ -1,4 +1,4 @@
-"""Prediction targets at a cutoff T (DESIGN §4): churn, promotion and KOC.
+"""Prediction targets at a cutoff T (docs/design.md §4): churn, promotion and KOC.
 
 Labels compare the tier at T with the tier at T+H and look at user-side
 events in (T, T+H] only; whatever happens after T+H is never read.

@@ -1,4 +1,4 @@
-"""Tiers as of an instant (DESIGN §3), for one instant or many at once.
+"""Tiers as of an instant (docs/design.md §3), for one instant or many at once.
 
 connected(T): per channel the latest connect/disconnect at or before T
 decides (a close wins a tie); a user with no channel events up to T but with

@@ -42,7 +42,7 @@ def score_pool(
     """`siyu score`: validate and load events, build features at asof, score every user, write the snapshot.
 
     Args:
-        events_path: CSV, Parquet or folder of Parquet parts (DESIGN §2).
+        events_path: CSV, Parquet or folder of Parquet parts (docs/design.md §2).
         asof: cutoff (a bare date means 00:00 UTC).
         out: the Parquet file to write (atomically).
         cfg: configuration.

@@ -143,7 +143,7 @@ def score_frame(
 
 
 def population_frame(con, asof: datetime, cfg: Config, events: str = "events") -> pd.DataFrame:
-    """`user_id`, `tier`, `in_<label>_pop` at asof: the model populations of DESIGN §4."""
+    """`user_id`, `tier`, `in_<label>_pop` at asof: the model populations of docs/design.md §4."""
     from features.tiers import tier_table
 
     return populations_from_tiers(tier_table(con, asof, cfg, events))

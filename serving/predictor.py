@@ -170,7 +170,7 @@ class Predictor:
         """Validate posted raw events like batch does, build features with the batch code, score them.
 
         Args:
-            events: rows in the DESIGN §2 contract (raw values, as in a CSV).
+            events: rows in the docs/design.md §2 contract (raw values, as in a CSV).
             asof: cutoff; default the later of the snapshot's date and the newest event.
 
         Returns:

@@ -58,7 +58,7 @@ class PredictRequest(_Request):
 
 
 class Event(_Request):
-    """One raw event in the DESIGN §2 contract; the batch validator's rules apply."""
+    """One raw event in the docs/design.md §2 contract; the batch validator's rules apply."""
 
     user_id: UserId = Field(..., description="the brand's id for the person")
     ts: str | int | float = Field(..., description="ISO 8601 time (naive = UTC) or epoch seconds / milliseconds")

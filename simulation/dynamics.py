@@ -1,4 +1,4 @@
-"""One day of the built-in world (DESIGN §1), vectorised over users.
+"""One day of the built-in world (docs/design.md §1), vectorised over users.
 
 Mechanisms, in the order they act within a day:
 1. Lost users may reconnect on campaign days; refunds fall due (cancelling orders).

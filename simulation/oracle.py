@@ -1,10 +1,10 @@
 """The oracle: the best achievable label probabilities, by re-simulating each user's future.
 
 At a cutoff T (day index t: the instant start + t days, before day t runs) the
-world's state holds each user's true hidden values and the DESIGN §3 inputs.
+world's state holds each user's true hidden values and the docs/design.md §3 inputs.
 For every user connected at T the oracle copies that state R times and runs
 days t..t+H-1 with independent randomness (same brand calendar); p_oracle is
-the share of replicas where the DESIGN §4 label is positive.
+the share of replicas where the docs/design.md §4 label is positive.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Snapshot:
 
 
 def snapshot(st: State, t: int, cfg: Config) -> Snapshot:
-    """DESIGN §3/§4 tiers and populations at cutoff day t (call before day t runs)."""
+    """docs/design.md §3/§4 tiers and populations at cutoff day t (call before day t runs)."""
     tier = tier_ranks(st, cfg.tiers.koc_min_referrals, cfg.tiers.engaged_min_actions)
     rows = np.flatnonzero(tier > 0)
     active = st.last_user_day[rows] >= t - cfg.windows.period_days
@@ -41,7 +41,7 @@ def snapshot(st: State, t: int, cfg: Config) -> Snapshot:
 
 
 def outcomes(st: State, rows: np.ndarray | None, t: int, tier0: np.ndarray, cfg: Config) -> dict[str, np.ndarray]:
-    """DESIGN §4 labels (bool) of `rows` (None: every row) at T+H, given their tier at T; call before day t+H runs."""
+    """docs/design.md §4 labels (bool) of `rows` (None: all) at T+H, given their tier at T; call before day t+H runs."""
     sel = slice(None) if rows is None else rows
     tier_end = tier_ranks(st, cfg.tiers.koc_min_referrals, cfg.tiers.engaged_min_actions)[sel]
     lost = tier_end == 0

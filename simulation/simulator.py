@@ -1,4 +1,4 @@
-"""The built-in world (DESIGN §6): simulate a private domain, write events, users and the oracle.
+"""The built-in world (docs/design.md §6): simulate a private domain, write events, users and the oracle.
 
 The world loops over days and is vectorised over users (`sim_dynamics.step`).
 Users arrive throughout (more on campaign days), referred users appear a few
@@ -40,7 +40,7 @@ def parse_day(text: str, what: str) -> date:
 
 
 def default_cutoff(start: date, days: int, horizon: int) -> date:
-    """The last midnight whose horizon fits in the world: T_val of DESIGN/common rules."""
+    """The last midnight whose horizon fits in the world: T_val of docs/design.md §4."""
     return start + timedelta(days=days) - timedelta(days=horizon)
 
 

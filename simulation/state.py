@@ -3,7 +3,7 @@
 The state is a bag of NumPy arrays with the user on the last axis, so the daily
 dynamics run vectorised over users and the oracle can copy a user's exact state
 many times (`take`). Besides the hidden values (need, trust, fatigue, ...) the
-state keeps the inputs of DESIGN §3 — open channels, membership, non-cancelled
+state keeps the inputs of docs/design.md §3 — open channels, membership, non-cancelled
 purchase days, referral purchases and actions in the rolling period (ring
 buffers of P days) — so tiers and label populations come straight from it.
 """
@@ -135,7 +135,7 @@ def init_users(st: State, lo: int, hi: int, source: np.ndarray, p: SimulationCon
 
 
 def tier_ranks(st: State, koc_min_referrals: int, engaged_min_actions: int) -> np.ndarray:
-    """DESIGN §3 tier rank (index into contract.TIERS) of every row, as of the state's instant."""
+    """docs/design.md §3 tier rank (index into contract.TIERS) of every row, as of the state's instant."""
     conn = st.ch.any(axis=0)
     buyer = st.cnt_p >= 1
     repeat = st.cnt_p >= 2

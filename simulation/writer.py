@@ -3,7 +3,7 @@
 `DayEvents.add` both does the tier bookkeeping every user-side event implies
 (last user-side day, actions in the period) and, when emitting, keeps the
 event's columns as NumPy arrays; `EventWriter` turns batches of them into
-canonical Arrow tables (DESIGN §2) and writes them as Parquet row groups.
+canonical Arrow tables (docs/design.md §2) and writes them as Parquet row groups.
 """
 
 from __future__ import annotations

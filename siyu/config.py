@@ -102,9 +102,7 @@ class TrainingConfig(_Strict):
     monotone: bool = Field(description="apply the registry's monotone hints as LightGBM constraints")
     lift_fractions: tuple[float, ...] = Field(description="top shares for lift and catch rate")
     gate_metric: Literal["roc_auc", "pr_auc"] = Field(description="challenger must match the champion on it")
-    rule_recency_feature: str = Field(
-        description="churn rule baseline: days since last activity"
-    )
+    rule_recency_feature: str = Field(description="churn rule baseline: days since last activity")
     rfm_families: tuple[str, ...] = Field(description="logistic baseline inputs")
     shap_sample: int = Field(gt=0, description="validation rows explained for the SHAP summary")
     monotone_extra: dict[str, dict[str, int]] = Field(
@@ -122,7 +120,7 @@ class ScoringConfig(_Strict):
 
 
 class SimulationConfig(_Strict):
-    """Parameters of the built-in world (DESIGN §1, §6); the simulator documents each mechanism.
+    """Parameters of the built-in world (docs/design.md §1, §6); the simulator documents each mechanism.
 
     Daily probabilities are per user per day; rates per week are per channel.
     """
@@ -135,9 +133,7 @@ class SimulationConfig(_Strict):
     campaign_arrival_boost: float = Field(
         ge=1.0, description="new public users on a campaign day, relative to a normal day"
     )
-    hunter_share_public: float = Field(
-        ge=0.0, le=1.0, description="coupon hunters among users from public traffic"
-    )
+    hunter_share_public: float = Field(ge=0.0, le=1.0, description="coupon hunters among users from public traffic")
     hunter_share_campaign: float = Field(
         ge=0.0, le=1.0, description="coupon hunters among users joining on campaign days"
     )
@@ -149,9 +145,7 @@ class SimulationConfig(_Strict):
     )
     member_on_join: float = Field(ge=0.0, le=1.0, description="chance a new user also signs up as a member")
     # --- hidden values ---
-    need_beta: tuple[float, float] = Field(
-        description="Beta(a, b) of each user's base need for the product"
-    )
+    need_beta: tuple[float, float] = Field(description="Beta(a, b) of each user's base need for the product")
     trust0: dict[str, float] = Field(
         description="mean initial trust by segment",
     )
@@ -165,50 +159,30 @@ class SimulationConfig(_Strict):
     pushes_per_week: dict[str, float] = Field(
         description="brand pushes per week on each channel (at most one per channel per day)",
     )
-    push_intensity_sigma: float = Field(
-        ge=0.0, description="log-normal spread of how hard the brand targets a user"
-    )
+    push_intensity_sigma: float = Field(ge=0.0, description="log-normal spread of how hard the brand targets a user")
     # --- trust and fatigue ---
     fatigue_days: float = Field(gt=0.0, description="memory of the fatigue counter (~pushes in the last N days)")
     fatigue_threshold: float = Field(gt=0.0, description="recent pushes above which fatigue erodes trust")
-    trust_gain_relevant: float = Field(
-        ge=0.0, description="trust gained per relevant push opened (times 1 - trust)"
-    )
+    trust_gain_relevant: float = Field(ge=0.0, description="trust gained per relevant push opened (times 1 - trust)")
     trust_loss_irrelevant: float = Field(ge=0.0, description="trust lost per irrelevant push (times trust)")
-    trust_loss_fatigue: float = Field(
-        ge=0.0, description="trust lost per day per push above the fatigue threshold"
-    )
+    trust_loss_fatigue: float = Field(ge=0.0, description="trust lost per day per push above the fatigue threshold")
     trust_gain_service: float = Field(ge=0.0, description="trust gained when a reply gets real service")
     trust_gain_good_purchase: float = Field(ge=0.0, description="trust gained by a satisfying purchase")
-    trust_loss_bad_purchase: float = Field(
-        ge=0.0, description="trust lost by a disappointing purchase (low rating)"
-    )
+    trust_loss_bad_purchase: float = Field(ge=0.0, description="trust lost by a disappointing purchase (low rating)")
     trust_loss_refund: float = Field(ge=0.0, description="trust lost when an order is refunded")
     trust_reversion: float = Field(ge=0.0, le=1.0, description="daily pull of trust back to its initial value")
     # --- engagement ---
-    open_logit: tuple[float, float, float] = Field(
-        description="push open log-odds: intercept, trust, need"
-    )
-    open_fatigue_penalty: float = Field(
-        ge=0.0, description="open log-odds lost per push above the fatigue threshold"
-    )
-    muted_open_factor: float = Field(
-        ge=0.0, le=1.0, description="open chance multiplier once a user muted the brand"
-    )
+    open_logit: tuple[float, float, float] = Field(description="push open log-odds: intercept, trust, need")
+    open_fatigue_penalty: float = Field(ge=0.0, description="open log-odds lost per push above the fatigue threshold")
+    muted_open_factor: float = Field(ge=0.0, le=1.0, description="open chance multiplier once a user muted the brand")
     click_prob: float = Field(
         ge=0.0, le=1.0, description="chance an opened relevant push is clicked (times 0.5 + need)"
     )
-    reply_prob: float = Field(
-        ge=0.0, le=1.0, description="chance an opened push gets a reply (a service contact)"
-    )
+    reply_prob: float = Field(ge=0.0, le=1.0, description="chance an opened push gets a reply (a service contact)")
     visit_rate: float = Field(ge=0.0, le=1.0, description="daily visit chance at activity 1 and trust 1")
     like_rate: float = Field(ge=0.0, le=1.0, description="daily like chance at activity 1 and trust 1")
-    group_message_rate: float = Field(
-        ge=0.0, le=1.0, description="daily chance a group member posts in the group"
-    )
-    live_watch_rate: float = Field(
-        ge=0.0, le=1.0, description="chance of watching the live stream on a campaign day"
-    )
+    group_message_rate: float = Field(ge=0.0, le=1.0, description="daily chance a group member posts in the group")
+    live_watch_rate: float = Field(ge=0.0, le=1.0, description="chance of watching the live stream on a campaign day")
     exposure_days: float = Field(gt=0.0, description="memory of recent exposure (opens, clicks, visits)")
     # --- commerce ---
     purchase_logit: tuple[float, float, float, float] = Field(
@@ -216,15 +190,9 @@ class SimulationConfig(_Strict):
     )
     purchase_campaign_boost: float = Field(description="purchase log-odds added on campaign days")
     purchase_coupon_boost: float = Field(description="purchase log-odds added while holding a coupon")
-    hunter_buy_prob: float = Field(
-        ge=0.0, le=1.0, description="daily chance a coupon hunter holding a coupon uses it"
-    )
-    coupon_claim_hunter: float = Field(
-        ge=0.0, le=1.0, description="chance a coupon hunter claims a campaign coupon"
-    )
-    coupon_claim_other: float = Field(
-        ge=0.0, le=1.0, description="chance others claim a campaign coupon (times need)"
-    )
+    hunter_buy_prob: float = Field(ge=0.0, le=1.0, description="daily chance a coupon hunter holding a coupon uses it")
+    coupon_claim_hunter: float = Field(ge=0.0, le=1.0, description="chance a coupon hunter claims a campaign coupon")
+    coupon_claim_other: float = Field(ge=0.0, le=1.0, description="chance others claim a campaign coupon (times need)")
     coupon_valid_days: int = Field(ge=1, description="days a claimed coupon stays usable")
     need_satiation: float = Field(ge=0.0, le=1.0, description="share of need a purchase satisfies")
     need_recovery: float = Field(ge=0.0, le=1.0, description="daily pull of need back to its base")
@@ -234,12 +202,8 @@ class SimulationConfig(_Strict):
     refund_prob_unsatisfied: float = Field(ge=0.0, le=1.0, description="chance a disappointing order is refunded")
     refund_max_lag_days: int = Field(ge=1, description="a refund comes 1..N days after its order")
     review_prob: tuple[float, float] = Field(description="review chance after a purchase: base, + trust")
-    member_on_purchase: float = Field(
-        ge=0.0, le=1.0, description="chance a non-member buyer signs up as a member"
-    )
-    member_leave_rate: float = Field(
-        ge=0.0, le=1.0, description="daily chance a member leaves (times 1 - trust)"
-    )
+    member_on_purchase: float = Field(ge=0.0, le=1.0, description="chance a non-member buyer signs up as a member")
+    member_leave_rate: float = Field(ge=0.0, le=1.0, description="daily chance a member leaves (times 1 - trust)")
     # --- advocacy and fission ---
     share_rate: float = Field(
         ge=0.0,

@@ -1,4 +1,4 @@
-"""The event contract (DESIGN §2): canonical vocabulary, families and column types.
+"""The event contract (docs/design.md §2): canonical vocabulary, families and column types.
 
 Everything that needs to know what an event *is* imports it from here, so the
 validator, the tiers, the features and the simulator share one vocabulary.
@@ -35,7 +35,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 EVENTS: tuple[str, ...] = tuple(e for events in FAMILIES.values() for e in events)
 EVENT_FAMILY: dict[str, str] = {e: f for f, events in FAMILIES.items() for e in events}
 
-# Channels come from the event name, never from the `channel` column (DESIGN §3).
+# Channels come from the event name, never from the `channel` column (docs/design.md §3).
 CONNECT_EVENTS: dict[str, str] = {
     "follow": "official_account",
     "add_contact": "wecom",
@@ -53,7 +53,7 @@ MEMBERSHIP_EVENTS: dict[str, bool] = {"member_join": True, "member_leave": False
 BRAND_EVENTS: frozenset[str] = frozenset({"message_sent"})
 USER_EVENTS: tuple[str, ...] = tuple(e for e in EVENTS if e not in BRAND_EVENTS)
 
-# Actions that make a connected user `engaged` (DESIGN §3).
+# Actions that make a connected user `engaged` (docs/design.md §3).
 ACTIONS: tuple[str, ...] = (
     "message_open",
     "message_reply",
@@ -71,7 +71,7 @@ ACTIONS: tuple[str, ...] = (
 AMOUNT_REQUIRED: frozenset[str] = frozenset({"purchase", "refund", "referral_purchase"})
 
 # The canonical table every loader produces and every later step reads.
-# `ts` is a naive TIMESTAMP in UTC (DESIGN §2: naive times are UTC).
+# `ts` is a naive TIMESTAMP in UTC (docs/design.md §2: naive times are UTC).
 CANONICAL_COLUMNS: dict[str, str] = {
     "user_id": "VARCHAR",
     "ts": "TIMESTAMP",

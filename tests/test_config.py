@@ -109,3 +109,15 @@ def test_feature_catalog_reads_its_windows_from_the_config(cfg):
 
     assert [f.name for f in FEATURES] == [f.name for f in features_of(cfg)]
     assert any(f.name.endswith(f"_{max(cfg.windows.feature_windows)}d") for f in FEATURES)
+
+
+def test_the_defaults_ship_inside_the_package():
+    """siyu/defaults.yaml is mlproject.yaml and package data: a wheel carries it (no lookup via __file__)."""
+    import tomllib
+    from importlib import resources
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    assert resources.files("siyu").joinpath("defaults.yaml").read_text() == (root / "mlproject.yaml").read_text()
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    assert "defaults.yaml" in pyproject["tool"]["setuptools"]["package-data"]["siyu"]

@@ -1,4 +1,4 @@
-"""Features (DESIGN §5): registry, hand-worked values, point-in-time, absent families, one-user parity."""
+"""Features (docs/design.md §5): registry, hand-worked values, point-in-time, absent families, one-user parity."""
 
 from __future__ import annotations
 

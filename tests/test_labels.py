@@ -1,4 +1,4 @@
-"""Hand-worked labels (DESIGN §4): every tier transition, churn modes, rejoin, the (T, T+H] window."""
+"""Hand-worked labels (docs/design.md §4): every tier transition, churn modes, rejoin, the (T, T+H] window."""
 
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def test_purchases_only_log(cfg):
 
 
 def test_labels_match_the_simulators_bookkeeping(cfg, tmp_path):
-    """Two independent implementations of DESIGN §3-§4: the simulator's state and this SQL."""
+    """Two independent implementations of docs/design.md §3-§4: the simulator's state and this SQL."""
     import duckdb
 
     from simulation.simulator import simulate_world

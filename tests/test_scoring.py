@@ -247,13 +247,13 @@ def test_snapshot_errors(tmp_path, world):
 
 @pytest.mark.spark
 @pytest.mark.slow
-def test_spark_engine_matches_duckdb(world, snap, tmp_path, monkeypatch):
+def test_spark_engine_matches_duckdb(world, snap, tmp_path):
     """--engine spark scores the same registered models through mlflow.pyfunc.spark_udf (minutes: slow)."""
     from serving.batch import score_pool
 
-    monkeypatch.setenv("SIYU_SPARK_PARTITIONS", "2")
+    cfg = world.cfg.model_copy(update={"runtime": world.cfg.runtime.model_copy(update={"spark_partitions": 2})})
     out = tmp_path / "spark.parquet"
-    score_pool(world.events, world.asof, out, world.cfg, engine="spark", record=False, show_progress=False)
+    score_pool(world.events, world.asof, out, cfg, engine="spark", record=False, show_progress=False)
     sp = pd.read_parquet(out).set_index("user_id").loc[snap.user_id]
     for lab in LABELS:
         np.testing.assert_allclose(sp[f"p_{lab}"].to_numpy(float), snap[f"p_{lab}"].to_numpy(float), atol=1e-9)

@@ -1,4 +1,4 @@
-"""The built-in world: contract, determinism, bookkeeping vs DESIGN §3/§4, oracle, realism."""
+"""The built-in world: contract, determinism, bookkeeping vs docs/design.md §3/§4, oracle, realism."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def world(tmp_path_factory):
 
 
 def _tiers_pandas(ev: pd.DataFrame, T: datetime, cfg) -> pd.DataFrame:
-    """DESIGN §3 straight from the events: connected, tier and churn-population flag per user at T."""
+    """docs/design.md §3 straight from the events: connected, tier and churn-population flag per user at T."""
     P = timedelta(days=cfg.windows.period_days)
     e = ev[ev["ts"] <= T]
     chan = {**CONNECT_EVENTS, **DISCONNECT_EVENTS}

@@ -1,4 +1,4 @@
-"""DuckDB and Spark give identical tiers, labels and features on a simulated log (DESIGN §7)."""
+"""DuckDB and Spark give identical tiers, labels and features on a simulated log (docs/design.md §7)."""
 
 from __future__ import annotations
 

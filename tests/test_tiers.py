@@ -1,4 +1,4 @@
-"""Hand-worked tiers (DESIGN §3): every tier, channels, refunds, same-day orders, members, lapsed buyers."""
+"""Hand-worked tiers (docs/design.md §3): every tier, channels, refunds, same-day orders, members, lapsed buyers."""
 
 from __future__ import annotations
 

@@ -295,3 +295,38 @@ def test_behaviour_on_a_simulated_world(tmp_path, cfg):
     Xr[:, counts] = np.nan_to_num(Xr[:, counts]) + 1
     Xr[:, money] = np.nan_to_num(Xr[:, money]) + 100.0
     assert np.all(koc.predict_proba(Xr) >= koc.predict_proba(X) - 1e-12)
+
+
+def _rows(df: pd.DataFrame) -> list[dict]:
+    """Events as the API receives them: text cells, missing values absent."""
+    out = []
+    for r in df.to_dict("records"):
+        out.append({c: (str(v).lower() if isinstance(v, bool) else str(v)) for c, v in r.items() if not pd.isna(v)})
+    return out
+
+
+@pytest.mark.parametrize("event", ["complaint", "mute"])
+def test_more_friction_in_the_log_never_lowers_churn_risk(event):
+    """Learned behaviour on the raw signal, end to end: real events -> the real feature code -> the trained
+    champion. Adding complaints (or mutes) to users' logs, at the time of their last user-side event so
+    recency and active days stay as they were, must not lower anyone's churn risk."""
+    from serving_world import serving_world
+
+    from serving.predictor import Predictor
+
+    w = serving_world()
+    pred = Predictor.load(w.cfg, str(w.scores))
+    ev = pd.read_parquet(w.events)
+    ev = ev[ev.ts <= w.asof]
+    last = ev[ev.event != "message_sent"].groupby("user_id").ts.max()
+    users = sorted(np.random.default_rng(3).choice(last.index.to_numpy(), size=80, replace=False))
+    base = ev[ev.user_id.isin(users)]
+    before = {i["user_id"]: i["p_churn"] for i in pred.predict_events(_rows(base), w.asof)[0]}
+    scored = [u for u in users if before[u] is not None]
+    assert len(scored) >= 40, "too few users in the churn population to test anything"
+    extra = pd.DataFrame({"user_id": last[users].index, "ts": last[users].to_numpy(), "event": event})
+    for times in (1, 3):
+        more = pd.concat([base] + [extra.assign(content_id=f"added{k}") for k in range(times)], ignore_index=True)
+        after = {i["user_id"]: i["p_churn"] for i in pred.predict_events(_rows(more), w.asof)[0]}
+        fell = {u: (before[u], after[u]) for u in scored if after[u] < before[u] - 1e-9}
+        assert not fell, f"{times} more {event}(s) lowered {len(fell)} users' churn risk: {list(fell.items())[:3]}"

@@ -1,4 +1,4 @@
-"""Training tables: features and labels at several rolling cutoffs, stacked (DESIGN §4).
+"""Training tables: features and labels at several rolling cutoffs, stacked (docs/design.md §4).
 
 The log is aggregated once into day-level facts for all cutoffs together;
 tiers are computed once for every day any cutoff needs (its lookbacks and

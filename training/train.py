@@ -1,6 +1,6 @@
 """Train the churn, promotion and KOC models on the multi-cutoff training table.
 
-Split (out of time, DESIGN §4): the latest cutoff validates; the latest
+Split (out of time, docs/design.md §4): the latest cutoff validates; the latest
 training cutoff is held back for early stopping and calibration; the older
 cutoffs fit the trees. Every number lands in MLflow: one parent run per
 training, one child run per label.

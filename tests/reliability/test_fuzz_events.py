@@ -136,7 +136,8 @@ def _fuzz(world, examples: int, name: str, derandomize: bool = False) -> None:
                 raise AssertionError(f"{e}\n{kind} file: {path.read_bytes()[:1500]!r}") from e
             except SiyuError as e:
                 got = f"SiyuError: {str(e)[:60]}"
-                assert "\n" not in str(e).strip() or "Traceback" not in str(e)
+                msg = str(e).strip()  # a user's error is one clear line, never a stack dump
+                assert msg and "\n" not in msg and "Traceback" not in msg, f"not one line: {msg!r}"
             outcomes[got] = outcomes.get(got, 0) + 1
 
     try:

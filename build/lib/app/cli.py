@@ -1,0 +1,230 @@
+"""The `siyu` command line. Commands are thin: they parse options, call a plain
+function that takes paths and config, and print what it returns."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from siyu.config import Config, load_config
+from siyu.errors import SiyuError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="config file (default: the project's mlproject.yaml)")
+
+
+def cfg_from(path: Path | None) -> Config:
+    """Load the config named on the command line (or the default)."""
+    return load_config(path)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks on errors")) -> None:
+    """siyu: private-domain relationship predictions."""
+    _state["debug"] = debug
+
+
+@app.command()
+def validate(
+    events: Path = typer.Argument(..., help="CSV file, Parquet file, or folder of Parquet parts"),
+    out: Path = typer.Option(Path("out/validate"), "--out", help="folder for accepted events and quarantine"),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Check an event log against the contract; write accepted rows and the quarantine."""
+    from events.validate import print_report, validate_file
+
+    report = validate_file(events, cfg_from(config), out)
+    print_report(report, console)
+    report.raise_if_over_threshold()
+
+
+@app.command()
+def train(
+    events: Path = typer.Argument(..., help="event log (CSV, Parquet or folder); oracle.parquet beside it is used"),
+    config: Path | None = ConfigOpt,
+    experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment (default: config)"),
+) -> None:
+    """Train the churn, promotion and KOC models; log to MLflow; register and gate."""
+    from training.summary import print_train_result
+    from training.train import train_all
+
+    print_train_result(train_all(events, cfg_from(config), experiment), console)
+
+
+@app.command()
+def promote(
+    label: str = typer.Argument(..., help="churn | promotion | koc"),
+    version: int = typer.Option(..., "--version", help="registered version to make champion"),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Make a registered model version the champion by hand."""
+    from training.model_registry import model_name
+    from training.model_registry import promote as do_promote
+
+    cfg = cfg_from(config)
+    before = do_promote(cfg, label, version)
+    console.print(f"{model_name(cfg, label)}: champion v{before} -> v{version}", highlight=False)
+
+
+@app.command()
+def rollback(
+    label: str = typer.Argument(..., help="churn | promotion | koc"),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Move the champion alias back to the version that held it before."""
+    from training.model_registry import model_name
+    from training.model_registry import rollback as do_rollback
+
+    cfg = cfg_from(config)
+    version = do_rollback(cfg, label)
+    console.print(f"{model_name(cfg, label)}: champion is now v{version}", highlight=False)
+
+
+@app.command()
+def simulate(
+    users: int = typer.Option(20000, "--users", help="users arriving by public traffic and campaigns"),
+    days: int = typer.Option(365, "--days", help="length of the world in days"),
+    start: str | None = typer.Option(None, "--start", help="first day, YYYY-MM-DD (default 2025-01-01)"),
+    seed: int = typer.Option(42, "--seed", help="random seed: the same seed gives identical events"),
+    oracle_cutoff: list[str] | None = typer.Option(
+        None, "--oracle-cutoff", help="oracle cutoff date YYYY-MM-DD (repeatable; default: start + days - H)"
+    ),
+    replicas: int | None = typer.Option(None, "--replicas", help="oracle re-simulations per user; 0: no oracle"),
+    out: Path = typer.Option(Path("out/world"), "--out", help="folder for events, users and oracle Parquet files"),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Simulate the built-in private-domain world; write events, users and the oracle."""
+    from simulation.report import print_summary
+    from simulation.simulator import parse_day, simulate_world
+
+    cutoffs = [parse_day(c, "--oracle-cutoff") for c in oracle_cutoff] if oracle_cutoff else None
+    summary = simulate_world(
+        cfg_from(config), users, days, parse_day(start, "--start") if start else None, seed, out, cutoffs, replicas
+    )
+    print_summary(summary, console)
+
+
+EngineOpt = typer.Option("duckdb", "--engine", help="duckdb (default, embedded) or spark")
+
+
+def _table_command(
+    kind: str, events: Path, when: str, what: str, out: Path | None, config: Path | None, engine: str
+) -> None:
+    from features.export import build_table, parse_instant, summary_lines, write_parquet
+
+    t = parse_instant(when, what)
+    df = build_table(kind, events, t, cfg_from(config), engine)
+    console.print(f"{kind} at {t:%Y-%m-%d %H:%M} ({engine}):", highlight=False)
+    for line in summary_lines(kind, df):
+        console.print(f"  {line}", highlight=False)
+    if out:
+        write_parquet(df, out)
+        console.print(f"wrote {out}", highlight=False)
+
+
+@app.command()
+def labels(
+    events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
+    cutoff: str = typer.Option(..., "--cutoff", help="cutoff T, YYYY-MM-DD (00:00 UTC) or ISO date-time"),
+    out: Path | None = typer.Option(None, "--out", help="write the table to this Parquet file"),
+    config: Path | None = ConfigOpt,
+    engine: str = EngineOpt,
+) -> None:
+    """Tier at T and T+H, populations and churn / promotion / KOC labels per user known at T."""
+    _table_command("labels", events, cutoff, "--cutoff", out, config, engine)
+
+
+@app.command()
+def features(
+    events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
+    asof: str = typer.Option(..., "--asof", help="as-of instant, YYYY-MM-DD (00:00 UTC) or ISO date-time"),
+    out: Path | None = typer.Option(None, "--out", help="write the table to this Parquet file"),
+    config: Path | None = ConfigOpt,
+    engine: str = EngineOpt,
+) -> None:
+    """One feature row per user known at the as-of instant (the registry's features)."""
+    _table_command("features", events, asof, "--asof", out, config, engine)
+
+
+@app.command()
+def score(
+    events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
+    asof: str = typer.Option(..., "--asof", help="cutoff, YYYY-MM-DD (00:00 UTC) or ISO date-time"),
+    out: Path = typer.Option(..., "--out", help="the scores snapshot to write (Parquet, atomically)"),
+    engine: str = EngineOpt,
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Batch-score every user with the champion models; the file is the snapshot the API serves."""
+    from serving.batch import print_summary, score_pool
+
+    print_summary(score_pool(events, asof, out, cfg_from(config), engine=engine), console)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="interface to bind"),
+    port: int = typer.Option(3000, "--port", help="TCP port"),
+    scores: Path | None = typer.Option(None, "--scores", help="snapshot to serve (default: the latest `siyu score`)"),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="worker processes (default 1; 2+ keep answering when one dies)"
+    ),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Start the prediction API (BentoML) on the champion models and a scores snapshot."""
+    from serving.launch import exec_serve, serve_command
+
+    argv, env = serve_command(cfg_from(config), host, port, scores, workers)
+    console.print(f"serving {env['SIYU_SCORES']} on http://{host}:{port} (docs: /docs)", highlight=False)
+    exec_serve(argv, env)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("out/demo"), "--out", help="folder for the world, scores and logs"),
+    users: int = typer.Option(20_000, "--users", min=100, help="simulated users"),
+    days: int = typer.Option(365, "--days", min=120, help="simulated days"),
+    seed: int = typer.Option(42, "--seed"),
+    port: int = typer.Option(3000, "--port", help="preferred API port on 127.0.0.1"),
+    keep_serving: bool = typer.Option(False, "--keep-serving", help="leave the API running at the end"),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """The main job: simulate, validate, train, score, serve, and send one real request."""
+    from app.demo import run_demo
+
+    run_demo(
+        cfg_from(config), out, users=users, days=days, seed=seed, port=port, keep_serving=keep_serving, console=console
+    )
+
+
+def main() -> None:
+    """Entry point: run the app; user errors become one line and a non-zero exit."""
+    debug = "--debug" in sys.argv
+    try:
+        app(standalone_mode=False)
+    except SiyuError as e:
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except typer.TyperException as e:  # usage errors: click's own message, exit 2
+        e.show()
+        sys.exit(e.exit_code)
+    except Exception as e:  # noqa: BLE001 - last line of defence: never a raw traceback
+        if debug:
+            raise
+        err_console.print(
+            f"[red]error:[/red] unexpected {type(e).__name__}: {e} (run with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)

@@ -1,0 +1,269 @@
+"""Validation of an event log against the contract (DESIGN §2), in DuckDB.
+
+Every row read ends up in exactly one place: accepted, quarantined (with the
+first rule it breaks), or counted as an exact duplicate of an accepted row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from events.loader import connect, refuse_bare_carriage_return, stage_raw
+from events.report import ValidationReport, print_report, write_outputs
+from siyu.config import Config
+from siyu.contract import AMOUNT_REQUIRED, CANONICAL_COLUMNS, EVENTS, REQUIRED_COLUMNS
+from siyu.errors import SiyuError
+
+# (reason, SQL condition on the parsed columns), checked in this order; a row's
+# reason is the first that holds, so the counts by reason add up to the total.
+_AMOUNT_EVENTS = ", ".join(f"'{e}'" for e in sorted(AMOUNT_REQUIRED))
+_RULES: list[tuple[str, str]] = [
+    ("missing user_id", "user_id IS NULL"),
+    ("missing ts", "ts_raw IS NULL"),
+    ("unparseable ts", "ts IS NULL"),
+    ("missing event", "event_raw IS NULL"),
+    ("unknown event", f"event NOT IN ({', '.join(repr(e) for e in EVENTS)})"),
+    ("amount is not a number", "amount_raw IS NOT NULL AND (amount IS NULL OR NOT isfinite(amount))"),
+    ("missing amount", f"event IN ({_AMOUNT_EVENTS}) AND amount IS NULL"),
+    ("negative amount", "amount < 0"),
+    ("rating is not an integer", "rating_raw IS NOT NULL AND (rating_num IS NULL OR rating_num != floor(rating_num))"),
+    ("missing rating", "event = 'review' AND rating_raw IS NULL"),
+    ("rating outside 1-5", "rating_num < 1 OR rating_num > 5"),
+    ("coupon is not a boolean", "coupon_raw IS NOT NULL AND coupon IS NULL"),
+    ("referral_purchase without ref_user_id", "event = 'referral_purchase' AND ref_user_id IS NULL"),
+]
+
+
+def _ts_sql(col: str, kind: str) -> str:
+    """Parse a timestamp column to a naive UTC TIMESTAMP (NULL when unparseable).
+
+    Text columns arrive trimmed; a plain number is epoch seconds, or epoch
+    milliseconds when it is too large to be seconds (1e11 s is the year 5138).
+    """
+
+    def epoch(x: str) -> str:
+        # Beyond 1e14 (ms in the year 5138) or not finite: NULL, so the row is quarantined as
+        # unparseable instead of to_timestamp failing the whole log.
+        return (
+            f"(CASE WHEN isfinite({x}) AND abs({x}) < 1e14 THEN (to_timestamp(CASE WHEN abs({x}) >= 1e11 "
+            f"THEN {x} / 1000 ELSE {x} END) AT TIME ZONE 'UTC') END)"
+        )
+
+    if kind == "TIMESTAMP":
+        return col
+    if kind.startswith("TIMESTAMP WITH TIME ZONE"):
+        return f"({col} AT TIME ZONE 'UTC')"
+    if kind in {"BIGINT", "INTEGER", "DOUBLE", "FLOAT", "HUGEINT", "UBIGINT", "DECIMAL"}:
+        return epoch(f"CAST({col} AS DOUBLE)")
+    return (
+        f"CASE WHEN ts_num IS NOT NULL THEN {epoch('ts_num')} "
+        f"ELSE (try_cast({col} AS TIMESTAMPTZ) AT TIME ZONE 'UTC') END"
+    )
+
+
+def _event_sql(cfg: Config, col: str) -> str:
+    if not cfg.events.mapping:
+        return f"lower({col})"
+    whens = " ".join(
+        f"WHEN {col} = '{k.replace(chr(39), chr(39) * 2)}' THEN '{v}'" for k, v in cfg.events.mapping.items()
+    )
+    return f"lower(CASE {whens} ELSE {col} END)"
+
+
+def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: str) -> None:
+    """Create table `_checked`: parsed canonical columns, the raw text, and `reason` (NULL = valid)."""
+    # Layered so each trim/cast is computed once per row.
+    text_cols = [c for c in CANONICAL_COLUMNS if c != "ts"]
+    trimmed = ", ".join(f"nullif(trim({c}), '') AS t_{c}" for c in text_cols)
+    layer1 = f"""SELECT _row, ts AS ts_orig, nullif(trim(CAST(ts AS VARCHAR)), '') AS ts_raw, {trimmed},
+                 {", ".join(f"CAST({c} AS VARCHAR) AS raw_{c}" for c in CANONICAL_COLUMNS)}
+               FROM {raw}"""
+    ts_source = "ts_raw" if ts_kind == "VARCHAR" else "ts_orig"  # typed columns parse from their type
+    layer2 = f"""SELECT *, try_cast(ts_raw AS DOUBLE) AS ts_num FROM ({layer1})"""
+    parsed = f"""
+        SELECT _row,
+            t_user_id AS user_id,
+            ts_raw,
+            {_ts_sql(ts_source, ts_kind)} AS ts,
+            t_event AS event_raw,
+            {_event_sql(cfg, "t_event")} AS event,
+            t_amount AS amount_raw,
+            try_cast(t_amount AS DOUBLE) AS amount,
+            t_channel AS channel,
+            t_ref_user_id AS ref_user_id,
+            t_rating AS rating_raw,
+            try_cast(t_rating AS DOUBLE) AS rating_num,
+            t_coupon AS coupon_raw,
+            try_cast(t_coupon AS BOOLEAN) AS coupon,
+            t_content_id AS content_id,
+            t_order_id AS order_id,
+            {", ".join(f"raw_{c}" for c in CANONICAL_COLUMNS)}
+        FROM ({layer2})
+    """
+    reason = "CASE " + " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in _RULES) + " END"
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS SELECT *, {reason} AS reason FROM ({parsed})")
+    except duckdb.Error as e:
+        raise SiyuError(f"cannot read event log: {str(e).splitlines()[0]}") from e
+
+
+def _set_aside_malformed(con: duckdb.DuckDBPyConnection, source) -> int:
+    """Table `_malformed` of the CSV records DuckDB refused (wrong field count); renumber `_checked`.
+
+    `reject_errors.line` counts records (a quoted line break does not start one), header
+    included; `_row` of the parsed rows is shifted past the refused records so every
+    source_row is the record's position in the file.
+
+    Returns:
+        How many records were refused (0 for non-CSV sources).
+
+    Raises:
+        SiyuError: the file has a carriage return inside an unquoted value (see
+            loader.refuse_bare_carriage_return).
+    """
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'reject_errors'").fetchone()[0]:
+        return 0
+    if con.execute("SELECT count(*) FROM reject_errors").fetchone()[0]:
+        refuse_bare_carriage_return(Path(source))
+    con.execute("""CREATE OR REPLACE TEMP TABLE _malformed AS
+        SELECT CAST(line AS BIGINT) - 1 AS source_row,
+               'record ' || (CAST(line AS BIGINT) - 1) || ': ' || first(error_message ORDER BY column_idx) || ': '
+                   || left(first(csv_line), 200) AS detail
+        FROM reject_errors GROUP BY line""")
+    n = con.execute("SELECT count(*) FROM _malformed").fetchone()[0]
+    if n:
+        # Parsed row k sits after refused record r_i (the i-th) when k > r_i - i.
+        con.execute("""CREATE OR REPLACE TEMP TABLE _checked AS
+            SELECT c.* REPLACE (c._row + coalesce(m.i, 0) AS _row)
+            FROM _checked c ASOF LEFT JOIN (
+                SELECT source_row - i + 1 AS g, i
+                FROM (SELECT source_row, row_number() OVER (ORDER BY source_row) AS i FROM _malformed)) m
+            ON c._row >= m.g""")
+    return int(n)
+
+
+def _canonical_select() -> str:
+    cols = {c: c for c in CANONICAL_COLUMNS}
+    cols["rating"] = "CAST(rating_num AS INTEGER)"
+    return ", ".join(
+        f"CAST({expr} AS {CANONICAL_COLUMNS[c]}) AS {c}" if c == "rating" else f"{expr} AS {c}"
+        for c, expr in cols.items()
+    )
+
+
+def run_validation(
+    con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame, cfg: Config, table: str = "events"
+) -> ValidationReport:
+    """Validate a log and leave its accepted, de-duplicated rows in TEMP table `table`.
+
+    Args:
+        con: DuckDB connection (see loader.connect) that receives the tables.
+        source: CSV file, Parquet file, folder of Parquet parts, or a DataFrame.
+        cfg: configuration (event mapping, quarantine threshold).
+        table: name of the table of accepted canonical events.
+
+    Returns:
+        The report; quarantined rows stay in TEMP table `quarantine`.
+    """
+    raw, ts_kind = stage_raw(con, source)
+    for t in ("reject_errors", "reject_scans"):  # DuckDB keeps adding to them: count this read only
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+    _classify(con, cfg, raw, ts_kind)
+    n_malformed = _set_aside_malformed(con, source)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {table} AS "
+        f"SELECT DISTINCT {_canonical_select()} FROM _checked WHERE reason IS NULL"
+    )
+    raw_cols = ", ".join(f"raw_{c} AS {c}" for c in CANONICAL_COLUMNS)
+    malformed = (
+        ""
+        if not n_malformed
+        else " UNION ALL SELECT source_row, 'malformed CSV line' AS reason, detail, "
+        + ", ".join(f"NULL AS {c}" for c in CANONICAL_COLUMNS)
+        + " FROM _malformed"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE quarantine AS SELECT * FROM ("
+        f"SELECT _row AS source_row, reason, CAST(NULL AS VARCHAR) AS detail, {raw_cols} "
+        f"FROM _checked WHERE reason IS NOT NULL{malformed}) q ORDER BY source_row"
+    )
+    rows_read, valid_rows = con.execute("SELECT count(*), count(*) FILTER (reason IS NULL) FROM _checked").fetchone()
+    rows_read += n_malformed
+    con.execute("DROP TABLE _checked")
+    con.execute("DROP TABLE IF EXISTS _malformed")
+    report = ValidationReport.collect(
+        con,
+        table,
+        str(source) if not isinstance(source, pd.DataFrame) else "<frame>",
+        rows_read,
+        valid_rows,
+        cfg.quarantine.max_fraction,
+    )
+    return report
+
+
+def load_valid_events(
+    con: duckdb.DuckDBPyConnection, path: str | Path, cfg: Config, out_dir: str | Path | None = None
+) -> ValidationReport:
+    """Validate a log file into TEMP table `events`; optionally write outputs; refuse over the threshold.
+
+    Args:
+        con: DuckDB connection that receives table `events` (canonical columns).
+        path: CSV file, Parquet file or folder of Parquet parts.
+        cfg: configuration.
+        out_dir: when given, the quarantine and summary are written there (and the
+            accepted events, if the run passes the threshold).
+
+    Returns:
+        The report.
+
+    Raises:
+        SiyuError: unreadable input, or more bad rows than `quarantine.max_fraction`.
+    """
+    report = run_validation(con, path, cfg)
+    if out_dir is not None:
+        write_outputs(con, report, Path(out_dir))
+    report.raise_if_over_threshold()
+    return report
+
+
+def validate_file(path: str | Path, cfg: Config, out_dir: str | Path) -> ValidationReport:
+    """`siyu validate`: check a log and write accepted events, quarantine and summary to out_dir.
+
+    Unlike load_valid_events this does not raise over the threshold, so the
+    caller can print the report first; call `report.raise_if_over_threshold()`.
+    """
+    con = connect(cfg=cfg)
+    report = run_validation(con, path, cfg)
+    write_outputs(con, report, Path(out_dir))
+    return report
+
+
+def validate_frame(df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate an in-memory log (e.g. events posted to the API).
+
+    Args:
+        df: rows with (a subset of) the contract's columns; missing required columns raise.
+        cfg: configuration.
+
+    Returns:
+        (accepted canonical events, quarantined rows with `source_row` and `reason`).
+    """
+    con = connect(cfg=cfg)
+    run_validation(con, df, cfg)
+    return con.table("events").df(), con.table("quarantine").df()
+
+
+__all__ = [
+    "load_valid_events",
+    "print_report",
+    "run_validation",
+    "validate_file",
+    "validate_frame",
+    "ValidationReport",
+    "REQUIRED_COLUMNS",
+    "SiyuError",
+]

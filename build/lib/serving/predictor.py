@@ -1,0 +1,209 @@
+"""The API's answer, as plain Python: snapshot lookup or raw events -> per-user predictions.
+
+Shared by the BentoML service and the benchmarks; it holds the champion models,
+the snapshot's feature matrix and the percentile reference distributions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from serving.render import JsonRenderer
+from serving.scoring import ReasonFormatter, Scorer, buckets, percentiles, reference
+from serving.snapshot import Snapshot, load_snapshot
+from siyu.config import Config
+from siyu.contract import CANONICAL_COLUMNS, LABELS
+from siyu.errors import SiyuError
+
+
+class EventsRejected(SiyuError):
+    """Posted events break the contract; names the first bad row and field."""
+
+    def __init__(self, row: int, field: str, reason: str, count: int):
+        self.row, self.field, self.reason, self.count = row, field, reason, count
+        more = f" ({count - 1} more bad rows)" if count > 1 else ""
+        super().__init__(f"events[{row}].{field}: {reason}{more}")
+
+
+@dataclass
+class _Feat:
+    """Stand-in registry entry for a model input the registry does not declare."""
+
+    name: str
+    meaning: str
+    unit: str = ""
+
+
+def _registry() -> dict[str, Any]:
+    from features.catalog import FEATURES
+
+    try:
+        import features.compute  # noqa: F401 - importing it fills the registry
+    except ModuleNotFoundError as e:  # pragma: no cover - only while the feature module is missing
+        if e.name != "features.compute":
+            raise
+
+    return {f.name: f for f in FEATURES}
+
+
+def _field_of(reason: str) -> str:
+    """The contract column a validator reason talks about (`missing amount` -> `amount`)."""
+    for col in sorted(CANONICAL_COLUMNS, key=len, reverse=True):
+        if re.search(rf"\b{col}\b", reason):
+            return col
+    return "event"
+
+
+class Predictor:
+    """Answers /predict and /predict_events.
+
+    Args:
+        cfg: configuration (risk buckets, windows, event mapping).
+        scorer: the champion models.
+        snap: the loaded snapshot.
+    """
+
+    def __init__(self, cfg: Config, scorer: Scorer, snap: Snapshot):
+        self.cfg, self.scorer, self.snap = cfg, scorer, snap
+        if scorer.feature_names != snap.feature_names:
+            raise SiyuError("snapshot feature columns differ from the scorer's")
+        reg = _registry()
+        self.reasons = ReasonFormatter([reg.get(f) or _Feat(f, f.replace("_", " ")) for f in snap.feature_names])
+        self.renderer = JsonRenderer(self.reasons)
+        self.versions = scorer.versions
+        # Percentiles compare against the pool as the serving models score it: reuse the stored
+        # scores when the same versions wrote them, otherwise rescore the snapshot once at startup.
+        self.refs: dict[str, np.ndarray] = {}
+        stale = [lab for lab in scorer.models if snap.versions.get(lab) != self.versions[lab]]
+        fresh = scorer.score(snap.X, snap.pops, reasons=False).proba if stale else {}
+        for lab in LABELS:
+            self.refs[lab] = reference(fresh[lab] if lab in fresh else snap.proba[lab])
+
+    @classmethod
+    def load(cls, cfg: Config, scores: str | None) -> Predictor:
+        """Load the champions from the registry and a snapshot (default: the latest recorded one)."""
+        from serving.pool import load_champions
+        from serving.snapshot import latest_snapshot
+
+        _registry()
+        snap = load_snapshot(scores or latest_snapshot(cfg))
+        return cls(cfg, Scorer(load_champions(cfg), snap.feature_names, cfg.scoring.reasons), snap)
+
+    def predict_ids(self, user_ids: list[str]) -> list[dict[str, Any]]:
+        """Predictions for snapshot users; unknown ids get status `unknown_user`."""
+        rows, ids, X, tier, pops = self._lookup(user_ids)
+        items = iter(self.predict_rows(ids, X, tier, pops))
+        return [next(items) if r >= 0 else {"user_id": u, "status": "unknown_user"} for u, r in zip(user_ids, rows)]
+
+    def predict_ids_json(self, user_ids: list[str]) -> tuple[str, list[str], dict[str, np.ndarray]]:
+        """`predict_ids` as JSON array text (the API's hot path; see render.py).
+
+        Returns:
+            (JSON text of the items, tier of each known user, label -> scores of the known users).
+        """
+        rows, ids, X, tier, pops = self._lookup(user_ids)
+        cols = self.columns(X, pops) if len(ids) else {}
+        pos = np.cumsum(np.asarray(rows) >= 0) - 1  # row of each known id within the scored rows
+        text = self.renderer.items(user_ids, [int(k) if r >= 0 else -1 for r, k in zip(rows, pos)], tier, X, cols)
+        return text, [str(t) for t in tier], {lab: c[0] for lab, c in cols.items()}
+
+    def _lookup(self, user_ids: list[str]) -> tuple[list[int], list[str], np.ndarray, np.ndarray, dict]:
+        """Snapshot rows of the ids (-1: unknown) and the known users' ids, features, tiers, populations."""
+        rows = [self.snap.index.get(u, -1) for u in user_ids]
+        known = np.array([r for r in rows if r >= 0], dtype=np.int64)
+        return (
+            rows,
+            [u for u, r in zip(user_ids, rows) if r >= 0],
+            self.snap.X[known],
+            self.snap.tier[known],
+            {lab: m[known] for lab, m in self.snap.pops.items()},
+        )
+
+    def columns(self, X: np.ndarray, pops: dict[str, np.ndarray]) -> dict[str, tuple]:
+        """Per label with a model: (proba, percentile, bucket, reason idx, reason contrib) of each row."""
+        s = self.scorer.score(X, pops)
+        cols = {}
+        for lab in LABELS:
+            if lab in s.proba:
+                pct = percentiles(s.proba[lab], self.refs[lab])
+                cols[lab] = (
+                    s.proba[lab],
+                    pct,
+                    buckets(pct, self.cfg.scoring.buckets),
+                    s.reason_idx[lab],
+                    s.reason_contrib[lab],
+                )
+        return cols
+
+    def predict_rows(
+        self, user_ids: list[str], X: np.ndarray, tier: np.ndarray, pops: dict[str, np.ndarray]
+    ) -> list[dict[str, Any]]:
+        """Score feature rows and shape one answer item per row."""
+        if len(user_ids) == 0:
+            return []
+        cols = self.columns(X, pops)
+        fmt = self.reasons.item
+        # Keys in reading order: the three probabilities first, then their details.
+        blank = {"p_churn": None, "p_promotion": None, "p_koc": None, "churn": None, "promotion": None, "koc": None}
+        out = [{"user_id": u, "status": "ok", "tier": str(t), **blank} for u, t in zip(user_ids, tier)]
+        for lab, (p, pct, bkt, idx, con) in cols.items():
+            key = f"p_{lab}"
+            for i, item in enumerate(out):
+                if np.isnan(p[i]):
+                    continue
+                item[key] = float(p[i])
+                item[lab] = {
+                    "probability": float(p[i]),
+                    "percentile": round(float(pct[i]), 2),
+                    "bucket": bkt[i],
+                    "reasons": [fmt(lab, j, X[i, j], con[i, k]) for k, j in enumerate(idx[i].tolist()) if j >= 0],
+                }
+        return out
+
+    def predict_events(self, events: list[dict[str, Any]], asof: datetime | None) -> tuple[list[dict], datetime]:
+        """Validate posted raw events like batch does, build features with the batch code, score them.
+
+        Args:
+            events: rows in the DESIGN §2 contract (raw values, as in a CSV).
+            asof: cutoff; default the later of the snapshot's date and the newest event.
+
+        Returns:
+            (one item per user in the events, the cutoff used).
+
+        Raises:
+            EventsRejected: a row breaks the contract.
+        """
+        from events.loader import connect
+        from events.validate import run_validation
+        from features.compute import feature_table
+        from serving.pool import population_frame
+
+        # Text like a CSV cell, so the validator's parsing rules apply unchanged.
+        df = pd.DataFrame(
+            [{c: (None if e.get(c) is None else str(e[c])) for c in CANONICAL_COLUMNS} for e in events],
+            columns=list(CANONICAL_COLUMNS),
+            dtype=object,
+        )
+        con = connect(threads=1, cfg=self.cfg)
+        run_validation(con, df, self.cfg)
+        bad = con.execute(
+            "SELECT source_row, reason, count(*) OVER () FROM quarantine ORDER BY source_row LIMIT 1"
+        ).fetchone()
+        if bad:
+            raise EventsRejected(int(bad[0]) - 1, _field_of(bad[1]), bad[1], int(bad[2]))
+        if asof is None:
+            newest = con.execute("SELECT max(ts) FROM events").fetchone()[0]
+            asof = max(self.snap.asof, newest) if newest is not None else self.snap.asof
+        families = frozenset(self.snap.families) if self.snap.families is not None else None
+        feats = feature_table(con, asof, self.cfg, families=families)
+        pop = feats[["user_id"]].merge(population_frame(con, asof, self.cfg), on="user_id", how="left")
+        X = feats[self.snap.feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
+        pops = {lab: pop[f"in_{lab}_pop"].fillna(False).to_numpy(dtype=bool) for lab in LABELS}
+        tier = pop["tier"].fillna("lost").to_numpy(dtype=object)
+        return self.predict_rows(feats["user_id"].astype(str).tolist(), X, tier, pops), asof

@@ -1,0 +1,128 @@
+"""Request and response models of the prediction API (they are its OpenAPI schema).
+
+Requests forbid unknown fields and bound every list (1..1000), so bad input is
+a 400 naming the field instead of a silent accept or a 500.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_ITEMS = 1000
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Text = Annotated[str, StringConstraints(max_length=1024)]
+ASOF_RANGE = (datetime(1970, 1, 1), datetime(2200, 1, 1))
+
+
+def _asof_utc(t: datetime | None) -> datetime | None:
+    """An aware cutoff as naive UTC (the project's convention), refused outside ASOF_RANGE."""
+    if t is None:
+        return None
+    lo, hi = ASOF_RANGE
+    # Compare before converting: shifting 0001-01-01+03:00 to UTC would overflow the datetime range.
+    naive = t.replace(tzinfo=None)
+    if not lo <= naive < hi:
+        raise ValueError(f"asof must be between {lo:%Y-%m-%d} and {hi:%Y-%m-%d}")
+    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+
+
+Asof = Annotated[datetime | None, AfterValidator(_asof_utc)]
+
+EXAMPLE_REQUEST: dict = {"user_ids": ["u1", "u2", "no-such-user"]}
+"""A /predict request body (the docs' example; the tests post it)."""
+
+EXAMPLE_EVENTS_REQUEST: dict = {
+    "events": [
+        {"user_id": "new-1", "ts": "2025-12-01T09:00:00", "event": "follow", "channel": "official_account"},
+        {"user_id": "new-1", "ts": "2025-12-03T20:15:00", "event": "message_open"},
+        {"user_id": "new-1", "ts": "2025-12-04T12:00:00", "event": "purchase", "amount": 129.0, "order_id": "o-1"},
+    ]
+}
+"""A /predict_events request body: one new user's first days."""
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PredictRequest(_Request):
+    """Users to score from the latest snapshot."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": EXAMPLE_REQUEST})
+    user_ids: list[UserId] = Field(
+        ..., min_length=1, max_length=MAX_ITEMS, description="1 to 1000 user ids as the brand knows them"
+    )
+
+
+class Event(_Request):
+    """One raw event in the DESIGN §2 contract; the batch validator's rules apply."""
+
+    user_id: UserId = Field(..., description="the brand's id for the person")
+    ts: str | int | float = Field(..., description="ISO 8601 time (naive = UTC) or epoch seconds / milliseconds")
+    event: Text = Field(..., description="canonical event name (follow, purchase, ...) or a name mapped in config")
+    amount: float | None = Field(None, description="money, >= 0; required for purchase, refund, referral_purchase")
+    channel: Text | None = Field(None, description="official_account, wecom, group, mini_program, live, store, ...")
+    ref_user_id: Text | None = Field(None, description="referred person who bought; required for referral_purchase")
+    rating: int | None = Field(None, description="review score 1-5; required for review")
+    coupon: bool | None = Field(None, description="on purchase: paid with a coupon")
+    content_id: Text | None = Field(None, description="content id (de-duplication, joins)")
+    order_id: Text | None = Field(None, description="order id; refunds cancel the order with the same id")
+
+
+class PredictEventsRequest(_Request):
+    """Raw events of one or more users (new users, or activity newer than the snapshot)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": EXAMPLE_EVENTS_REQUEST})
+    events: list[Event] = Field(
+        ..., min_length=1, max_length=MAX_ITEMS, description="1 to 1000 events; features use only these events"
+    )
+    asof: Asof = Field(
+        None,
+        description="cutoff (an offset is converted to UTC; 1970-2200); default: the later of "
+        "the snapshot date and the newest posted event",
+    )
+
+
+class Reason(BaseModel):
+    """One of the top drivers of a score (LightGBM contribution of one feature)."""
+
+    feature: str = Field(description="feature name (see the feature registry)")
+    value: float | None = Field(description="the user's value; null = no such events")
+    direction: Literal["up", "down"] = Field(description="whether this feature raises or lowers the score")
+    contribution: float = Field(description="contribution in log-odds")
+    sentence: str = Field(description="the reason in words")
+
+
+class LabelScore(BaseModel):
+    """A score with its place in the pool and its reasons."""
+
+    probability: float = Field(description="calibrated probability within the horizon")
+    percentile: float = Field(description="share of the snapshot's population scoring at most this (0-100)")
+    bucket: str = Field(description="risk bucket from config scoring.buckets")
+    reasons: list[Reason] = Field(description="top 3 reasons, strongest first")
+
+
+class UserPrediction(BaseModel):
+    """The answer for one user; score fields are null outside that model's population."""
+
+    user_id: str
+    status: Literal["ok", "unknown_user"] = Field(description="unknown_user: not in the snapshot")
+    tier: str | None = Field(None, description="lost, connected, engaged, buyer, repeat or koc")
+    p_churn: float | None = Field(None, description="probability of churning within the horizon")
+    p_promotion: float | None = Field(None, description="probability of moving up a tier within the horizon")
+    p_koc: float | None = Field(None, description="probability of becoming a KOC within the horizon")
+    churn: LabelScore | None = None
+    promotion: LabelScore | None = None
+    koc: LabelScore | None = None
+
+
+class PredictResponse(BaseModel):
+    """Predictions, with the model versions and the snapshot they come from."""
+
+    model_versions: dict[str, int | None] = Field(description="registry version per label (the champion at startup)")
+    snapshot_date: datetime = Field(description="cutoff of the served snapshot")
+    asof: datetime = Field(description="cutoff the features were computed at")
+    predictions: list[UserPrediction]

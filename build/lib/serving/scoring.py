@@ -1,0 +1,255 @@
+"""One scoring path for batch and API: feature rows -> calibrated probability per label,
+percentile against a reference distribution, risk bucket and top reasons.
+
+Everything here works on NumPy arrays (no DataFrame, no pyfunc): the API calls it
+for one row per request, batch scoring for chunks of a million.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from serving.explain import PathExplainer
+from siyu.contract import LABELS
+
+N_REASONS = 3
+# How a reason sentence names each score.
+LABEL_PHRASE = {
+    "churn": "the churn risk",
+    "promotion": "the chance of moving up a tier",
+    "koc": "the chance of becoming a KOC",
+}
+# Units printed after a value; the rest ("count", "ratio", ...) read fine bare.
+_UNIT_SUFFIX = {"days": " days", "day": " days", "currency": " (currency)"}
+
+
+class ScoringModel(Protocol):
+    """What training.model_registry.load_model returns (also: `booster`, `calibrator`)."""
+
+    name: str
+    version: int
+    feature_names: list[str]
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class Scored:
+    """Scores of n rows for every label that has a model.
+
+    Attributes:
+        proba: label -> calibrated probability (NaN outside the label's population).
+        reason_idx: label -> n x k indices into `Scorer.feature_names` of the top reasons (-1: none).
+        reason_contrib: label -> n x k contributions (log-odds) of those features.
+    """
+
+    proba: dict[str, np.ndarray] = field(default_factory=dict)
+    reason_idx: dict[str, np.ndarray] = field(default_factory=dict)
+    reason_contrib: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Scorer:
+    """The loaded models plus the column map from feature rows to each model's inputs.
+
+    Args:
+        models: label -> ScoringModel (a label without a model is left out: its scores are null).
+        feature_names: column order of the feature rows this scorer receives.
+        reasons: "path" (decision-path attributions, see explain.py) or "shap" (LightGBM TreeSHAP).
+    """
+
+    def __init__(self, models: dict[str, ScoringModel], feature_names: list[str], reasons: str = "path"):
+        self.models = {lab: models[lab] for lab in LABELS if lab in models}
+        self.feature_names = list(feature_names)
+        self.reasons = reasons
+        pos = {f: i for i, f in enumerate(self.feature_names)}
+        bad = {lab: [f for f in m.feature_names if f not in pos] for lab, m in self.models.items()}
+        bad = {lab: fs for lab, fs in bad.items() if fs}
+        if bad:
+            lab, fs = next(iter(bad.items()))
+            raise ValueError(f"model {lab} needs features missing from the snapshot: {fs[:5]}")
+        self._cols = {lab: np.array([pos[f] for f in m.feature_names]) for lab, m in self.models.items()}
+        # Identity column maps skip a copy on the hot path.
+        self._identity = {
+            lab: bool(len(c) == len(pos) and (c == np.arange(len(pos))).all()) for lab, c in self._cols.items()
+        }
+        self._explainers = {lab: PathExplainer(m.booster) for lab, m in self.models.items()}
+        self._fast = {lab: _fast_proba_ok(m, self._explainers[lab]) for lab, m in self.models.items()}
+
+    @property
+    def versions(self) -> dict[str, int | None]:
+        """label -> registered model version (None when the label has no model)."""
+        return {lab: (int(self.models[lab].version) if lab in self.models else None) for lab in LABELS}
+
+    def _inputs(self, label: str, X: np.ndarray) -> np.ndarray:
+        return X if self._identity[label] else X[:, self._cols[label]]
+
+    def score(self, X: np.ndarray, pops: dict[str, np.ndarray], reasons: bool = True) -> Scored:
+        """Probabilities (and top reasons) for feature rows.
+
+        Args:
+            X: n x len(feature_names) float matrix (NaN = missing).
+            pops: label -> boolean mask of rows inside that label's population.
+            reasons: also compute the top reasons from per-feature contributions.
+
+        Returns:
+            Scored; rows outside a population get NaN and reason index -1.
+        """
+        out = Scored()
+        n = X.shape[0]
+        for lab, _model in self.models.items():
+            mask = np.asarray(pops[lab], dtype=bool)
+            p = np.full(n, np.nan)
+            idx = np.full((n, N_REASONS), -1, dtype=np.int64)
+            con = np.zeros((n, N_REASONS))
+            if mask.any():
+                Xl = self._inputs(lab, X if mask.all() else X[mask])
+                p[mask], contrib = self._predict(lab, Xl, reasons)
+                if contrib is not None:
+                    i, c = top_reasons(contrib)
+                    idx[mask] = self._cols[lab][i]
+                    con[mask] = c
+            out.proba[lab] = p
+            out.reason_idx[lab] = idx
+            out.reason_contrib[lab] = con
+        return out
+
+    def _predict(self, lab: str, Xl: np.ndarray, reasons: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated probabilities and (optionally) contributions with as few LightGBM calls as possible."""
+        model, ex = self.models[lab], self._explainers[lab]
+        # One thread for API-sized requests: OpenMP start-up costs more than a few rows take.
+        threads = 1 if len(Xl) < 5000 else 0
+        if self._fast[lab] and (reasons and self.reasons == "path" or not reasons):
+            leaves = ex.leaves(Xl, threads)
+            p = model.calibrator.apply(_sigmoid(ex.raw(leaves)))
+            return p, (ex.contributions(leaves=leaves) if reasons else None)
+        p = model.predict_proba(Xl)
+        if not reasons:
+            return p, None
+        return p, (model.contributions(Xl) if self.reasons == "shap" else ex.contributions(Xl, num_threads=threads))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _fast_proba_ok(model: ScoringModel, ex: PathExplainer) -> bool:
+    """Whether calibrator(sigmoid(raw from leaves)) reproduces model.predict_proba (checked on probe rows).
+
+    It does for LightGBM's binary objective; anything else keeps the slower, always-right path.
+    """
+    if not hasattr(model, "calibrator"):
+        return False
+    rng = np.random.default_rng(0)
+    probe = rng.normal(scale=3.0, size=(64, ex.n_features)) * rng.choice([1, 10, 100], size=(64, 1))
+    probe[::7] = np.nan
+    fast = model.calibrator.apply(_sigmoid(ex.raw(ex.leaves(probe, 1))))
+    return bool(np.allclose(fast, model.predict_proba(probe), rtol=0, atol=1e-9))
+
+
+def top_reasons(contrib: np.ndarray, k: int = N_REASONS) -> tuple[np.ndarray, np.ndarray]:
+    """The k features with the largest absolute contribution per row, largest first.
+
+    Args:
+        contrib: n x (features + 1) from LightGBM pred_contrib (last column: the bias).
+
+    Returns:
+        (n x k feature positions, n x k contributions).
+    """
+    c = contrib[:, :-1]
+    k = min(k, c.shape[1])
+    a = np.abs(c)
+    if len(c) == 1:  # the API's common case: a plain sort beats the vectorised machinery
+        idx = np.argsort(-a[0], kind="stable")[:k][None, :]
+        return idx, c[:, idx[0]]
+    part = np.argpartition(-a, k - 1, axis=1)[:, :k] if c.shape[1] > k else np.tile(np.arange(k), (len(c), 1))
+    order = np.argsort(-np.take_along_axis(a, part, axis=1), axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1)
+    return idx, np.take_along_axis(c, idx, axis=1)
+
+
+def reference(proba: np.ndarray) -> np.ndarray:
+    """The sorted, non-missing scores of a pool: what percentiles are measured against."""
+    p = np.asarray(proba, dtype=float)
+    return np.sort(p[~np.isnan(p)])
+
+
+def percentiles(proba: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Percentile (0-100) of each score in the reference: the share of the pool scoring at most as high.
+
+    Args:
+        proba: scores (NaN stays NaN).
+        ref: sorted reference scores (see `reference`).
+    """
+    p = np.asarray(proba, dtype=float)
+    if len(ref) == 0:
+        return np.full(p.shape, np.nan)
+    pct = np.searchsorted(ref, p, side="right") * (100.0 / len(ref))
+    return np.where(np.isnan(p), np.nan, pct)
+
+
+def buckets(pct: np.ndarray, bounds: dict[str, float]) -> np.ndarray:
+    """Risk bucket per percentile: the bucket with the highest lower bound (0-1) not above it.
+
+    Args:
+        pct: percentiles 0-100 (NaN -> None).
+        bounds: bucket name -> lower bound as a share (cfg.scoring.buckets).
+    """
+    names = sorted(bounds, key=bounds.get)
+    edges = np.array([bounds[b] for b in names]) * 100.0
+    pct = np.asarray(pct, dtype=float)
+    nan = np.isnan(pct)
+    pos = np.searchsorted(edges, np.where(nan, -1.0, pct), side="right")
+    labels = np.array([None, *names], dtype=object)
+    return np.where(nan, None, labels[pos])
+
+
+def format_value(value: float | None, unit: str = "") -> str:
+    """A feature value as a reader sees it: rounded, with its unit where that helps."""
+    if value is None or value != value:  # NaN
+        return "unknown (no such events)"
+    v = float(value)
+    if v.is_integer() and abs(v) < 1e12:
+        text = str(int(v))
+    else:
+        text = f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return text + _UNIT_SUFFIX.get(unit, "")
+
+
+class ReasonFormatter:
+    """Readable reasons from the feature registry's meaning and unit, prepared once per feature.
+
+    Args:
+        features: registry entries (name, meaning, unit) in the scorer's feature order.
+    """
+
+    def __init__(self, features: list[Any]):
+        self.names = [f.name for f in features]
+        self.units = [f.unit for f in features]
+        self.prefix = [(f.meaning[:1].upper() + f.meaning[1:] if f.meaning else f.name) + ": " for f in features]
+        self.tail = {
+            (lab, up): f" - {'raises' if up else 'lowers'} {phrase}."
+            for lab, phrase in LABEL_PHRASE.items()
+            for up in (True, False)
+        }
+
+    def item(self, label: str, j: int, value: float, contrib: float) -> dict[str, Any]:
+        """One reason: feature, value, direction, contribution and a sentence.
+
+        Args:
+            label: churn, promotion or koc.
+            j: the feature's position.
+            value: the user's value (NaN = missing).
+            contrib: its contribution (log-odds; > 0 raises the score).
+        """
+        up = contrib > 0
+        val = None if value != value else float(value)
+        return {
+            "feature": self.names[j],
+            "value": val,
+            "direction": "up" if up else "down",
+            "contribution": round(float(contrib), 4),
+            "sentence": self.prefix[j] + format_value(val, self.units[j]) + self.tail[(label, up)],
+        }

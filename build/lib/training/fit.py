@@ -1,0 +1,162 @@
+"""One label's data split and LightGBM fit (imbalance, monotone hints, early stopping, calibration)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.catalog import Feature
+from siyu.config import Config
+from siyu.errors import SiyuError
+from training.calibrate import Calibrator, fit_calibrator
+
+
+def matrix(df: pd.DataFrame, names: Sequence[str], rows: np.ndarray | None = None) -> np.ndarray:
+    """Float matrix of the named columns (missing -> NaN) at the given row positions (default all).
+
+    Filled column by column into a column-major array, so a 1M-user table is never copied
+    whole on the way (LightGBM reads either layout).
+    """
+    n = len(df) if rows is None else len(rows)
+    X = np.empty((n, len(names)), dtype=np.float64, order="F")
+    for j, name in enumerate(names):
+        col = df[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        X[:, j] = col if rows is None else col[rows]
+    return X
+
+
+def tier_column(df: pd.DataFrame) -> str:
+    """The column holding the tier's name (`tier_name` beside an integer `tier` feature, else `tier`)."""
+    return "tier_name" if "tier_name" in df.columns else "tier"
+
+
+@dataclass
+class LabelData:
+    """A label's population, split out of time into fit / holdout / validation rows."""
+
+    label: str
+    fit: pd.DataFrame
+    holdout: pd.DataFrame
+    val: pd.DataFrame
+    X_fit: np.ndarray
+    X_holdout: np.ndarray
+    X_val: np.ndarray
+
+    @classmethod
+    def split(
+        cls,
+        table: pd.DataFrame,
+        label: str,
+        part: dict[str, pd.Series],
+        names: Sequence[str],
+        keep: Sequence[str] | None = None,
+    ) -> LabelData:
+        """Rows of the label's population with a known outcome, per part of the split.
+
+        Args:
+            table: the training table.
+            label: churn, promotion or koc.
+            part: part name (fit, holdout, validation) -> row mask of `table`.
+            names: feature columns, in model order (become the X matrices).
+            keep: feature columns also kept in the frames (baselines); None keeps every column.
+        """
+        pop = table[f"in_{label}_pop"].fillna(False).astype(bool) & table[label].notna()
+        cols = (
+            None
+            if keep is None
+            else list(
+                dict.fromkeys(
+                    [c for c in ("user_id", "cutoff", tier_column(table), label) if c in table.columns] + list(keep)
+                )
+            )
+        )
+        frames, X = {}, {}
+        for k, m in part.items():
+            rows = np.flatnonzero((pop & m).to_numpy())
+            X[k] = matrix(table, names, rows)
+            # Only the columns baselines need stay in pandas: a 1M-user table is large.
+            frames[k] = (table if cols is None else table[cols]).iloc[rows].reset_index(drop=True)
+            frames[k][label] = frames[k][label].astype(int)
+        return cls(
+            label, frames["fit"], frames["holdout"], frames["validation"], X["fit"], X["holdout"], X["validation"]
+        )
+
+    @functools.cached_property
+    def fit_and_holdout(self) -> pd.DataFrame:
+        """Every training row (what baselines are fitted on)."""
+        return pd.concat([self.fit, self.holdout], ignore_index=True)
+
+    def counts(self) -> dict[str, int]:
+        """Positives and negatives per part (eligibility, run params)."""
+        out = {}
+        for part, df in (("train", self.fit), ("holdout", self.holdout), ("validation", self.val)):
+            pos = int(df[self.label].sum())
+            out[f"{part}_pos"], out[f"{part}_neg"] = pos, len(df) - pos
+        return out
+
+
+def lgbm_params(label: str, cfg: Config, features: Sequence[Feature], n_pos: int, n_neg: int) -> dict:
+    """LightGBM parameters of one label: config, seed, imbalance weight and monotone constraints."""
+    t = cfg.training
+    params = {
+        "objective": "binary",
+        "metric": "auc",
+        "verbosity": -1,
+        "seed": t.seed,
+        "deterministic": True,
+        "force_col_wise": True,
+        **t.lgbm_params,
+    }
+    ratio = n_neg / max(n_pos, 1)
+    # Rare positives weigh more so the trees look at them; the calibrator undoes the shift in
+    # probability. "sqrt" is the milder form: full balancing over-fits a handful of positives.
+    if t.class_weight == "balanced":
+        params["scale_pos_weight"] = ratio
+    elif t.class_weight == "sqrt":
+        params["scale_pos_weight"] = float(np.sqrt(ratio))
+    if t.monotone:
+        extra = t.monotone_extra.get(label, {})
+        unknown = sorted(set(extra) - {f.name for f in features})
+        if unknown:
+            raise SiyuError(f"training.monotone_extra.{label} names unknown feature(s) {unknown}")
+        signs = [extra.get(f.name, dict(f.monotone).get(label, 0)) for f in features]
+        if any(signs):
+            params["monotone_constraints"] = signs
+    return params
+
+
+def fit_label(label: str, d: LabelData, cfg: Config, features: Sequence[Feature]):
+    """Fit on the older cutoffs, early-stop and calibrate on the held-back cutoff.
+
+    Args:
+        label: churn, promotion or koc.
+        d: the label's split.
+        cfg: the config.
+        features: the registry's features (column order).
+
+    Returns:
+        (booster, calibrator, raw validation probabilities, calibrated validation probabilities).
+    """
+    import lightgbm as lgb
+
+    names = [f.name for f in features]
+    cats = [f.name for f in features if f.kind == "categorical"]
+    y_fit, y_hold = d.fit[label].to_numpy(), d.holdout[label].to_numpy()
+    params = lgbm_params(label, cfg, features, int(y_fit.sum()), int(len(y_fit) - y_fit.sum()))
+    dfit = lgb.Dataset(d.X_fit, y_fit, feature_name=names, categorical_feature=cats or "auto", free_raw_data=True)
+    dhold = lgb.Dataset(d.X_holdout, y_hold, reference=dfit)
+    booster = lgb.train(
+        params,
+        dfit,
+        num_boost_round=cfg.training.num_boost_round,
+        valid_sets=[dhold],
+        valid_names=["holdout"],
+        callbacks=[lgb.early_stopping(cfg.training.early_stopping_rounds, verbose=False)],
+    )
+    cal: Calibrator = fit_calibrator(booster.predict(d.X_holdout), y_hold, cfg.training.calibration, cfg.training.seed)
+    raw_val = booster.predict(d.X_val)
+    return booster, cal, raw_val, cal.apply(raw_val)
