@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from make_samples import BAD_ROWS, COLS
 
@@ -204,6 +204,15 @@ row_strategy = st.fixed_dictionaries(
     rows=st.lists(row_strategy, min_size=1, max_size=30).flatmap(
         lambda rs: st.lists(st.sampled_from(rs), min_size=len(rs), max_size=len(rs) * 2)
     )
+)
+# Random rows are rarely valid twice over: these always run, with exact and canonical-only duplicates.
+@example(rows=[{"user_id": "u", "ts": "2026-01-01", "event": "visit"}] * 3 + [{"user_id": "u", "ts": "x"}])
+@example(
+    rows=[
+        {"user_id": "u", "ts": "2026-01-01", "event": "order_paid", "amount": "10"},
+        {"user_id": "u", "ts": "1767225600", "event": "purchase", "amount": "10"},
+        {"user_id": "v", "ts": "2026-01-01", "event": "visit"},
+    ]
 )
 def test_rows_read_equals_accepted_plus_quarantined_plus_duplicates(cfg, rows, tmp_path_factory):
     """Each count measured on its own: accepted and quarantined from the output files, duplicates by a
