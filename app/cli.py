@@ -17,7 +17,9 @@ console = Console()
 err_console = Console(stderr=True)
 _state = {"debug": False}
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="config file (default: the project's mlproject.yaml)")
+ConfigOpt = typer.Option(
+    None, "--config", "-c", help="config file, only what differs from the defaults (default: $SIYU_CONFIG)"
+)
 
 
 def cfg_from(path: Path | None) -> Config:

@@ -1,9 +1,10 @@
-"""`mlproject.yaml` parsed once into a typed, validated config object.
+"""The typed config: `mlproject.yaml` holds every default, these models the types and bounds.
 
-The same file carries MLflow Projects keys (`name`, `python_env`,
-`entry_points`, ...), which are accepted and ignored here; every other key is
-checked, and an unknown key, a wrong type or a missing value is a one-line
-error naming the key.
+The models declare no default values: every setting's default is written once, in
+`mlproject.yaml` (shipped as `siyu/defaults.yaml`). A user's file holds only what differs
+and is deep-merged over the defaults; then the environment overrides of ENV_OVERRIDES
+apply. MLflow Projects keys (`name`, `python_env`, `entry_points`, ...) are ignored; an
+unknown key, a wrong type or a missing value is a one-line error naming the key.
 """
 
 from __future__ import annotations

@@ -1,5 +1,0 @@
-"""`python -m app` runs the CLI."""
-
-from app.cli import main
-
-main()
