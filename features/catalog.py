@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from siyu.config import default_config
-from siyu.contract import FAMILIES
+from siyu.contract import ACTIONS, FAMILIES
 
 
 @dataclass(frozen=True)
@@ -173,8 +173,10 @@ def features_for(windows: tuple[int, ...], period: int, horizon: int) -> list[Fe
             f"{{n:{ev}:{long}}}",
             ("engagement",),
         )
+    # Activity is the actions of the engaged rule: a complaint or mute is not interest, and counting
+    # it here would let a churn-lowering trend absorb friction (found by the end-to-end friction test).
     for name, ev, src in (
-        ("activity", "@user", ()),
+        ("activity", "+".join(ACTIONS), ()),
         ("purchase", "purchase", ("commerce",)),
         ("push", "message_sent", ("exposure",)),
     ):

@@ -69,7 +69,9 @@ def test_every_setting_comes_from_the_defaults_file(monkeypatch):
     monkeypatch.setattr(config, "_defaults", lambda: raw)
     with pytest.raises(SiyuError, match=r"key 'windows.n_cutoffs': missing value"):
         load_config()
-    for model in (config.Config, config.WindowsConfig, config.ServingConfig, config.SimulationConfig):
+    sections = [f.annotation for n, f in config.Config.model_fields.items() if n != "source"]
+    for model in [config.Config, *sections]:
+        assert isinstance(model, type) and issubclass(model, config.BaseModel), model
         assert not [n for n, f in model.model_fields.items() if not f.is_required() and n != "source"], model
 
 
