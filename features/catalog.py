@@ -76,7 +76,8 @@ def features_for(windows: tuple[int, ...], period: int, horizon: int) -> list[Fe
             "days",
             f"{{d}} - {{last:@{fam}}}",
             (fam,),
-            churn_up if fam in ("engagement", "commerce") else (),
+            # a recent complaint or mute raises the churn risk: days since friction may only lower it
+            churn_up if fam in ("engagement", "commerce") else churn_down if fam == "friction" else (),
         )
     add(
         "days_since_purchase",
