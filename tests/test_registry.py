@@ -123,7 +123,7 @@ def test_pyfunc_loads_without_unpickling_in_a_fresh_process(two_versions, tmp_pa
         "m = mlflow.pyfunc.load_model('models:/siyu-promotion/1')\n"
         "print(json.dumps(list(map(float, m.predict(pd.read_parquet(sys.argv[1]))))))\n"
     )
-    env = {**os.environ, "MLFLOW_TRACKING_URI": cfg.mlflow.tracking_uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": cfg.tracking_uri(), "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
     out = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "x.parquet")],
         env=env,
@@ -150,7 +150,7 @@ def test_mlflow_models_serve_answers_like_serving(two_versions, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": cfg.mlflow.tracking_uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": cfg.tracking_uri(), "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
     argv = [mlflow_bin, "models", "serve", "-m", "models:/siyu-churn/1", "--env-manager", "local"]
     log = (tmp_path / "serve.log").open("wb")
@@ -273,3 +273,26 @@ def test_local_store_keeps_artifacts_beside_the_store_not_in_cwd(cfg, tmp_path, 
     loc = mlflow.get_experiment_by_name("where-do-artifacts-go").artifact_location
     assert loc.startswith((cfg.home() / "mlartifacts").as_uri())
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_scorer_serves_a_model_without_a_booster():
+    """A non-LightGBM kind (only predict_proba and contributions) scores and explains through the Scorer."""
+    from serving.scoring import Scorer
+
+    class Linear:
+        label, name, version, feature_names = "churn", "lin", 4, ["a", "b", "c"]
+        w = np.array([0.5, -2.0, 1.0])
+
+        def contributions(self, X):
+            return np.column_stack([X * self.w, np.full(len(X), -1.0)])
+
+        def predict_proba(self, X):
+            return 1 / (1 + np.exp(-self.contributions(X).sum(axis=1)))
+
+    s = Scorer({"churn": Linear()}, ["c", "b", "a", "z"])
+    X = np.array([[1.0, 0.0, 2.0, 9.0], [0.0, 1.0, 0.0, 9.0]])
+    out = s.score(X, {"churn": np.array([True, True])})
+    m = Linear()
+    np.testing.assert_allclose(out.proba["churn"], m.predict_proba(X[:, [2, 1, 0]]))
+    assert out.reason_idx["churn"][1, 0] == 1 and out.reason_contrib["churn"][1, 0] == -2.0  # "b" in scorer columns
+    assert s.versions["churn"] == 4

@@ -32,15 +32,17 @@ def use_tracking(cfg: Config) -> str:
     uri = cfg.tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into os.environ, which would make
-    # this URI win over every later config in the process; put the user's variable back.
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    # mlflow.set_tracking_uri / set_registry_uri also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI
+    # into os.environ, which would make this URI win over every later config in the process (and
+    # in its subprocesses, e.g. `siyu serve`); put the user's variables back.
+    before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     return uri
 
 
