@@ -151,7 +151,9 @@ def test_mlflow_models_serve_answers_like_serving(two_versions, tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "MLFLOW_TRACKING_URI": cfg.tracking_uri(), "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
-    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")  # mlflow runs `uvicorn` from PATH
+    mlflow_bin = str(Path(bin_dir) / "mlflow")
     argv = [mlflow_bin, "models", "serve", "-m", "models:/siyu-churn/1", "--env-manager", "local"]
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(
@@ -174,8 +176,10 @@ def test_mlflow_models_serve_answers_like_serving(two_versions, tmp_path):
         expect = model_registry.load_version(cfg, "churn", 1).predict_proba(X.to_numpy())
         np.testing.assert_allclose(answer, expect, rtol=0, atol=1e-12)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        log.close()
 
 
 def test_model_kinds_dispatch_through_one_table(tmp_path):

@@ -166,9 +166,9 @@ def test_fast_path_hands_invalid_bodies_to_the_route_intact(body):
     async def inner(scope, receive, send):
         seen["body"] = (await receive())["body"]
 
-    async def receive_in_two_parts(parts=None):
-        if parts is None:
-            parts = [body[:3], body[3:]]
+    parts = [body[:3], body[3:]]  # one list for all calls: the body arrives in two messages
+
+    async def receive_in_two_parts():
         part = parts.pop(0)
         return {"type": "http.request", "body": part, "more_body": bool(parts)}
 
