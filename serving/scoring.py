@@ -27,13 +27,21 @@ _UNIT_SUFFIX = {"days": " days", "day": " days", "currency": " (currency)"}
 
 
 class ScoringModel(Protocol):
-    """What training.model_registry.load_model returns (also: `booster`, `calibrator`)."""
+    """What training.model_registry.load_model returns, whatever its kind (training/scorer_files.py).
+
+    A LightGBM model also has `booster` and `calibrator`: the Scorer then takes the native path
+    (serving/explain.py); any other kind is scored through these two methods.
+    """
 
     name: str
     version: int
     feature_names: list[str]
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """n x (features + 1) contributions in log-odds, last column the bias."""
+        ...
 
 
 @dataclass
@@ -75,8 +83,9 @@ class Scorer:
         self._identity = {
             lab: bool(len(c) == len(pos) and (c == np.arange(len(pos))).all()) for lab, c in self._cols.items()
         }
-        self._explainers = {lab: PathExplainer(m.booster) for lab, m in self.models.items()}
-        self._fast = {lab: _fast_proba_ok(m, self._explainers[lab]) for lab, m in self.models.items()}
+        # Decision-path reasons and the leaf-based fast path exist for tree boosters only.
+        self._explainers = {lab: PathExplainer(m.booster) for lab, m in self.models.items() if hasattr(m, "booster")}
+        self._fast = {lab: _fast_proba_ok(self.models[lab], ex) for lab, ex in self._explainers.items()}
 
     @property
     def versions(self) -> dict[str, int | None]:
@@ -118,17 +127,19 @@ class Scorer:
 
     def _predict(self, lab: str, Xl: np.ndarray, reasons: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated probabilities and (optionally) contributions with as few LightGBM calls as possible."""
-        model, ex = self.models[lab], self._explainers[lab]
+        model, ex = self.models[lab], self._explainers.get(lab)
         # One thread for API-sized requests: OpenMP start-up costs more than a few rows take.
         threads = 1 if len(Xl) < 5000 else 0
-        if self._fast[lab] and (reasons and self.reasons == "path" or not reasons):
+        if self._fast.get(lab) and (reasons and self.reasons == "path" or not reasons):
             leaves = ex.leaves(Xl, threads)
             p = model.calibrator.apply(_sigmoid(ex.raw(leaves)))
             return p, (ex.contributions(leaves=leaves) if reasons else None)
         p = model.predict_proba(Xl)
         if not reasons:
             return p, None
-        return p, (model.contributions(Xl) if self.reasons == "shap" else ex.contributions(Xl, num_threads=threads))
+        if self.reasons == "shap" or ex is None:
+            return p, model.contributions(Xl)
+        return p, ex.contributions(Xl, num_threads=threads)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

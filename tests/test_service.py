@@ -145,10 +145,10 @@ def test_predict_events_asof_offset_is_converted_to_utc(client):
 
 
 def test_fast_path_answers_exactly_like_the_bentoml_route(client, monkeypatch):
-    from serving import asgi
+    from serving import fastpath
 
     fast = client.post("/predict", json=EXAMPLE_REQUEST)
-    monkeypatch.delitem(asgi.LIVE, "svc")  # the middleware then hands every request to the route
+    monkeypatch.delitem(fastpath.LIVE, "live")  # the middleware then hands every request to the route
     routed = client.post("/predict", json=EXAMPLE_REQUEST)
     assert fast.status_code == routed.status_code == 200
     assert fast.content == routed.content
@@ -159,14 +159,14 @@ def test_fast_path_answers_exactly_like_the_bentoml_route(client, monkeypatch):
 def test_fast_path_hands_invalid_bodies_to_the_route_intact(body):
     import asyncio
 
-    from serving.asgi import FastPredictMiddleware
+    from serving.fastpath import FastPredictMiddleware
 
     seen = {}
 
     async def inner(scope, receive, send):
         seen["body"] = (await receive())["body"]
 
-    parts = [body[:3], body[3:]]  # one list for every call (a fresh one per call never ends the body)
+    parts = [body[:3], body[3:]]  # one list for all calls: the body arrives in two messages
 
     async def receive_in_two_parts():
         part = parts.pop(0)
@@ -251,6 +251,31 @@ def test_real_bentoml_serve(world, tmp_path):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_bentoml_build_on_a_fresh_copy(tmp_path):
+    """`bentoml build` packages the service from the tracked files alone (what a fresh clone holds)."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.split()
+    src = tmp_path / "clone"
+    for f in files:
+        if (repo / f).is_file():
+            (src / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo / f, src / f)
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    out = subprocess.run([bentoml, "build", "--output", "tag"], cwd=src, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    tag = out.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    assert tag.startswith("siyu:"), out.stdout
+    bento = tmp_path / "bentoml" / "bentos" / "siyu" / tag.split(":")[1]
+    assert (bento / "src" / "serving" / "service.py").is_file() and (bento / "src" / "mlproject.yaml").is_file()
+    assert not (bento / "src" / "tests").exists()
+    assert "lightgbm==" in (bento / "env" / "python" / "requirements.txt").read_text()
 
 
 def test_observe_many_equals_one_observe_per_value():

@@ -1,15 +1,15 @@
 """The MLflow side of models: log and register, aliases (`challenger`, `champion`),
 the promotion gate, promote / rollback by hand, and fast loading for serving.
 
-A registered version holds a pyfunc model (for `mlflow models serve`) whose
-artifacts are the LightGBM booster as text, the calibrator as JSON and the
-feature list; `load_model` reads those directly, so serving never goes
-through pyfunc or pandas on its hot path.
+A registered version is a pyfunc model logged from code (training/mlflow_scorer.py, for
+`mlflow models serve` and spark_udf) whose artifact `scorer` is a plain model folder:
+scorer.json (kind, feature list, calibrator) plus the kind's files, e.g. booster.txt
+(training/scorer_files.py). Nothing is pickled. `load_model` reads the folder directly,
+so serving never goes through pyfunc or pandas on its hot path.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ import pandas as pd
 from siyu.config import Config
 from siyu.errors import SiyuError
 from training.calibrate import Calibrator
+from training.scorer_files import LightGBMModel, load_dir
 
 HISTORY_TAG = "siyu.champion_history"  # comma-separated versions that held `champion`, oldest first
 
@@ -31,15 +32,17 @@ def use_tracking(cfg: Config) -> str:
     uri = cfg.tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into os.environ, which would make
-    # this URI win over every later config in the process; put the user's variable back.
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    # mlflow.set_tracking_uri / set_registry_uri also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI
+    # into os.environ, which would make this URI win over every later config in the process (and
+    # in its subprocesses, e.g. `siyu serve`); put the user's variables back.
+    before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     return uri
 
 
@@ -57,71 +60,42 @@ def use_experiment(cfg: Config, name: str) -> str:
     return mlflow.set_experiment(name).experiment_id
 
 
-@dataclass
-class ScoringModel:
-    """A calibrated LightGBM model ready to score numpy rows in `feature_names` order."""
-
-    label: str
-    name: str
-    version: int
-    feature_names: list[str]
-    booster: object  # lightgbm.Booster
-    calibrator: Calibrator
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities, one per row of X (n x features, NaN = missing)."""
-        return self.calibrator.apply(self.booster.predict(X))
-
-    def contributions(self, X: np.ndarray) -> np.ndarray:
-        """Per-feature contributions in log-odds of the raw model (n x features+1, last = bias)."""
-        return self.booster.predict(X, pred_contrib=True)
-
-    @classmethod
-    def from_dir(cls, folder: Path, name: str = "", version: int = 0) -> ScoringModel:
-        """Build from a folder holding booster.txt, calibrator.json and meta.json."""
-        import lightgbm as lgb
-
-        folder = Path(folder)
-        meta = json.loads((folder / "meta.json").read_text())
-        booster = lgb.Booster(model_file=str(folder / "booster.txt"))
-        cal = Calibrator.from_dict(json.loads((folder / "calibrator.json").read_text()))
-        return cls(meta["label"], name or meta.get("name", ""), version, meta["feature_names"], booster, cal)
-
-
-class SiyuPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper so `mlflow models serve` returns the same calibrated probabilities."""
-
-    def load_context(self, context):
-        self.model = ScoringModel.from_dir(Path(context.artifacts["booster"]).parent)
-
-    def predict(self, context, model_input: pd.DataFrame, params=None):
-        X = pd.DataFrame(model_input)[self.model.feature_names].to_numpy(dtype=float)
-        return self.model.predict_proba(X)
+# The LightGBM kind; other kinds live beside it in training.scorer_files.KINDS.
+ScoringModel = LightGBMModel
 
 
 def log_model(booster, calibrator: Calibrator, label: str, name: str, X_example: pd.DataFrame) -> int:
-    """Log the model to the active run, register it under `name` and return the new version."""
+    """Log a calibrated LightGBM model to the active run, register it under `name`; returns the new version."""
+    model = LightGBMModel(label, name, 0, list(X_example.columns), booster, calibrator)
+    return log_scoring_model(model, X_example)
+
+
+def log_scoring_model(model, X_example: pd.DataFrame) -> int:
+    """Log any scorer kind (an object with `save(folder)` and `predict_proba`) and register it.
+
+    The MLflow model is code (training/mlflow_scorer.py) plus the model folder as a plain
+    artifact, so logging pickles nothing and loading unpickles nothing.
+
+    Args:
+        model: e.g. a scorer_files.LightGBMModel; its `name` is the registered model name.
+        X_example: a few feature rows (columns = model.feature_names), for the signature and example.
+
+    Returns:
+        The registered version.
+    """
     import lightgbm
 
     with tempfile.TemporaryDirectory() as d:
-        d = Path(d)
-        booster.save_model(str(d / "booster.txt"))
-        (d / "calibrator.json").write_text(json.dumps(calibrator.to_dict()))
-        (d / "meta.json").write_text(
-            json.dumps({"label": label, "name": name, "feature_names": list(X_example.columns)})
-        )
-        example = X_example.astype(float)
-        pred = calibrator.apply(booster.predict(example.to_numpy()))
+        folder = model.save(Path(d) / "scorer")
+        example = X_example[model.feature_names].astype(float)
+        pred = model.predict_proba(example.to_numpy())
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=SiyuPyfunc(),
-            artifacts={
-                k: str(d / f)
-                for k, f in (("booster", "booster.txt"), ("calibrator", "calibrator.json"), ("meta", "meta.json"))
-            },
+            python_model=str(Path(__file__).with_name("mlflow_scorer.py")),
+            artifacts={"scorer": str(folder)},
             signature=mlflow.models.infer_signature(example, pred),
             input_example=example,
-            registered_model_name=name,
+            registered_model_name=model.name,
             # Pinned explicitly: inferring requirements spawns a slow subprocess.
             pip_requirements=[
                 f"lightgbm=={lightgbm.__version__}",
@@ -178,16 +152,18 @@ def model_name(cfg: Config, label: str) -> str:
     return cfg.mlflow.model_names[label]
 
 
-def load_version(cfg: Config, label: str, version: int) -> ScoringModel:
-    """Load one registered version as a ScoringModel."""
+def load_version(cfg: Config, label: str, version: int):
+    """Load one registered version (any kind in scorer_files.KINDS) for scoring."""
     use_tracking(cfg)
     name = model_name(cfg, label)
     with tempfile.TemporaryDirectory() as d:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=d)
-        return ScoringModel.from_dir(Path(local) / "artifacts", name, int(version))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=d))
+        folder = local / "artifacts" / "scorer"
+        # Versions logged before scorer.json keep the same files directly under artifacts/.
+        return load_dir(folder if folder.is_dir() else local / "artifacts", name, int(version))
 
 
-def load_model(cfg: Config, label: str, alias: str = "champion") -> ScoringModel:
+def load_model(cfg: Config, label: str, alias: str = "champion"):
     """Load the version an alias points to (default: the champion) for fast scoring."""
     return load_version(cfg, label, resolve_alias(cfg, label, alias))
 
