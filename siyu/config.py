@@ -152,6 +152,12 @@ class SimulationConfig(_Strict):
     push_intensity_sigma: float = Field(
         0.5, ge=0.0, description="log-normal spread of how hard the brand targets a user"
     )
+    policy_change_day: int | None = Field(
+        None, ge=0, description="day (0 = start) from which the brand's push rates change; None: never"
+    )
+    policy_change_push_factor: float = Field(
+        1.0, ge=0.0, description="multiplier of the weekly push rates from policy_change_day on"
+    )
     # --- trust and fatigue ---
     fatigue_days: float = Field(7.0, gt=0.0, description="memory of the fatigue counter (~pushes in the last N days)")
     fatigue_threshold: float = Field(6.0, gt=0.0, description="recent pushes above which fatigue erodes trust")
@@ -275,6 +281,33 @@ class SimulationConfig(_Strict):
         return v
 
 
+class Thresholds(_Strict):
+    """Watch and alert levels of one drift measure (value >= level)."""
+
+    watch: float = Field(ge=0.0)
+    alert: float = Field(ge=0.0)
+
+    @field_validator("alert")
+    @classmethod
+    def _alert_above_watch(cls, v: float, info) -> float:
+        if v < info.data.get("watch", 0.0):
+            raise ValueError("alert must be >= watch")
+        return v
+
+
+class MonitoringConfig(_Strict):
+    """`siyu monitor`: drift between two snapshots and realised outcomes (monitoring/)."""
+
+    experiment: str = Field("siyu-monitor", description="MLflow experiment of monitor runs")
+    psi_bins: int = Field(10, ge=2, description="quantile bins of the old snapshot for PSI (+1 for missing)")
+    psi: Thresholds = Field(Thresholds(watch=0.1, alert=0.25), description="PSI of features, scores and tier mix")
+    ks: Thresholds = Field(Thresholds(watch=0.1, alert=0.2), description="KS statistic of features and scores")
+    new_share: Thresholds = Field(Thresholds(watch=0.2, alert=0.5), description="share of new users not in old")
+    gone_share: Thresholds = Field(Thresholds(watch=0.01, alert=0.05), description="share of old users gone from new")
+    calibration_bins: int = Field(10, ge=2, description="score quantile bins of the realised calibration table")
+    plot_top: int = Field(20, ge=1, description="features shown in the drift plot (largest PSI first)")
+
+
 class Config(_Strict):
     events: EventsConfig = EventsConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
@@ -285,6 +318,7 @@ class Config(_Strict):
     training: TrainingConfig = TrainingConfig()
     scoring: ScoringConfig = ScoringConfig()
     simulation: SimulationConfig = SimulationConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     source: Path | None = Field(None, exclude=True, description="the file this was read from")
 
     def tracking_uri(self) -> str:
