@@ -43,7 +43,7 @@ def monitor_world() -> MonitorWorld:
     root = sw.root / "monitor"
     sim = sw.cfg.simulation.model_copy(update={"policy_change_day": CHANGE, "policy_change_push_factor": FACTOR})
     cfg = sw.cfg.model_copy(update={"simulation": sim})
-    simulate_world(cfg, users=USERS, days=DAYS, start=START.date(), seed=SEED, out_dir=root / "world", oracle_cutoffs=[])
+    simulate_world(cfg, USERS, DAYS, START.date(), SEED, root / "world", oracle_cutoffs=[])
     events = root / "world" / "events.parquet"
     snaps, asof = {}, {}
     for name, day in DAYS_AT.items():
