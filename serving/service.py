@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 
 from serving.asgi import LIVE, DocsMiddleware, FastPredictMiddleware
 from serving.auth import BearerTokenMiddleware
-from serving.metrics import count, flush_metrics
+from serving.metrics import count, count_outcomes, flush_metrics
 from serving.schemas import PredictEventsRequest, PredictRequest, PredictResponse
 from siyu.contract import LABELS
 from siyu.errors import SiyuError
@@ -176,6 +176,7 @@ class SiyuService:
         p = self.predictor  # once: a reload may swap it mid-request
         text, tiers, scores = p.predict_ids_json(user_ids)
         count("predict", tiers, scores)
+        count_outcomes(p, scores, {"ok": len(tiers), "unknown_user": len(user_ids) - len(tiers)})
         return self._answer(p, text, p.snap.asof)
 
     @bentoml.api(route="/predict_events", input_spec=PredictEventsRequest, output_spec=PredictResponse)
@@ -199,6 +200,7 @@ class SiyuService:
             [i["tier"] for i in ok],
             {lab: np.array([i[f"p_{lab}"] for i in ok if i[f"p_{lab}"] is not None], dtype=float) for lab in LABELS},
         )
+        count_outcomes(p, items=items)
         return self._answer(p, items, used)
 
 
