@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 
 def _values(name: str, n: int, rng: np.random.Generator, moved: bool) -> np.ndarray:
@@ -83,6 +84,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=1_000_000, help="users per synthetic snapshot")
     ap.add_argument("--old", type=Path, help="a real old snapshot (with --new: no synthetic pair)")
     ap.add_argument("--new", type=Path, help="a real new snapshot")
+    ap.add_argument("--dir", type=Path, help="keep the synthetic pair here (reused when present)")
     ap.add_argument("--make", type=Path, help=argparse.SUPPRESS)  # child process: write the pair here
     a = ap.parse_args()
     if a.make:
@@ -102,10 +104,13 @@ def main() -> None:
         if a.old and a.new:
             old, new = a.old, a.new
         else:
-            t = time.perf_counter()
-            subprocess.run([sys.executable, __file__, "--users", str(a.users), "--make", str(tmp)], check=True)
-            print(f"wrote the synthetic pair in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-            old, new = tmp / "old.parquet", tmp / "new.parquet"
+            where = a.dir or tmp
+            where.mkdir(parents=True, exist_ok=True)
+            old, new = where / "old.parquet", where / "new.parquet"
+            if not (old.exists() and new.exists() and pq.ParquetFile(old).metadata.num_rows == a.users):
+                t = time.perf_counter()
+                subprocess.run([sys.executable, __file__, "--users", str(a.users), "--make", str(where)], check=True)
+                print(f"wrote the synthetic pair in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         meta = read_meta(old)
         feats = [f for f in meta["feature_names"] if f in set(read_meta(new)["feature_names"])]
         t = time.perf_counter()

@@ -68,12 +68,26 @@ def psi_sorted(old: np.ndarray, old_missing: int, new: np.ndarray, new_missing: 
 
 
 def ks_sorted(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sample KS statistic of sorted samples: the largest gap between their empirical CDFs."""
+    """Two-sample KS statistic of sorted samples: the largest gap between their empirical CDFs.
+
+    The gap only changes at the samples' distinct values. Few of them (counts, days): both CDFs
+    are looked up there. Many (continuous values): one stable merge of the two sorted runs and
+    running counts, O(n), instead of 2n binary searches.
+    """
     if not a.size or not b.size:
         return float("nan")
-    grid = np.concatenate([a, b])
-    gap = np.searchsorted(a, grid, side="right") / a.size - np.searchsorted(b, grid, side="right") / b.size
-    return float(np.max(np.abs(gap)))
+    da = a[np.flatnonzero(np.r_[a[1:] != a[:-1], True])]
+    db = b[np.flatnonzero(np.r_[b[1:] != b[:-1], True])]
+    if da.size + db.size <= (a.size + b.size) // 8:
+        grid = np.sort(np.concatenate([da, db]), kind="stable")
+        gap = np.searchsorted(a, grid, side="right") / a.size - np.searchsorted(b, grid, side="right") / b.size
+        return float(np.max(np.abs(gap)))
+    cat = np.concatenate([a, b])
+    order = np.argsort(cat, kind="stable")  # two sorted runs: timsort merges them
+    from_a = order < a.size
+    gap = np.cumsum(from_a) / a.size - np.cumsum(~from_a) / b.size
+    v = cat[order]
+    return float(np.max(np.abs(gap[np.r_[v[1:] != v[:-1], True]])))  # after the last of each tied value
 
 
 def psi(old, new, bins: int = 10) -> float:

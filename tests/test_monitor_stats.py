@@ -53,6 +53,8 @@ def test_ks_matches_scipy_and_known_values():
     b[:300] = np.round(b[:300])  # ties
     assert ks(a, b) == pytest.approx(ks_2samp(a, b).statistic, abs=1e-12)
     assert ks(np.append(a, np.nan), b) == pytest.approx(ks_2samp(a, b).statistic, abs=1e-12)  # NaN ignored
+    c, d = rng.poisson(2, 4000).astype(float), rng.poisson(2.3, 3000).astype(float)  # few distinct values
+    assert ks(c, d) == pytest.approx(ks_2samp(c, d).statistic, abs=1e-12)
 
 
 def test_levels_and_worst():
