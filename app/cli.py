@@ -170,6 +170,30 @@ def score(
 
 
 @app.command()
+def monitor(
+    old: Path = typer.Argument(..., help="the earlier scores snapshot (the reference; graded when --events covers it)"),
+    new: Path = typer.Argument(..., help="the later scores snapshot"),
+    events: str | None = typer.Option(None, "--events", help="event log covering the old snapshot's horizon"),
+    out: Path = typer.Option(Path("out/monitor"), "--out", help="folder for monitor.json, plots and monitor.html"),
+    fail_on: str = typer.Option("never", "--fail-on", help="exit 3 when the status reaches: never | watch | alert"),
+    mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="log the run to MLflow"),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Drift between two snapshots, the old one's realised and expected outcomes; one report."""
+    from monitoring.report import print_summary
+    from monitoring.run import FAIL_ON, monitor
+
+    if fail_on not in FAIL_ON:
+        raise SiyuError(f"--fail-on must be one of {', '.join(FAIL_ON)}, not {fail_on!r}")
+    log = Path(events) if events else None  # the MLflow entry point passes '' for none
+    result = monitor(old, new, cfg_from(config), log, out, log_mlflow=mlflow)
+    print_summary(result, console)
+    if result.fails(fail_on):
+        err_console.print(f"monitor status {result.status} reaches --fail-on {fail_on}", highlight=False)
+        sys.exit(3)  # a scheduler stops the nightly run here
+
+
+@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="interface to bind"),
     port: int = typer.Option(3000, "--port", help="TCP port"),

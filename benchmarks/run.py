@@ -53,6 +53,10 @@ SUITE: dict[str, dict[str, list[str]]] = {
         "small": ["bench_score.py", "--users", "100000"],
         "large": ["bench_score.py", "--users", "1000000", "--end-to-end"],
     },
+    "monitor": {
+        "small": ["bench_monitor.py", "--users", "100000"],
+        "large": ["bench_monitor.py", "--users", "1000000"],
+    },
     "api": {
         "small": ["bench_api.py", "--users", "2000", "--seconds", "8"],
         "large": ["bench_api.py", "--users", "20000", "--seconds", "20"],

@@ -24,7 +24,7 @@ from datetime import datetime
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from serving.metrics import count, flush_metrics
+from serving.metrics import count, count_outcomes, flush_metrics
 from serving.schemas import PredictRequest
 
 LIVE: dict = {}  # "live": this worker's LivePredictor (set by the service's __init__)
@@ -46,6 +46,7 @@ def predict_ids(p, user_ids: list[str]) -> Response:
     """The /predict answer of predictor `p` for validated ids (counted in the metrics)."""
     text, tiers, scores = p.predict_ids_json(user_ids)
     count("predict", tiers, scores)
+    count_outcomes(p, scores, {"ok": len(tiers), "unknown_user": len(user_ids) - len(tiers)})
     return json_answer(p, text, p.snap.asof)
 
 

@@ -1,4 +1,5 @@
-"""The API's own Prometheus metrics: users served per tier and endpoint, score histograms.
+"""The API's own Prometheus metrics: users served per tier and endpoint, score histograms, and the
+monitoring gauges (share of served users per risk bucket and per status, snapshot age).
 
 Requests only queue what they served (a deque append); `flush_metrics` batches the
 queue into prometheus_client every second and at every `/metrics` scrape.
@@ -6,7 +7,9 @@ queue into prometheus_client every second and at every `/metrics` scrape.
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
+from datetime import UTC
 
 import numpy as np
 
@@ -26,15 +29,75 @@ def _metrics() -> dict:
             ["label"],
             buckets=[0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0],
         )
+        # Shares are per worker process; with several workers the most recent worker's write is shown.
+        mode = {"multiprocess_mode": "livemostrecent"}
+        _METRICS["bucket_share"] = pc.Gauge(
+            "siyu_bucket_share", "Share of scored users served per risk bucket, by label", ["label", "bucket"], **mode
+        )
+        _METRICS["status_share"] = pc.Gauge(
+            "siyu_status_share", "Share of requested users per answer status (ok, unknown_user)", ["status"], **mode
+        )
+        _METRICS["snapshot_age"] = pc.Gauge(
+            "siyu_snapshot_age_seconds", "Seconds since the asof of the snapshot being served", **mode
+        )
     return _METRICS
 
 
 _PENDING: deque = deque()  # (endpoint, tiers, scores) of answered requests, not yet in the metrics
 
 
+_OUTCOMES: deque = deque()  # (predictor, statuses, scores) not yet in the share gauges
+_TOTALS = {"bucket": Counter(), "status": Counter()}  # since the process started
+_ASOF: dict = {}
+
+
 def count(endpoint: str, tiers: list[str], scores: dict[str, np.ndarray]) -> None:
     """Queue a request's users and scores for the metrics (a deque append; the flush does the work)."""
     _PENDING.append((endpoint, tiers, scores))
+
+
+def count_outcomes(p, scores: dict[str, np.ndarray] | None = None, statuses=None, items=None) -> None:
+    """Queue what a request answered for the bucket / status share gauges and the snapshot age.
+
+    Args:
+        p: the Predictor that answered (its percentile references and bucket bounds give the bucket,
+            its snapshot's asof the age).
+        scores: label -> the scores served (the /predict path).
+        statuses: status -> users (e.g. {"ok": 3, "unknown_user": 1}), with `scores`.
+        items: the answer's items as dicts (the /predict_events path): statuses and p_<label> are read
+            from them instead.
+    """
+    if items is not None:
+        statuses = Counter(i["status"] for i in items)
+        scores = {lab: np.array([i[f"p_{lab}"] for i in items if i.get(f"p_{lab}") is not None]) for lab in p.refs}
+    _OUTCOMES.append((p, dict(statuses or {}), scores or {}))
+
+
+def _flush_outcomes() -> None:
+    from serving.scoring import buckets, percentiles
+
+    while _OUTCOMES:
+        try:
+            p, statuses, scores = _OUTCOMES.popleft()
+        except IndexError:
+            break
+        _ASOF["asof"] = p.snap.asof
+        _TOTALS["status"].update(statuses)
+        for lab, s in scores.items():
+            s = np.asarray(s, dtype=float)
+            if lab in p.refs and s.size:
+                b = buckets(percentiles(s[~np.isnan(s)], p.refs[lab]), p.cfg.scoring.buckets)
+                _TOTALS["bucket"].update((lab, str(x)) for x in b)
+    per_label = Counter()
+    for (lab, _), n in _TOTALS["bucket"].items():
+        per_label[lab] += n
+    for (lab, bucket), n in _TOTALS["bucket"].items():
+        _child("bucket_share", lab, bucket).set(n / per_label[lab])
+    total = sum(_TOTALS["status"].values())
+    for status, n in _TOTALS["status"].items():
+        _child("status_share", status).set(n / total)
+    if "asof" in _ASOF:
+        _metrics()["snapshot_age"].set(time.time() - _ASOF["asof"].replace(tzinfo=UTC).timestamp())  # asof: naive UTC
 
 
 def flush_metrics() -> None:
@@ -59,6 +122,7 @@ def flush_metrics() -> None:
     for lab, ps in scores.items():
         p = np.concatenate(ps)
         observe_many(_child("score", lab), p[~np.isnan(p)])
+    _flush_outcomes()
 
 
 def _child(metric: str, *labels: str):

@@ -21,7 +21,7 @@ from serving import fastpath
 from serving.asgi import DocsMiddleware
 from serving.auth import BearerTokenMiddleware
 from serving.live import LivePredictor
-from serving.metrics import count
+from serving.metrics import count, count_outcomes
 from serving.schemas import PredictEventsRequest, PredictRequest, PredictResponse
 from siyu.config import load_config
 from siyu.contract import LABELS
@@ -91,6 +91,7 @@ class SiyuService:
             [i["tier"] for i in ok],
             {lab: np.array([i[f"p_{lab}"] for i in ok if i[f"p_{lab}"] is not None], dtype=float) for lab in LABELS},
         )
+        count_outcomes(p, items=items)
         return fastpath.json_answer(p, items, used)
 
     def _not_ready(self) -> JSONResponse:

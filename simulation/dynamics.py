@@ -3,7 +3,8 @@
 Mechanisms, in the order they act within a day:
 1. Lost users may reconnect on campaign days; refunds fall due (cancelling orders).
 2. The brand pushes on each open channel (rate per week x the user's targeting
-   intensity; every channel on campaign days). Fatigue is a decaying count of
+   intensity; every channel on campaign days; a policy change from
+   `policy_change_day` on multiplies the rates). Fatigue is a decaying count of
    recent pushes; above the threshold it erodes trust and opens.
 3. Users open pushes (more with trust and need, less when fatigued or muted),
    click relevant ones and sometimes reply. Relevant opened pushes and replies
@@ -101,6 +102,8 @@ def step(
 
     # 2-3. pushes, fatigue, opens, clicks, replies (drawn per push, not per user x channel)
     rate = np.array([p.pushes_per_week[c] / 7.0 for c in CHANNELS], dtype=F4)
+    if p.policy_change_day is not None and d >= p.policy_change_day:  # the brand's new push policy
+        rate *= F4(p.policy_change_push_factor)
     pushed = st.ch if camp else st.ch & (rand(3, N) < rate[:, None] * st.intensity)
     npush = pushed.sum(axis=0, dtype="i4")
     st.fatigue *= F4(np.exp(-1.0 / p.fatigue_days))

@@ -149,6 +149,33 @@ class ServingConfig(_Strict):
         return self.api_token is not None
 
 
+class Thresholds(_Strict):
+    """Watch and alert levels of one drift measure (value >= level)."""
+
+    watch: float = Field(ge=0.0)
+    alert: float = Field(ge=0.0)
+
+    @field_validator("alert")
+    @classmethod
+    def _alert_above_watch(cls, v: float, info) -> float:
+        if v < info.data.get("watch", 0.0):
+            raise ValueError("alert must be >= watch")
+        return v
+
+
+class MonitoringConfig(_Strict):
+    """`siyu monitor`: drift between two snapshots and realised outcomes (monitoring/)."""
+
+    experiment: str = Field(description="MLflow experiment of monitor runs")
+    psi_bins: int = Field(ge=2, description="quantile bins of the old snapshot for PSI (+1 for missing)")
+    psi: Thresholds = Field(description="PSI of features, scores and tier mix")
+    ks: Thresholds = Field(description="KS statistic of features and scores")
+    new_share: Thresholds = Field(description="share of new users not in old")
+    gone_share: Thresholds = Field(description="share of old users gone from new")
+    calibration_bins: int = Field(ge=2, description="score quantile bins of the realised calibration table")
+    plot_top: int = Field(ge=1, description="features shown in the drift plot (largest PSI first)")
+
+
 class Config(_Strict):
     events: EventsConfig
     quarantine: QuarantineConfig
@@ -161,6 +188,7 @@ class Config(_Strict):
     simulation: SimulationConfig
     runtime: RuntimeConfig
     serving: ServingConfig
+    monitoring: MonitoringConfig
     source: Path | None = Field(None, exclude=True, description="the user's file merged over the defaults, if any")
 
     def tracking_uri(self) -> str:

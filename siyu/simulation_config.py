@@ -50,6 +50,10 @@ class SimulationConfig(BaseModel):
         description="brand pushes per week on each channel (at most one per channel per day)",
     )
     push_intensity_sigma: float = Field(ge=0.0, description="log-normal spread of how hard the brand targets a user")
+    policy_change_day: int | None = Field(
+        ge=0, description="day (0 = start) from which the brand's push rates change; None: never"
+    )
+    policy_change_push_factor: float = Field(ge=0.0, description="multiplier of the weekly push rates from then on")
     # --- trust and fatigue ---
     fatigue_days: float = Field(gt=0.0, description="memory of the fatigue counter (~pushes in the last N days)")
     fatigue_threshold: float = Field(gt=0.0, description="recent pushes above which fatigue erodes trust")
