@@ -119,8 +119,9 @@ def _table_command(
 ) -> None:
     from features.export import build_table, parse_instant, summary_lines, write_parquet
 
-    t = parse_instant(when, what)
-    df = build_table(kind, events, t, cfg_from(config), engine)
+    cfg = cfg_from(config)
+    t = parse_instant(when, what, cfg.events.time_zone)
+    df = build_table(kind, events, t, cfg, engine)
     console.print(f"{kind} at {t:%Y-%m-%d %H:%M} ({engine}):", highlight=False)
     for line in summary_lines(kind, df):
         console.print(f"  {line}", highlight=False)
@@ -132,7 +133,7 @@ def _table_command(
 @app.command()
 def labels(
     events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
-    cutoff: str = typer.Option(..., "--cutoff", help="cutoff T, YYYY-MM-DD (00:00 UTC) or ISO date-time"),
+    cutoff: str = typer.Option(..., "--cutoff", help="cutoff T, YYYY-MM-DD (00:00 brand-local, events.time_zone) or ISO date-time"),
     out: Path | None = typer.Option(None, "--out", help="write the table to this Parquet file"),
     config: Path | None = ConfigOpt,
     engine: str = EngineOpt,
@@ -144,7 +145,7 @@ def labels(
 @app.command()
 def features(
     events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
-    asof: str = typer.Option(..., "--asof", help="as-of instant, YYYY-MM-DD (00:00 UTC) or ISO date-time"),
+    asof: str = typer.Option(..., "--asof", help="as-of instant, YYYY-MM-DD (00:00 brand-local, events.time_zone) or ISO date-time"),
     out: Path | None = typer.Option(None, "--out", help="write the table to this Parquet file"),
     config: Path | None = ConfigOpt,
     engine: str = EngineOpt,
@@ -156,7 +157,7 @@ def features(
 @app.command()
 def score(
     events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
-    asof: str = typer.Option(..., "--asof", help="cutoff, YYYY-MM-DD (00:00 UTC) or ISO date-time"),
+    asof: str = typer.Option(..., "--asof", help="cutoff, YYYY-MM-DD (00:00 brand-local, events.time_zone) or ISO date-time"),
     out: Path = typer.Option(..., "--out", help="the scores snapshot to write (Parquet, atomically)"),
     engine: str = EngineOpt,
     config: Path | None = ConfigOpt,

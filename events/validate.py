@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from events.loader import connect, refuse_bare_carriage_return, stage_raw
+from events.loader import connect, event_sql, refuse_bare_carriage_return, stage_raw, ts_sql
 from events.report import ValidationReport, print_report, write_outputs
 from siyu.config import Config
 from siyu.contract import AMOUNT_REQUIRED, CANONICAL_COLUMNS, EVENTS, REQUIRED_COLUMNS
@@ -37,42 +37,6 @@ _RULES: list[tuple[str, str]] = [
 ]
 
 
-def _ts_sql(col: str, kind: str) -> str:
-    """Parse a timestamp column to a naive UTC TIMESTAMP (NULL when unparseable).
-
-    Text columns arrive trimmed; a plain number is epoch seconds, or epoch
-    milliseconds when it is too large to be seconds (1e11 s is the year 5138).
-    """
-
-    def epoch(x: str) -> str:
-        # Beyond 1e14 (ms in the year 5138) or not finite: NULL, so the row is quarantined as
-        # unparseable instead of to_timestamp failing the whole log.
-        return (
-            f"(CASE WHEN isfinite({x}) AND abs({x}) < 1e14 THEN (to_timestamp(CASE WHEN abs({x}) >= 1e11 "
-            f"THEN {x} / 1000 ELSE {x} END) AT TIME ZONE 'UTC') END)"
-        )
-
-    if kind == "TIMESTAMP":
-        return col
-    if kind.startswith("TIMESTAMP WITH TIME ZONE"):
-        return f"({col} AT TIME ZONE 'UTC')"
-    if kind in {"BIGINT", "INTEGER", "DOUBLE", "FLOAT", "HUGEINT", "UBIGINT", "DECIMAL"}:
-        return epoch(f"CAST({col} AS DOUBLE)")
-    return (
-        f"CASE WHEN ts_num IS NOT NULL THEN {epoch('ts_num')} "
-        f"ELSE (try_cast({col} AS TIMESTAMPTZ) AT TIME ZONE 'UTC') END"
-    )
-
-
-def _event_sql(cfg: Config, col: str) -> str:
-    if not cfg.events.mapping:
-        return f"lower({col})"
-    whens = " ".join(
-        f"WHEN {col} = '{k.replace(chr(39), chr(39) * 2)}' THEN '{v}'" for k, v in cfg.events.mapping.items()
-    )
-    return f"lower(CASE {whens} ELSE {col} END)"
-
-
 def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: str) -> None:
     """Create table `_checked`: parsed canonical columns, the raw text, and `reason` (NULL = valid)."""
     # Layered so each trim/cast is computed once per row.
@@ -87,9 +51,9 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
         SELECT _row,
             t_user_id AS user_id,
             ts_raw,
-            {_ts_sql(ts_source, ts_kind)} AS ts,
+            {ts_sql(ts_source, ts_kind, cfg.events.time_zone)} AS ts,
             t_event AS event_raw,
-            {_event_sql(cfg, "t_event")} AS event,
+            {event_sql(cfg.events, "t_event")} AS event,
             t_amount AS amount_raw,
             try_cast(t_amount AS DOUBLE) AS amount,
             t_channel AS channel,
@@ -168,7 +132,7 @@ def run_validation(
     Returns:
         The report; quarantined rows stay in TEMP table `quarantine`.
     """
-    raw, ts_kind = stage_raw(con, source)
+    raw, ts_kind = stage_raw(con, source, cfg.events)
     for t in ("reject_errors", "reject_scans"):  # DuckDB keeps adding to them: count this read only
         con.execute(f"DROP TABLE IF EXISTS {t}")
     _classify(con, cfg, raw, ts_kind)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 
@@ -13,15 +14,31 @@ from siyu.config import Config
 from siyu.errors import SiyuError
 
 
-def parse_instant(text: str, what: str) -> datetime:
-    """An ISO date or naive date-time (UTC) from the command line."""
+def brand_local(t: datetime, zone: str = "UTC") -> datetime:
+    """An instant as the canonical naive brand-local wall time: aware -> converted to `zone`, naive -> as is.
+
+    Args:
+        t: the instant (naive = brand-local already).
+        zone: the brand's zone (`events.time_zone`).
+    """
+    if t.tzinfo is None:
+        return t
+    return t.astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+
+
+def parse_instant(text: str, what: str, zone: str = "UTC") -> datetime:
+    """An ISO date or date-time from the command line, as brand-local wall time (a bare date: 00:00 local).
+
+    Args:
+        text: the value.
+        what: the option's name (for the error).
+        zone: the brand's zone; an offset in `text` is converted to it.
+    """
     try:
         t = datetime.fromisoformat(text)
     except ValueError as e:
         raise SiyuError(f"{what} must be an ISO date like 2025-06-01 or 2025-06-01T12:00, got {text!r}") from e
-    if t.tzinfo is not None:  # aware input: convert to the naive UTC the contract uses
-        t = t.astimezone(UTC).replace(tzinfo=None)
-    return t
+    return brand_local(t, zone)
 
 
 def write_parquet(df: pd.DataFrame, out: Path) -> None:

@@ -43,7 +43,7 @@ def score_pool(
 
     Args:
         events_path: CSV, Parquet or folder of Parquet parts (DESIGN §2).
-        asof: cutoff (a bare date means 00:00 UTC).
+        asof: cutoff (a bare date means 00:00 in the brand's zone, `events.time_zone`).
         out: the Parquet file to write (atomically).
         cfg: configuration.
         engine: "duckdb" or "spark" (features and model scoring on local Spark).
@@ -56,7 +56,7 @@ def score_pool(
     import time
 
     t0 = time.perf_counter()
-    asof, out = parse_asof(asof), Path(out)
+    asof, out = parse_asof(asof, cfg.events.time_zone), Path(out)
     if engine == "spark":
         from serving.spark_scoring import score_pool_spark
 

@@ -5,7 +5,7 @@ Shared by the DuckDB path (`serving.batch`) and the Spark path (`serving.spark_s
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -21,13 +21,18 @@ from siyu.errors import SiyuError
 CHUNK_ROWS = 100_000
 
 
-def parse_asof(asof: str | datetime) -> datetime:
-    """A cutoff from a date or ISO instant (a bare date means 00:00 UTC; result naive UTC)."""
-    from features.export import parse_instant
+def parse_asof(asof: str | datetime, zone: str = "UTC") -> datetime:
+    """A cutoff from a date or ISO instant, as brand-local wall time (a bare date means 00:00 in `zone`).
+
+    Args:
+        asof: the cutoff; an aware one is converted to `zone`.
+        zone: the brand's zone (`events.time_zone`).
+    """
+    from features.export import brand_local, parse_instant
 
     if isinstance(asof, datetime):
-        return asof if asof.tzinfo is None else asof.astimezone(UTC).replace(tzinfo=None)
-    return parse_instant(str(asof), "--asof")
+        return brand_local(asof, zone)
+    return parse_instant(str(asof), "--asof", zone)
 
 
 def load_champions(cfg: Config, alias: str = "champion") -> dict:

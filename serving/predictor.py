@@ -171,17 +171,20 @@ class Predictor:
 
         Args:
             events: rows in the DESIGN §2 contract (raw values, as in a CSV).
-            asof: cutoff; default the later of the snapshot's date and the newest event.
+            asof: cutoff (naive = brand-local; an aware one is converted to `events.time_zone`);
+                default the later of the snapshot's date and the newest event.
 
         Returns:
-            (one item per user in the events, the cutoff used).
+            (one item per user in the events, the cutoff used, brand-local).
 
         Raises:
             EventsRejected: a row breaks the contract.
+            SiyuError: asof precedes every posted event (the answer would be empty).
         """
         from events.loader import connect
         from events.validate import run_validation
         from features.compute import feature_table
+        from features.export import brand_local
         from serving.pool import population_frame
 
         # Text like a CSV cell, so the validator's parsing rules apply unchanged.
@@ -197,9 +200,16 @@ class Predictor:
         ).fetchone()
         if bad:
             raise EventsRejected(int(bad[0]) - 1, _field_of(bad[1]), bad[1], int(bad[2]))
+        oldest, newest = con.execute("SELECT min(ts), max(ts) FROM events").fetchone()
         if asof is None:
-            newest = con.execute("SELECT max(ts) FROM events").fetchone()[0]
             asof = max(self.snap.asof, newest) if newest is not None else self.snap.asof
+        asof = brand_local(asof, self.cfg.events.time_zone)
+        if oldest is not None and asof < oldest:
+            # Features see only events at or before asof: none of these would count (an empty 200 hides it).
+            raise SiyuError(
+                f"asof {asof:%Y-%m-%d %H:%M:%S} precedes every posted event (earliest {oldest:%Y-%m-%d %H:%M:%S}, "
+                f"{self.cfg.events.time_zone}): nothing to score"
+            )
         families = frozenset(self.snap.families) if self.snap.families is not None else None
         feats = feature_table(con, asof, self.cfg, families=families)
         pop = feats[["user_id"]].merge(population_frame(con, asof, self.cfg), on="user_id", how="left")

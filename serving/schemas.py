@@ -6,7 +6,7 @@ a 400 naming the field instead of a silent accept or a 500.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -17,8 +17,8 @@ Text = Annotated[str, StringConstraints(max_length=1024)]
 ASOF_RANGE = (datetime(1970, 1, 1), datetime(2200, 1, 1))
 
 
-def _asof_utc(t: datetime | None) -> datetime | None:
-    """An aware cutoff as naive UTC (the project's convention), refused outside ASOF_RANGE."""
+def _asof_range(t: datetime | None) -> datetime | None:
+    """A cutoff refused outside ASOF_RANGE; an aware one stays aware (the predictor converts it to the brand zone)."""
     if t is None:
         return None
     lo, hi = ASOF_RANGE
@@ -26,10 +26,10 @@ def _asof_utc(t: datetime | None) -> datetime | None:
     naive = t.replace(tzinfo=None)
     if not lo <= naive < hi:
         raise ValueError(f"asof must be between {lo:%Y-%m-%d} and {hi:%Y-%m-%d}")
-    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+    return t
 
 
-Asof = Annotated[datetime | None, AfterValidator(_asof_utc)]
+Asof = Annotated[datetime | None, AfterValidator(_asof_range)]
 
 EXAMPLE_REQUEST: dict = {"user_ids": ["u1", "u2", "no-such-user"]}
 """A /predict request body (the docs' example; the tests post it)."""
@@ -61,7 +61,7 @@ class Event(_Request):
     """One raw event in the DESIGN §2 contract; the batch validator's rules apply."""
 
     user_id: UserId = Field(..., description="the brand's id for the person")
-    ts: str | int | float = Field(..., description="ISO 8601 time (naive = UTC) or epoch seconds / milliseconds")
+    ts: str | int | float = Field(..., description="ISO 8601 time (naive = brand-local, events.time_zone) or epoch seconds / milliseconds")
     event: Text = Field(..., description="canonical event name (follow, purchase, ...) or a name mapped in config")
     amount: float | None = Field(None, description="money, >= 0; required for purchase, refund, referral_purchase")
     channel: Text | None = Field(None, description="official_account, wecom, group, mini_program, live, store, ...")
@@ -81,7 +81,8 @@ class PredictEventsRequest(_Request):
     )
     asof: Asof = Field(
         None,
-        description="cutoff (an offset is converted to UTC; 1970-2200); default: the later of "
+        description="cutoff (naive = brand-local; an offset is converted to the brand zone; 1970-2200); "
+        "default: the later of "
         "the snapshot date and the newest posted event",
     )
 

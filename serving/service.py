@@ -188,7 +188,7 @@ class SiyuService:
             return self._not_ready()
         rows = [e.model_dump() for e in events]
         try:
-            items, used = p.predict_events(rows, asof)  # naive UTC (schemas.Asof)
+            items, used = p.predict_events(rows, asof)  # aware asof: the predictor converts it to the brand zone
         except EventsRejected as e:
             return _error(400, str(e), ["events", e.row, e.field])
         except SiyuError as e:  # any other contract problem of the posted events: the caller's to fix, not a 500

@@ -54,7 +54,7 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
 
     Args:
         events_path: the event log.
-        asof: cutoff (naive UTC).
+        asof: cutoff (naive brand-local wall time).
         cfg: configuration.
         show_progress: draw a progress bar.
 

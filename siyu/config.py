@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from siyu.contract import CHANNELS, EVENTS
+from siyu.contract import CANONICAL_COLUMNS, CHANNELS, EVENTS
 from siyu.errors import SiyuError
 
 MLFLOW_PROJECT_KEYS = frozenset({"name", "python_env", "conda_env", "docker_env", "entry_points"})
@@ -27,9 +28,36 @@ class _Strict(BaseModel):
 
 
 class EventsConfig(_Strict):
-    """How a brand's log maps onto the canonical contract."""
+    """How a brand's log maps onto the canonical contract (the schema adapter, applied in events/loader.py)."""
 
-    mapping: dict[str, str] = Field(default_factory=dict, description="brand event name -> canonical name")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="canonical column -> the brand's column (any subset; the rest keep names)"
+    )
+    mapping: dict[str, str] = Field(
+        default_factory=dict, description="brand event (or status) value -> canonical event; case-insensitive, trimmed"
+    )
+    default_event: str | None = Field(
+        None, description="event of every row when the log has no event column (an orders-only export: purchase)"
+    )
+    time_zone: str = Field(
+        "UTC", description="brand zone: naive times are brand-local; days, tiers, cutoffs count in this zone"
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_are_canonical(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in v if k not in CANONICAL_COLUMNS)
+        if bad:
+            raise ValueError(f"unknown canonical column(s) {bad}; canonical: {list(CANONICAL_COLUMNS)}")
+        seen: dict[str, str] = {}
+        for canon, src in v.items():
+            if not isinstance(src, str) or not src.strip():
+                raise ValueError(f"source column of '{canon}' must be a column name")
+            key = src.strip().lower()
+            if key in seen:
+                raise ValueError(f"column '{src}' is the source of both '{seen[key]}' and '{canon}'")
+            seen[key] = canon
+        return v
 
     @field_validator("mapping")
     @classmethod
@@ -37,7 +65,33 @@ class EventsConfig(_Strict):
         bad = sorted(t for t in v.values() if t not in EVENTS)
         if bad:
             raise ValueError(f"maps to unknown canonical event(s) {bad}")
+        seen: dict[str, str] = {}
+        for k in v:
+            key = str(k).strip().lower()
+            if key in seen:
+                raise ValueError(f"values '{seen[key]}' and '{k}' are the same after trimming and lower-casing")
+            seen[key] = str(k)
         return v
+
+    @field_validator("default_event")
+    @classmethod
+    def _default_is_canonical(cls, v: str | None) -> str | None:
+        if v is not None and v not in EVENTS:
+            raise ValueError(f"'{v}' is not a canonical event")
+        return v
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{v}' (an IANA name like Asia/Shanghai or UTC)") from None
+        return v
+
+    def zone(self) -> ZoneInfo:
+        """The brand's time zone."""
+        return ZoneInfo(self.time_zone)
 
 
 class QuarantineConfig(_Strict):
