@@ -133,7 +133,7 @@ def _table_command(
 @app.command()
 def labels(
     events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
-    cutoff: str = typer.Option(..., "--cutoff", help="cutoff T, YYYY-MM-DD (00:00 brand-local, events.time_zone) or ISO date-time"),
+    cutoff: str = typer.Option(..., "--cutoff", help="cutoff T, YYYY-MM-DD (00:00 brand-local) or ISO date-time"),
     out: Path | None = typer.Option(None, "--out", help="write the table to this Parquet file"),
     config: Path | None = ConfigOpt,
     engine: str = EngineOpt,
@@ -145,7 +145,7 @@ def labels(
 @app.command()
 def features(
     events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
-    asof: str = typer.Option(..., "--asof", help="as-of instant, YYYY-MM-DD (00:00 brand-local, events.time_zone) or ISO date-time"),
+    asof: str = typer.Option(..., "--asof", help="as-of instant, YYYY-MM-DD (00:00 brand-local) or ISO date-time"),
     out: Path | None = typer.Option(None, "--out", help="write the table to this Parquet file"),
     config: Path | None = ConfigOpt,
     engine: str = EngineOpt,
@@ -157,7 +157,7 @@ def features(
 @app.command()
 def score(
     events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
-    asof: str = typer.Option(..., "--asof", help="cutoff, YYYY-MM-DD (00:00 brand-local, events.time_zone) or ISO date-time"),
+    asof: str = typer.Option(..., "--asof", help="cutoff, YYYY-MM-DD (00:00 brand-local) or ISO date-time"),
     out: Path = typer.Option(..., "--out", help="the scores snapshot to write (Parquet, atomically)"),
     engine: str = EngineOpt,
     config: Path | None = ConfigOpt,
