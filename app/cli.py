@@ -51,11 +51,19 @@ def train(
     config: Path | None = ConfigOpt,
     experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment (default: config)"),
 ) -> None:
-    """Train the churn, promotion and KOC models; log to MLflow; register and gate."""
+    """Train the churn, promotion and KOC models; log to MLflow; register and gate.
+
+    Exits non-zero (2) when no label could be trained, so a nightly job does not look green.
+    """
     from training.summary import print_train_result
     from training.train import train_all
 
-    print_train_result(train_all(events, cfg_from(config), experiment), console)
+    result = train_all(events, cfg_from(config), experiment)
+    print_train_result(result, console)
+    if not result.trained_any():
+        raise SiyuError(
+            "no label could be trained: " + "; ".join(f"{r.label}: {r.message}" for r in result.labels.values())
+        )
 
 
 @app.command()
@@ -176,12 +184,15 @@ def serve(
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="worker processes (default 1; 2+ keep answering when one dies)"
     ),
+    no_auth: bool = typer.Option(
+        False, "--no-auth", help="serve beyond 127.0.0.1 without SIYU_API_TOKEN (refused otherwise)"
+    ),
     config: Path | None = ConfigOpt,
 ) -> None:
     """Start the prediction API (BentoML) on the champion models and a scores snapshot."""
     from serving.launch import exec_serve, serve_command
 
-    argv, env = serve_command(cfg_from(config), host, port, scores, workers)
+    argv, env = serve_command(cfg_from(config), host, port, scores, workers, no_auth)
     console.print(f"serving {env['SIYU_SCORES']} on http://{host}:{port} (docs: /docs)", highlight=False)
     exec_serve(argv, env)
 

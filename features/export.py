@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -41,6 +41,28 @@ def parse_instant(text: str, what: str, zone: str = "UTC") -> datetime:
     return brand_local(t, zone)
 
 
+def refuse_censored(con, cutoff: datetime, cfg: Config, events: str = "events") -> None:
+    """Refuse labels whose horizon (T, T+H] runs past the end of the log (they would be silently censored).
+
+    The log is taken to cover up to the end of the day of its latest event (brand-local).
+
+    Raises:
+        SiyuError: naming the horizon's end, the log's end and the latest complete cutoff.
+    """
+    last = con.execute(f"SELECT max(ts) FROM {events}").fetchone()[0]
+    if last is None:
+        return
+    covered = datetime(last.year, last.month, last.day) + timedelta(days=1)
+    H = cfg.windows.horizon_days
+    end = cutoff + timedelta(days=H)
+    if end > covered:
+        latest = covered - timedelta(days=H)
+        raise SiyuError(
+            f"labels at {cutoff:%Y-%m-%d %H:%M} need the log up to {end:%Y-%m-%d %H:%M} (horizon {H} days) but it "
+            f"ends {last:%Y-%m-%d %H:%M}: they would be censored; the latest complete cutoff is {latest:%Y-%m-%d}"
+        )
+
+
 def write_parquet(df: pd.DataFrame, out: Path) -> None:
     """Write a DataFrame as Parquet via a temp file in the same folder and os.replace."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +95,8 @@ def build_table(kind: str, events: Path, when: datetime, cfg: Config, engine: st
     load_valid_events(con, events, cfg)
     if con.execute("SELECT count(*) FROM events WHERE ts <= ?", [when]).fetchone()[0] == 0:
         raise SiyuError(f"no events at or before {when:%Y-%m-%d %H:%M}: nothing to compute")
+    if kind == "labels":
+        refuse_censored(con, when, cfg)
     if engine == "duckdb":
         from features.compute import feature_table
         from features.labels import label_table
