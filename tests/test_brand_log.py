@@ -75,7 +75,10 @@ def canonical_rows(con) -> pd.DataFrame:
     "events,match",
     [
         ({"columns": {"customer": "customer_id"}}, r"events.columns.*unknown canonical column.*customer"),
-        ({"columns": {"user_id": "id", "ref_user_id": "ID"}}, r"events.columns.*column '(id|ID)' is the source of both"),
+        (
+            {"columns": {"user_id": "id", "ref_user_id": "ID"}},
+            r"events.columns.*column '(id|ID)' is the source of both",
+        ),
         ({"time_zone": "Asia/Shanghia"}, r"events.time_zone.*unknown time zone 'Asia/Shanghia'"),
         ({"mapping": {"Paid": "purchase", " paid": "purchase"}}, r"events.mapping.*same after trimming"),
         ({"default_event": "order"}, r"events.default_event.*'order' is not a canonical event"),
