@@ -62,6 +62,7 @@ def score_pool(
 
         table = score_pool_spark(events_path, asof, cfg, show_progress)
     elif engine == "duckdb":
+        from events.lineage import lineage
         from events.loader import connect
         from events.validate import load_valid_events
         from features.catalog import feature_names
@@ -74,11 +75,12 @@ def score_pool(
             load_valid_events(con, events_path, cfg)
             progress.update(step, description="computing features")
             families = sorted(present_families(con))
+            origin = lineage(con, cfg, events_path)
             feats = feature_table(con, asof, cfg)
             progress.update(step, description="computing tiers and populations")
             pop = population_frame(con, asof, cfg)
             progress.remove_task(step)
-            table = score_frame(feats, pop, scorer, cfg, asof, progress, families)
+            table = score_frame(feats, pop, scorer, cfg, asof, progress, families, lineage=origin)
     else:
         raise SiyuError(f"--engine must be duckdb or spark, not {engine!r}")
     write_table_atomic(table, out)

@@ -88,6 +88,7 @@ def score_frame(
     progress: Progress | None = None,
     families: list[str] | None = None,
     proba: dict[str, np.ndarray] | None = None,
+    lineage: dict | None = None,
 ) -> pa.Table:
     """Score a feature table and build the snapshot table (scores, percentiles, buckets, reasons, features).
 
@@ -102,6 +103,7 @@ def score_frame(
             one user's features the way the batch did).
         proba: label -> probabilities computed elsewhere (the Spark engine's spark_udf) to
             store instead of the scorer's; reasons still come from the scorer.
+        lineage: events.lineage.lineage of the scored log (kept in the metadata).
 
     Returns:
         The snapshot table with its metadata.
@@ -144,7 +146,7 @@ def score_frame(
         )
     for j, f in enumerate(names):
         cols[FEATURE_PREFIX + f] = pa.array(X[:, j], from_pandas=True)
-    return with_meta(pa.table(cols), asof, versions, names, families)
+    return with_meta(pa.table(cols), asof, versions, names, families, lineage)
 
 
 def population_frame(con, asof: datetime, cfg: Config, events: str = "events") -> pd.DataFrame:

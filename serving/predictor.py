@@ -77,6 +77,11 @@ class Predictor:
         self.reasons = ReasonFormatter([reg.get(f) or _Feat(f, f.replace("_", " ")) for f in snap.feature_names])
         self.renderer = JsonRenderer(self.reasons)
         self.versions = scorer.versions
+        # Lineage in every answer: which snapshot (and the log it was scored from) served it.
+        origin = snap.lineage or {}
+        self.snapshot_info = {"file": snap.path.name} | {
+            k: origin.get(k) for k in ("events_fingerprint", "events_rows", "events_ts_max", "config_hash")
+        }
         # Percentiles compare against the pool as the serving models score it: reuse the stored
         # scores when the same versions wrote them, otherwise rescore the snapshot once at startup.
         self.refs: dict[str, np.ndarray] = {}

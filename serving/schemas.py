@@ -120,10 +120,21 @@ class UserPrediction(BaseModel):
     koc: LabelScore | None = None
 
 
+class SnapshotInfo(BaseModel):
+    """Lineage of the served snapshot (null fields: written before lineage was recorded)."""
+
+    file: str = Field(description="snapshot file name")
+    events_fingerprint: str | None = Field(None, description="content fingerprint of the scored log")
+    events_rows: int | None = Field(None, description="accepted rows of the scored log")
+    events_ts_max: str | None = Field(None, description="latest event of the scored log (brand-local)")
+    config_hash: str | None = Field(None, description="hash of the config the scores were made with")
+
+
 class PredictResponse(BaseModel):
     """Predictions, with the model versions and the snapshot they come from."""
 
     model_versions: dict[str, int | None] = Field(description="registry version per label (the champion at startup)")
     snapshot_date: datetime = Field(description="cutoff of the served snapshot")
+    snapshot: SnapshotInfo | None = Field(None, description="which snapshot served it, and the log it was scored from")
     asof: datetime = Field(description="cutoff the features were computed at")
     predictions: list[UserPrediction]

@@ -43,6 +43,7 @@ class Snapshot:
         proba: label -> n stored scores (NaN outside population), used as the percentile reference.
         versions: label -> model version that produced the stored scores.
         families: event families of the scored log (None: unknown).
+        lineage: the scored log's fingerprint, rows, date range and config hash (events.lineage).
     """
 
     path: Path
@@ -56,6 +57,7 @@ class Snapshot:
     proba: dict[str, np.ndarray]
     versions: dict[str, int | None]
     families: list[str] | None = None
+    lineage: dict | None = None
 
 
 def write_table_atomic(table: pa.Table, out: Path) -> None:
@@ -72,15 +74,21 @@ def write_table_atomic(table: pa.Table, out: Path) -> None:
 
 
 def with_meta(
-    table: pa.Table, asof: datetime, versions: dict, feature_names: list[str], families: list[str] | None = None
+    table: pa.Table,
+    asof: datetime,
+    versions: dict,
+    feature_names: list[str],
+    families: list[str] | None = None,
+    lineage: dict | None = None,
 ) -> pa.Table:
-    """Attach the snapshot's metadata (asof, versions, feature order, event families) to a table."""
+    """Attach the snapshot's metadata (asof, versions, feature order, event families, lineage) to a table."""
     meta = {
         "format": 1,
         "asof": asof.isoformat(),
         "versions": versions,
         "feature_names": feature_names,
         "families": families,
+        "lineage": lineage,
     }
     return table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
 
@@ -130,6 +138,7 @@ def load_snapshot(path: str | Path) -> Snapshot:
         proba={lab: table.column(f"p_{lab}").to_numpy(zero_copy_only=False).astype(float) for lab in LABELS},
         versions={k: (int(v) if v is not None else None) for k, v in meta["versions"].items()},
         families=meta.get("families"),
+        lineage=meta.get("lineage"),
     )
 
 

@@ -8,6 +8,7 @@ error naming the key.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -120,6 +121,9 @@ class MlflowConfig(_Strict):
     tracking_uri: str | None = Field(None, description="overridden by MLFLOW_TRACKING_URI; default: a local store")
     model_names: dict[str, str] = Field(
         default_factory=lambda: {"churn": "siyu-churn", "promotion": "siyu-promotion", "koc": "siyu-koc"}
+    )
+    model_prefix: str = Field(
+        "", description="prepended to every registered model name (a brand: two brands never share a champion)"
     )
 
 
@@ -340,6 +344,11 @@ class Config(_Strict):
     scoring: ScoringConfig = ScoringConfig()
     simulation: SimulationConfig = SimulationConfig()
     source: Path | None = Field(None, exclude=True, description="the file this was read from")
+
+    def fingerprint(self) -> str:
+        """A hash of every setting (not the file path): two runs with equal hashes used the same config."""
+        text = self.model_dump_json(exclude={"source"})
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def tracking_uri(self) -> str:
         """The MLflow tracking URI: env var, then config, then a local store beside the config."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -46,6 +47,15 @@ def write_config(path: Path, root: Path, events: dict | None = None, **training)
     t["lgbm_params"].update(min_data_in_leaf=20, num_leaves=15, num_threads=1)
     if events is not None:
         raw["events"] = events
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def brand_config(path: Path, root: Path) -> Path:
+    """The brand's config: the default one with its `events:` adapter and a brand prefix for model names."""
+    write_config(path, root, brand_events_config())
+    raw = yaml.safe_load(path.read_text())
+    raw["mlflow"]["model_prefix"] = "acme-"
     path.write_text(yaml.safe_dump(raw))
     return path
 
@@ -219,7 +229,7 @@ def test_brand_export_gives_the_canonical_scores(tmp_path):
     canon_root.mkdir()
     brand_root.mkdir()
     canon_cfg = load_config(write_config(canon_root / "mlproject.yaml", canon_root))
-    brand_cfg = load_config(write_config(brand_root / "mlproject.yaml", brand_root, brand_events_config()))
+    brand_cfg = load_config(brand_config(brand_root / "mlproject.yaml", brand_root))
     simulate_world(canon_cfg, users=300, days=240, seed=11, out_dir=tmp_path / "world", oracle_cutoffs=[])
     canon_log = tmp_path / "world" / "events.parquet"
     brand_log = tmp_path / "brand_export.csv"
@@ -239,10 +249,11 @@ def test_brand_export_gives_the_canonical_scores(tmp_path):
 
     last = pd.read_parquet(canon_log, columns=["ts"]).ts.max()
     asof = datetime(last.year, last.month, last.day) + timedelta(days=1)
-    snaps = {}
+    snaps, params = {}, {}
     for name, log, cfg in (("canon", canon_log, canon_cfg), ("brand", brand_log, brand_cfg)):
         res = train_all(log, cfg)
         assert res.trained_any(), name
+        params[name] = mlflow.MlflowClient(cfg.tracking_uri()).get_run(res.parent_run_id).data.params
         out = tmp_path / f"scores_{name}.parquet"
         score_pool(log, asof.strftime("%Y-%m-%d"), out, cfg, record=False, show_progress=False)
         snaps[name] = load_snapshot(out)
@@ -252,3 +263,22 @@ def test_brand_export_gives_the_canonical_scores(tmp_path):
     for lab in ("churn", "promotion", "koc"):
         assert np.array_equal(c.proba[lab], b.proba[lab], equal_nan=True), lab
     assert sum(int(np.isfinite(c.proba[lab]).sum()) for lab in c.proba) > 0  # something was scored
+
+    # Lineage: the same content fingerprint for the same events in either shape; the configs differ.
+    fp = params["canon"]["events_fingerprint"]
+    assert (
+        fp
+        == params["brand"]["events_fingerprint"]
+        == c.lineage["events_fingerprint"]
+        == b.lineage["events_fingerprint"]
+    )
+    assert params["brand"]["events_rows"] == str(r_brand.accepted) and b.lineage["events_rows"] == r_brand.accepted
+    assert (
+        params["canon"]["config_hash"] == canon_cfg.fingerprint() != brand_cfg.fingerprint() == b.lineage["config_hash"]
+    )
+    assert b.lineage["events_source"] == str(brand_log) and b.lineage["events_ts_max"] == str(
+        last.to_pydatetime().isoformat()
+    )
+    # The brand's models are registered under its prefix.
+    client = mlflow.MlflowClient(brand_cfg.tracking_uri())
+    assert {m.name for m in client.search_registered_models()} >= {"acme-siyu-churn"}

@@ -98,6 +98,7 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     # LightGBM's OpenMP threads spin while waiting; on a busy machine that costs 3-4x wall time.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+    from events.lineage import lineage
     from events.loader import connect
     from events.validate import load_valid_events
     from features.catalog import features_of
@@ -110,8 +111,9 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     table = training_table(con, cutoffs, cfg)
     lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
     notes = churn_notes(present_families(con), cfg)
-    con.close()  # DuckDB's memory goes back before LightGBM needs it
     info = {"events_path": str(events_path), "data_window_start": str(lo), "data_window_end": str(hi)}
+    info.update(lineage(con, cfg, events_path))
+    con.close()  # DuckDB's memory goes back before LightGBM needs it
     features = features_of(cfg)
     result = train_table(table, cutoffs, cfg, features, experiment, baselines.load_oracle(Path(events_path)), info)
     result.notes.extend(notes)
@@ -208,6 +210,8 @@ def train_table(
         mlflow.set_tags(
             {
                 "siyu.validation_cutoff": f"{cutoffs[-1]:%Y-%m-%d}",
+                "siyu.events_fingerprint": str((info or {}).get("events_fingerprint", "")),
+                "siyu.config_hash": cfg.fingerprint(),
                 "siyu.skipped": ",".join(r.label for r in results.values() if not r.trained),
                 "siyu.warning": f"model does not beat baselines: {','.join(lost)}" if lost else "",
             }
