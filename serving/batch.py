@@ -24,6 +24,7 @@ class ScoreSummary:
     asof: datetime
     users: int
     versions: dict[str, int | None]
+    scorers: dict[str, str | None] = field(default_factory=dict)
     scored: dict[str, int] = field(default_factory=dict)
     tiers: dict[str, int] = field(default_factory=dict)
     engine: str = "duckdb"
@@ -67,12 +68,18 @@ def score_pool(
         from events.validate import load_valid_events
         from features.catalog import feature_names
         from features.compute import feature_table, present_families
+        from serving.rules import fit_rules
 
-        scorer = Scorer(load_champions(cfg), feature_names(cfg), cfg.scoring.reasons)  # fail fast, before the SQL
+        models = load_champions(cfg, require=False)  # fail fast (registry away), before the SQL
         con = connect()
         with progress_bar(show_progress) as progress:
             step = progress.add_task("validating and loading events", total=None)
             load_valid_events(con, events_path, cfg)
+            missing = [lab for lab in LABELS if lab not in models]
+            if missing:  # thin data: those labels get the operator rule, marked `rule` (serving/rules.py)
+                progress.update(step, description=f"measuring the operator rule for {', '.join(missing)}")
+                models.update(fit_rules(con, asof, cfg, missing))
+            scorer = Scorer(models, feature_names(cfg), cfg.scoring.reasons)
             progress.update(step, description="computing features")
             families = sorted(present_families(con))
             origin = lineage(con, cfg, events_path)
@@ -95,13 +102,15 @@ def summarize(table: pa.Table, out: Path, asof: datetime, engine: str, seconds: 
 
     from serving.snapshot import META_KEY
 
-    versions = json.loads(table.schema.metadata[META_KEY])["versions"]
+    meta = json.loads(table.schema.metadata[META_KEY])
+    versions = meta["versions"]
     tiers = table.column("tier").value_counts().to_pylist()
     return ScoreSummary(
         out=out,
         asof=asof,
         users=table.num_rows,
         versions=versions,
+        scorers=meta.get("scorers") or {},
         engine=engine,
         seconds=round(seconds, 2),
         scored={lab: table.num_rows - table.column(f"p_{lab}").null_count for lab in LABELS},
@@ -116,7 +125,11 @@ def print_summary(s: ScoreSummary, console) -> None:
         highlight=False,
     )
     console.print(
-        "  models: " + ", ".join(f"{k} v{v}" if v else f"{k} (no champion)" for k, v in s.versions.items()),
+        "  models: "
+        + ", ".join(
+            f"{k} v{v}" if v else (f"{k} RULE (no champion: operator rule)" if s.scorers.get(k) == "rule" else f"{k} -")
+            for k, v in s.versions.items()
+        ),
         highlight=False,
     )
     console.print("  in population: " + ", ".join(f"{k} {v:,}" for k, v in s.scored.items()), highlight=False)

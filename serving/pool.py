@@ -35,11 +35,16 @@ def parse_asof(asof: str | datetime, zone: str = "UTC") -> datetime:
     return parse_instant(str(asof), "--asof", zone)
 
 
-def load_champions(cfg: Config, alias: str = "champion") -> dict:
+def load_champions(cfg: Config, alias: str = "champion", require: bool = True) -> dict:
     """label -> ScoringModel for every label whose alias exists in the registry.
 
+    Args:
+        cfg: config (registry, model names).
+        alias: the alias to load.
+        require: raise when no label has one (False: the caller scores those labels by rule).
+
     Raises:
-        SiyuError: no label has a model under that alias.
+        SiyuError: no label has a model under that alias (require), or the registry is unreachable.
     """
     from training.model_registry import RegistryUnreachable, load_model
 
@@ -51,7 +56,7 @@ def load_champions(cfg: Config, alias: str = "champion") -> dict:
             raise
         except SiyuError as e:
             why.append(str(e))
-    if not models:
+    if not models and require:
         raise SiyuError(
             f"no '{alias}' model in the registry at {cfg.tracking_uri()}: run `siyu train` first"
             + (f" ({why[0]})" if why else "")
@@ -146,7 +151,8 @@ def score_frame(
         )
     for j, f in enumerate(names):
         cols[FEATURE_PREFIX + f] = pa.array(X[:, j], from_pandas=True)
-    return with_meta(pa.table(cols), asof, versions, names, families, lineage)
+    rules = {lab: m.to_meta() for lab, m in scorer.models.items() if getattr(m, "kind", "model") == "rule"}
+    return with_meta(pa.table(cols), asof, versions, names, families, lineage, scorer.kinds, rules)
 
 
 def population_frame(con, asof: datetime, cfg: Config, events: str = "events") -> pd.DataFrame:

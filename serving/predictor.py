@@ -77,6 +77,7 @@ class Predictor:
         self.reasons = ReasonFormatter([reg.get(f) or _Feat(f, f.replace("_", " ")) for f in snap.feature_names])
         self.renderer = JsonRenderer(self.reasons)
         self.versions = scorer.versions
+        self.scorers = scorer.kinds
         # Lineage in every answer: which snapshot (and the log it was scored from) served it.
         origin = snap.lineage or {}
         self.snapshot_info = {"file": snap.path.name} | {
@@ -94,11 +95,15 @@ class Predictor:
     def load(cls, cfg: Config, scores: str | None) -> Predictor:
         """Load the champions from the registry and a snapshot (default: the latest recorded one)."""
         from serving.pool import load_champions
+        from serving.rules import RuleModel
         from serving.snapshot import latest_snapshot
 
         _registry()
         snap = load_snapshot(scores or latest_snapshot(cfg))
-        return cls(cfg, Scorer(load_champions(cfg), snap.feature_names, cfg.scoring.reasons), snap)
+        # Labels without a champion are answered by the operator rule the snapshot was scored with.
+        models = load_champions(cfg, require=not snap.rules)
+        models.update({lab: RuleModel.from_meta(m) for lab, m in snap.rules.items() if lab not in models})
+        return cls(cfg, Scorer(models, snap.feature_names, cfg.scoring.reasons), snap)
 
     def predict_ids(self, user_ids: list[str]) -> list[dict[str, Any]]:
         """Predictions for snapshot users; unknown ids get status `unknown_user`."""

@@ -134,6 +134,9 @@ class PredictResponse(BaseModel):
     """Predictions, with the model versions and the snapshot they come from."""
 
     model_versions: dict[str, int | None] = Field(description="registry version per label (the champion at startup)")
+    scorers: dict[str, str | None] | None = Field(
+        None, description='per label: "model" (the champion), "rule" (no champion: the operator rule) or null'
+    )
     snapshot_date: datetime = Field(description="cutoff of the served snapshot")
     snapshot: SnapshotInfo | None = Field(None, description="which snapshot served it, and the log it was scored from")
     asof: datetime = Field(description="cutoff the features were computed at")

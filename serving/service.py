@@ -158,6 +158,7 @@ class SiyuService:
         head = json.dumps(
             {
                 "model_versions": p.versions,
+                "scorers": p.scorers,
                 "snapshot_date": p.snap.asof.isoformat(),
                 "snapshot": p.snapshot_info,
                 "asof": asof.isoformat(),
