@@ -86,6 +86,11 @@ def score_pool(
             feats = feature_table(con, asof, cfg)
             progress.update(step, description="computing tiers and populations")
             pop = population_frame(con, asof, cfg)
+            if cfg.scoring.store_history:  # for /predict_events on known users (serving/history.py)
+                from serving.history import write_history
+
+                progress.update(step, description="storing the history beside the snapshot")
+                write_history(con, asof, out)
             progress.remove_task(step)
             table = score_frame(feats, pop, scorer, cfg, asof, progress, families, lineage=origin)
     else:

@@ -71,6 +71,7 @@ class Predictor:
 
     def __init__(self, cfg: Config, scorer: Scorer, snap: Snapshot):
         self.cfg, self.scorer, self.snap = cfg, scorer, snap
+        self.history = None  # serving.history.History of the snapshot's users (set by load)
         if scorer.feature_names != snap.feature_names:
             raise SiyuError("snapshot feature columns differ from the scorer's")
         reg = _registry()
@@ -103,7 +104,13 @@ class Predictor:
         # Labels without a champion are answered by the operator rule the snapshot was scored with.
         models = load_champions(cfg, require=not snap.rules)
         models.update({lab: RuleModel.from_meta(m) for lab, m in snap.rules.items() if lab not in models})
-        return cls(cfg, Scorer(models, snap.feature_names, cfg.scoring.reasons), snap)
+        pred = cls(cfg, Scorer(models, snap.feature_names, cfg.scoring.reasons), snap)
+        if cfg.scoring.store_history:
+            from serving.history import History, history_paths
+
+            if history_paths(snap.path)[0].is_file():
+                pred.history = History(snap.path)
+        return pred
 
     def predict_ids(self, user_ids: list[str]) -> list[dict[str, Any]]:
         """Predictions for snapshot users; unknown ids get status `unknown_user`."""
@@ -176,11 +183,17 @@ class Predictor:
                 }
         return out
 
-    def predict_events(self, events: list[dict[str, Any]], asof: datetime | None) -> tuple[list[dict], datetime]:
+    def predict_events(
+        self, events: list[dict[str, Any]], asof: datetime | None, history: bool = True
+    ) -> tuple[list[dict], datetime]:
         """Validate posted raw events like batch does, build features with the batch code, score them.
+
+        For a user the snapshot knows, the features come from the stored history plus the posted
+        events (exact duplicates count once, as in batch), unless `history` is False (what-if).
 
         Args:
             events: rows in the DESIGN §2 contract (raw values, as in a CSV).
+            history: add the stored history of known users (serving/history.py).
             asof: cutoff (naive = brand-local; an aware one is converted to `events.time_zone`);
                 default the later of the snapshot's date and the newest event.
 
@@ -210,6 +223,15 @@ class Predictor:
         ).fetchone()
         if bad:
             raise EventsRejected(int(bad[0]) - 1, _field_of(bad[1]), bad[1], int(bad[2]))
+        if history and self.history is not None:
+            users = [r[0] for r in con.execute("SELECT DISTINCT user_id FROM events").fetchall()]
+            stored = self.history.rows(users)
+            if stored.num_rows:
+                con.register("_stored", stored)
+                con.execute(
+                    "CREATE OR REPLACE TEMP TABLE events AS SELECT DISTINCT * FROM "
+                    "(SELECT * FROM events UNION ALL SELECT * FROM _stored)"
+                )
         oldest, newest = con.execute("SELECT min(ts), max(ts) FROM events").fetchone()
         if asof is None:
             asof = max(self.snap.asof, newest) if newest is not None else self.snap.asof

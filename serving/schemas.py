@@ -77,7 +77,15 @@ class PredictEventsRequest(_Request):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": EXAMPLE_EVENTS_REQUEST})
     events: list[Event] = Field(
-        ..., min_length=1, max_length=MAX_ITEMS, description="1 to 1000 events; features use only these events"
+        ...,
+        min_length=1,
+        max_length=MAX_ITEMS,
+        description="1 to 1000 events; known users' stored history is added (see history)",
+    )
+    history: bool = Field(
+        True,
+        description="for users the snapshot knows, add their stored history to the posted events "
+        "(false: score the posted events alone, a what-if)",
     )
     asof: Asof = Field(
         None,

@@ -185,7 +185,7 @@ class SiyuService:
         return self._answer(p, text, p.snap.asof)
 
     @bentoml.api(route="/predict_events", input_spec=PredictEventsRequest, output_spec=PredictResponse)
-    def predict_events(self, events: list, asof: datetime | None = None) -> PredictResponse:
+    def predict_events(self, events: list, asof: datetime | None = None, history: bool = True) -> PredictResponse:
         """Score users from their raw events (validated like batch; features from the batch feature code)."""
         from serving.predictor import EventsRejected
 
@@ -194,7 +194,9 @@ class SiyuService:
             return self._not_ready()
         rows = [e.model_dump() for e in events]
         try:
-            items, used = p.predict_events(rows, asof)  # aware asof: the predictor converts it to the brand zone
+            items, used = p.predict_events(
+                rows, asof, history
+            )  # aware asof: the predictor converts it to the brand zone
         except EventsRejected as e:
             return _error(400, str(e), ["events", e.row, e.field])
         except SiyuError as e:  # any other contract problem of the posted events: the caller's to fix, not a 500

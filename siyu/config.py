@@ -155,6 +155,9 @@ class ScoringConfig(_Strict):
         default_factory=lambda: {"low": 0.0, "medium": 0.5, "high": 0.8},
         description="percentile lower bounds (0-1) of each risk bucket",
     )
+    store_history: bool = Field(
+        True, description="siyu score stores the events beside the snapshot; /predict_events adds them for known users"
+    )
     reasons: Literal["path", "shap"] = Field(
         "path", description="reason attributions: path (decision-path, fast) or shap (LightGBM TreeSHAP, slow)"
     )
