@@ -25,7 +25,7 @@ def events_fingerprint(con: duckdb.DuckDBPyConnection, table: str = "events") ->
         (16 hex digits, row count, earliest ts, latest ts) - ts brand-local, ISO.
     """
     cols = ", ".join(CANONICAL_COLUMNS)
-    h, n, lo, hi = con.execute(f"SELECT bit_xor(hash({cols})), count(*), min(ts), max(ts) FROM {table}").fetchone()
+    h, n, lo, hi = con.execute(f"SELECT bit_xor(hash({cols})), count(*), min(ts), max(ts) FROM {table}").fetchall()[0]
     return f"{int(h or 0):016x}", int(n), lo.isoformat() if lo else "", hi.isoformat() if hi else ""
 
 

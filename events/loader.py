@@ -45,6 +45,7 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
         raise SiyuError(f"SIYU_DUCKDB_MEMORY_LIMIT={memory_limit()!r} is not a memory size (e.g. 8GB): {exc}") from None
     # The session zone is UTC whatever the machine's is: ts_sql relies on it to read naive text as written.
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # its bar on stdout is noise; steps show Rich progress
     # Spill to the system temp dir, not `.tmp/` under whatever folder the command runs in.
     spill = Path(tempfile.gettempdir()) / "siyu-duckdb"
     con.execute(f"SET temp_directory = '{spill}'")

@@ -53,20 +53,20 @@ def write_history(con, asof, scores: str | Path, events: str = "events") -> Path
     data, index = history_paths(scores)
     data.parent.mkdir(parents=True, exist_ok=True)
     cols = ", ".join(CANONICAL_COLUMNS)
-    table = con.execute(f"SELECT {cols} FROM {events} WHERE ts <= ? ORDER BY user_id, ts, event", [asof]).arrow()
-    if isinstance(table, pa.RecordBatchReader):  # newer DuckDB returns a reader
-        table = table.read_all()
-    idx = con.execute(
+    q = f"SELECT {cols} FROM {events} WHERE ts <= ? ORDER BY user_id, ts, event"
+    con.execute("SELECT 1").fetchall()  # finish any open execute() result: relations refuse to start beside one
+    idx = con.sql(
         f"""SELECT user_id, CAST(sum(n) OVER (ORDER BY user_id) - n AS BIGINT) AS start, CAST(n AS BIGINT) AS n
             FROM (SELECT user_id, count(*) AS n FROM {events} WHERE ts <= ? GROUP BY user_id) ORDER BY user_id""",
-        [asof],
-    ).arrow()
-    if isinstance(idx, pa.RecordBatchReader):
-        idx = idx.read_all()
+        params=[asof],
+    ).to_arrow_table()
 
     def write_data(tmp: str) -> None:
-        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-            w.write_table(table)
+        # Streamed in batches: the whole log never sits in memory as Arrow at once.
+        reader = con.sql(q, params=[asof]).to_arrow_reader(1 << 17)
+        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, reader.schema) as w:
+            for batch in reader:
+                w.write_batch(batch)
 
     _atomic(data, write_data)
     _atomic(index, lambda tmp: pq.write_table(idx, tmp))
