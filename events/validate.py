@@ -119,20 +119,27 @@ def _canonical_select() -> str:
 
 
 def run_validation(
-    con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame, cfg: Config, table: str = "events"
+    con: duckdb.DuckDBPyConnection,
+    source: str | Path | pd.DataFrame,
+    cfg: Config,
+    table: str = "events",
+    adapt_columns: bool = True,
 ) -> ValidationReport:
     """Validate a log and leave its accepted, de-duplicated rows in TEMP table `table`.
 
     Args:
         con: DuckDB connection (see loader.connect) that receives the tables.
         source: CSV file, Parquet file, folder of Parquet parts, or a DataFrame.
-        cfg: configuration (event mapping, quarantine threshold).
+        cfg: configuration (schema adapter, time zone, quarantine threshold).
         table: name of the table of accepted canonical events.
+        adapt_columns: rename the brand's columns (`events.columns`); False for rows that already
+            use the contract's names (the API's); event values and time zone still apply.
 
     Returns:
         The report; quarantined rows stay in TEMP table `quarantine`.
     """
-    raw, ts_kind = stage_raw(con, source, cfg.events)
+    adapter = cfg.events if adapt_columns else cfg.events.model_copy(update={"columns": {}, "default_event": None})
+    raw, ts_kind = stage_raw(con, source, adapter)
     for t in ("reject_errors", "reject_scans"):  # DuckDB keeps adding to them: count this read only
         con.execute(f"DROP TABLE IF EXISTS {t}")
     _classify(con, cfg, raw, ts_kind)
@@ -206,18 +213,19 @@ def validate_file(path: str | Path, cfg: Config, out_dir: str | Path) -> Validat
     return report
 
 
-def validate_frame(df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+def validate_frame(df: pd.DataFrame, cfg: Config, adapt_columns: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate an in-memory log (e.g. events posted to the API).
 
     Args:
         df: rows with (a subset of) the contract's columns; missing required columns raise.
         cfg: configuration.
+        adapt_columns: the rows use the brand's column names (default: the contract's, as the API's).
 
     Returns:
         (accepted canonical events, quarantined rows with `source_row` and `reason`).
     """
     con = connect()
-    run_validation(con, df, cfg)
+    run_validation(con, df, cfg, adapt_columns=adapt_columns)
     return con.table("events").df(), con.table("quarantine").df()
 
 

@@ -217,7 +217,7 @@ class Predictor:
             dtype=object,
         )
         con = connect(threads=1)
-        run_validation(con, df, self.cfg)
+        run_validation(con, df, self.cfg, adapt_columns=False)  # posted rows use the contract's column names
         bad = con.execute(
             "SELECT source_row, reason, count(*) OVER () FROM quarantine ORDER BY source_row LIMIT 1"
         ).fetchone()

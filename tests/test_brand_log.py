@@ -192,6 +192,17 @@ def test_bare_date_and_aware_cutoffs_are_brand_local():
     assert parse_asof(aware) == datetime(2025, 3, 9, 16)
 
 
+def test_api_rows_keep_the_contract_names_but_get_the_brand_values_and_zone(tmp_path):
+    from events.validate import validate_frame
+
+    cfg = _cfg(tmp_path, brand_events_config())
+    posted = pd.DataFrame(
+        {"user_id": ["u1"], "ts": ["2025-03-09T23:30:00Z"], "event": [" PAID "], "amount": ["5"], "order_id": ["o"]}
+    )
+    ok, bad = validate_frame(posted, cfg)
+    assert bad.empty and ok.event.tolist() == ["purchase"] and str(ok.ts[0]) == "2025-03-10 07:30:00"
+
+
 # --- an orders-only export -------------------------------------------------------------------------
 
 
