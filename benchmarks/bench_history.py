@@ -90,7 +90,7 @@ def answer(reps: int) -> dict:
     uids = [u for u in pred.snap.user_ids if pred.snap.pops["churn"][pred.snap.index[u]]]
     rng = np.random.default_rng(1)
     kinds = ["message_open", "click", "visit", "like", "message_open"]
-    times, hist_rows = [], []
+    times, alone, hist_rows = [], [], []
     for k in range(reps + 5):
         uid = uids[int(rng.integers(len(uids)))]
         posted = [
@@ -98,9 +98,12 @@ def answer(reps: int) -> dict:
         ]
         t0 = time.perf_counter()
         items, _ = pred.predict_events(posted, None)
-        dt = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        pred.predict_events(posted, None, history=False)  # the same request without the history: its cost
+        t2 = time.perf_counter()
         if k >= 5:  # warm-up
-            times.append(dt)
+            times.append(t1 - t0)
+            alone.append(t2 - t1)
             hist_rows.append(pred.history.index[uid][1])
         assert items[0]["status"] == "ok"
     return {
@@ -109,6 +112,7 @@ def answer(reps: int) -> dict:
         "history_rows_per_user_median": int(pd.Series(hist_rows).median()),
         "reps": reps,
         **_pcts(times),
+        "without_history": _pcts(alone),
     }
 
 
