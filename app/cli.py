@@ -53,11 +53,19 @@ def train(
     config: Path | None = ConfigOpt,
     experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment (default: config)"),
 ) -> None:
-    """Train the churn, promotion and KOC models; log to MLflow; register and gate."""
+    """Train the churn, promotion and KOC models; log to MLflow; register and gate.
+
+    Exits non-zero (2) when no label could be trained, so a nightly job does not look green.
+    """
     from training.summary import print_train_result
     from training.train import train_all
 
-    print_train_result(train_all(events, cfg_from(config), experiment), console)
+    result = train_all(events, cfg_from(config), experiment)
+    print_train_result(result, console)
+    if not result.trained_any():
+        raise SiyuError(
+            "no label could be trained: " + "; ".join(f"{r.label}: {r.message}" for r in result.labels.values())
+        )
 
 
 @app.command()
@@ -121,8 +129,9 @@ def _table_command(
 ) -> None:
     from features.export import build_table, parse_instant, summary_lines, write_parquet
 
-    t = parse_instant(when, what)
-    df = build_table(kind, events, t, cfg_from(config), engine)
+    cfg = cfg_from(config)
+    t = parse_instant(when, what, cfg.events.time_zone)
+    df = build_table(kind, events, t, cfg, engine)
     console.print(f"{kind} at {t:%Y-%m-%d %H:%M} ({engine}):", highlight=False)
     for line in summary_lines(kind, df):
         console.print(f"  {line}", highlight=False)
@@ -134,7 +143,7 @@ def _table_command(
 @app.command()
 def labels(
     events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
-    cutoff: str = typer.Option(..., "--cutoff", help="cutoff T, YYYY-MM-DD (00:00 UTC) or ISO date-time"),
+    cutoff: str = typer.Option(..., "--cutoff", help="cutoff T, YYYY-MM-DD (00:00 brand-local) or ISO date-time"),
     out: Path | None = typer.Option(None, "--out", help="write the table to this Parquet file"),
     config: Path | None = ConfigOpt,
     engine: str = EngineOpt,
@@ -146,7 +155,7 @@ def labels(
 @app.command()
 def features(
     events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
-    asof: str = typer.Option(..., "--asof", help="as-of instant, YYYY-MM-DD (00:00 UTC) or ISO date-time"),
+    asof: str = typer.Option(..., "--asof", help="as-of instant, YYYY-MM-DD (00:00 brand-local) or ISO date-time"),
     out: Path | None = typer.Option(None, "--out", help="write the table to this Parquet file"),
     config: Path | None = ConfigOpt,
     engine: str = EngineOpt,
@@ -158,7 +167,7 @@ def features(
 @app.command()
 def score(
     events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
-    asof: str = typer.Option(..., "--asof", help="cutoff, YYYY-MM-DD (00:00 UTC) or ISO date-time"),
+    asof: str = typer.Option(..., "--asof", help="cutoff, YYYY-MM-DD (00:00 brand-local) or ISO date-time"),
     out: Path = typer.Option(..., "--out", help="the scores snapshot to write (Parquet, atomically)"),
     engine: str = EngineOpt,
     config: Path | None = ConfigOpt,
@@ -201,12 +210,15 @@ def serve(
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="worker processes (default 1; 2+ keep answering when one dies)"
     ),
+    no_auth: bool = typer.Option(
+        False, "--no-auth", help="serve beyond 127.0.0.1 without SIYU_API_TOKEN (refused otherwise)"
+    ),
     config: Path | None = ConfigOpt,
 ) -> None:
     """Start the prediction API (BentoML) on the champion models and a scores snapshot."""
     from serving.launch import exec_serve, serve_command
 
-    argv, env = serve_command(cfg_from(config), host, port, scores, workers)
+    argv, env = serve_command(cfg_from(config), host, port, scores, workers, no_auth)
     console.print(f"serving {env['SIYU_SCORES']} on http://{host}:{port} (docs: /docs)", highlight=False)
     exec_serve(argv, env)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from siyu.config import Config, load_config
+from siyu.config import Config, EventsConfig, load_config
 from siyu.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS
 from siyu.errors import SiyuError
 
@@ -50,8 +50,9 @@ def connect(threads: int | None = None, cfg: Config | None = None) -> duckdb.Duc
         raise SiyuError(
             f"runtime.duckdb_memory_limit (SIYU_DUCKDB_MEMORY_LIMIT) {limit!r} is not a memory size (e.g. 8GB): {exc}"
         ) from None
-    # Naive timestamps are UTC (docs/design.md §2), whatever the machine's zone is.
+    # The session zone is UTC whatever the machine's is: ts_sql relies on it to read naive text as written.
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # its bar on stdout is noise; steps show Rich progress
     # Spill to the system temp dir, not `.tmp/` under whatever folder the command runs in.
     spill = Path(tempfile.gettempdir()) / "siyu-duckdb"
     con.execute(f"SET temp_directory = '{spill}'")
@@ -120,19 +121,117 @@ def refuse_bare_carriage_return(path: Path) -> None:
         )
 
 
-def stage_raw(con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame) -> tuple[str, str]:
+def _q(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def event_sql(events: EventsConfig, col: str) -> str:
+    """SQL: the canonical event of a (trimmed) brand value, through `events.mapping`, case-insensitively.
+
+    This is the one place a brand's event or status values become canonical; unmapped values
+    pass through lower-cased, so an unknown one is quarantined as `unknown event`.
+    """
+    v = f"lower(trim({col}))"
+    if not events.mapping:
+        return v
+    whens = " ".join(f"WHEN {_q(k.strip().lower())} THEN {_q(t)}" for k, t in events.mapping.items())
+    return f"(CASE {v} {whens} ELSE {v} END)"
+
+
+# A time of day followed by a zone designator: Z, UTC/GMT, or a numeric offset (+08, +0800, +08:00).
+_AWARE_RE = r"[0-9]:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?\s*(z|utc|gmt|[+-][0-9]{1,2}(:?[0-9]{2})?)$"
+
+
+def ts_sql(col: str, kind: str, zone: str = "UTC") -> str:
+    """SQL parsing a timestamp column to the canonical naive TIMESTAMP: brand-local wall time (NULL if unparseable).
+
+    Naive values (text without offset, Parquet TIMESTAMP) are brand-local already and kept as
+    written; values that name an instant (an offset, TIMESTAMPTZ, epoch seconds/ms) are converted
+    to the wall time of `zone`. Every later day computation is then in the brand's zone.
+
+    Args:
+        col: the column (text columns arrive trimmed); `ts_num` must hold its numeric value for text.
+        kind: DuckDB type of the source column.
+        zone: the brand's IANA zone (`events.time_zone`).
+    """
+    z = _q(zone)
+
+    def epoch(x: str) -> str:
+        # A plain number is epoch seconds, or milliseconds when too large to be seconds (1e11 s is the
+        # year 5138); beyond 1e14 or not finite: NULL, quarantined as unparseable, not a failed log.
+        return (
+            f"(CASE WHEN isfinite({x}) AND abs({x}) < 1e14 THEN (to_timestamp(CASE WHEN abs({x}) >= 1e11 "
+            f"THEN {x} / 1000 ELSE {x} END) AT TIME ZONE {z}) END)"
+        )
+
+    if kind == "TIMESTAMP" or kind.startswith("TIMESTAMP_") or kind == "DATE":
+        return f"CAST({col} AS TIMESTAMP)"
+    if kind.startswith("TIMESTAMP WITH TIME ZONE"):
+        return f"({col} AT TIME ZONE {z})"
+    if kind in {"BIGINT", "INTEGER", "DOUBLE", "FLOAT", "HUGEINT", "UBIGINT", "DECIMAL"} or kind.startswith("DECIMAL"):
+        return epoch(f"CAST({col} AS DOUBLE)")
+    # The session zone is UTC (connect), so a naive text cast to TIMESTAMPTZ and back at UTC is the
+    # wall time as written; text with an offset is an instant, shown in the brand's zone.
+    tz = f"try_cast({col} AS TIMESTAMPTZ)"
+    text = (
+        f"({tz} AT TIME ZONE 'UTC')"
+        if zone == "UTC"
+        else f"(CASE WHEN regexp_matches({col}, '{_AWARE_RE}', 'i') THEN ({tz} AT TIME ZONE {z}) "
+        f"ELSE ({tz} AT TIME ZONE 'UTC') END)"
+    )
+    return f"CASE WHEN ts_num IS NOT NULL THEN {epoch('ts_num')} ELSE {text} END"
+
+
+def _adapt(cols: dict[str, tuple[str, str]], events: EventsConfig, source) -> dict[str, tuple[str, str]]:
+    """Canonical column -> (source column, type) through `events.columns`.
+
+    Raises:
+        SiyuError: a mapped source column is missing, or a canonical name has two sources.
+    """
+    used = {v.strip().lower() for v in events.columns.values()}
+    out: dict[str, tuple[str, str]] = {}
+    for canon in CANONICAL_COLUMNS:
+        src = events.columns.get(canon)
+        if src is not None:
+            key = src.strip().lower()
+            if key not in cols:
+                raise SiyuError(
+                    f"events.columns.{canon}: column '{src}' is not in event log {source}; it has {sorted(cols)}"
+                )
+            if canon in cols and canon != key and canon not in used:
+                raise SiyuError(
+                    f"events.columns.{canon}: two sources for '{canon}', column '{src}' and the log's own "
+                    f"'{cols[canon][0]}'; drop or rename one"
+                )
+            out[canon] = cols[key]
+        elif canon in cols and canon not in used:
+            out[canon] = cols[canon]
+    return out
+
+
+def stage_raw(
+    con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame, events: EventsConfig | None = None
+) -> tuple[str, str]:
     """Expose the log as view `_raw` with every contract column (missing optional ones NULL) and `_row`.
+
+    The schema adapter is applied here: the brand's columns are renamed to the canonical ones
+    (`events.columns`) and a log without an event column gets `events.default_event`. Values stay
+    as they came (quarantine shows them so); event values are mapped by event_sql, timestamps
+    parsed by ts_sql, in validation.
 
     Args:
         con: DuckDB connection.
         source: a path or a DataFrame.
+        events: the `events:` config (default: canonical names, no default event).
 
     Returns:
         (view name, DuckDB type of the `ts` column).
 
     Raises:
-        SiyuError: unreadable file or a required column missing.
+        SiyuError: unreadable file, a required column missing, or a bad column mapping.
     """
+    events = events or EventsConfig()
     if isinstance(source, pd.DataFrame):
         con.register("_raw_src", source)
         from_sql = "_raw_src"
@@ -144,18 +243,22 @@ def stage_raw(con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame)
         if "read_csv" in from_sql and Path(source).is_file():
             refuse_bare_carriage_return(Path(source))
         raise SiyuError(f"cannot read event log {source}: {str(e).splitlines()[0]}") from e
-    missing = [c for c in REQUIRED_COLUMNS if c not in cols]
+    src = _adapt(cols, events, source)
+    missing = [c for c in REQUIRED_COLUMNS if c not in src and not (c == "event" and events.default_event)]
     if missing:
-        raise SiyuError(f"event log {source} lacks required column(s) {missing}; it has {sorted(cols)}")
-    ts_kind = cols["ts"][1]
+        hint = " (map them in events.columns" + (", or set events.default_event" if "event" in missing else "") + ")"
+        raise SiyuError(f"event log {source} lacks required column(s) {missing}; it has {sorted(cols)}{hint}")
+    ts_kind = src["ts"][1]
     select = []
     for c in CANONICAL_COLUMNS:
-        if c not in cols:
+        if c == "event" and c not in src:
+            select.append(f"{_q(events.default_event)} AS event")
+        elif c not in src:
             select.append(f"CAST(NULL AS VARCHAR) AS {c}")
         elif c == "ts":
-            select.append(f'"{cols[c][0]}" AS ts')
+            select.append(f'"{src[c][0]}" AS ts')
         else:
-            select.append(f'CAST("{cols[c][0]}" AS VARCHAR) AS {c}')
+            select.append(f'CAST("{src[c][0]}" AS VARCHAR) AS {c}')
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW _raw AS SELECT row_number() OVER () AS _row, {', '.join(select)} FROM {from_sql}"
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from events.loader import connect, refuse_bare_carriage_return, stage_raw
+from events.loader import connect, event_sql, refuse_bare_carriage_return, stage_raw, ts_sql
 from events.report import ValidationReport, print_report, write_outputs
 from siyu.config import Config
 from siyu.contract import AMOUNT_REQUIRED, CANONICAL_COLUMNS, EVENTS, REQUIRED_COLUMNS
@@ -37,42 +37,6 @@ _RULES: list[tuple[str, str]] = [
 ]
 
 
-def _ts_sql(col: str, kind: str) -> str:
-    """Parse a timestamp column to a naive UTC TIMESTAMP (NULL when unparseable).
-
-    Text columns arrive trimmed; a plain number is epoch seconds, or epoch
-    milliseconds when it is too large to be seconds (1e11 s is the year 5138).
-    """
-
-    def epoch(x: str) -> str:
-        # Beyond 1e14 (ms in the year 5138) or not finite: NULL, so the row is quarantined as
-        # unparseable instead of to_timestamp failing the whole log.
-        return (
-            f"(CASE WHEN isfinite({x}) AND abs({x}) < 1e14 THEN (to_timestamp(CASE WHEN abs({x}) >= 1e11 "
-            f"THEN {x} / 1000 ELSE {x} END) AT TIME ZONE 'UTC') END)"
-        )
-
-    if kind == "TIMESTAMP":
-        return col
-    if kind.startswith("TIMESTAMP WITH TIME ZONE"):
-        return f"({col} AT TIME ZONE 'UTC')"
-    if kind in {"BIGINT", "INTEGER", "DOUBLE", "FLOAT", "HUGEINT", "UBIGINT", "DECIMAL"}:
-        return epoch(f"CAST({col} AS DOUBLE)")
-    return (
-        f"CASE WHEN ts_num IS NOT NULL THEN {epoch('ts_num')} "
-        f"ELSE (try_cast({col} AS TIMESTAMPTZ) AT TIME ZONE 'UTC') END"
-    )
-
-
-def _event_sql(cfg: Config, col: str) -> str:
-    if not cfg.events.mapping:
-        return f"lower({col})"
-    whens = " ".join(
-        f"WHEN {col} = '{k.replace(chr(39), chr(39) * 2)}' THEN '{v}'" for k, v in cfg.events.mapping.items()
-    )
-    return f"lower(CASE {whens} ELSE {col} END)"
-
-
 def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: str) -> None:
     """Create table `_checked`: parsed canonical columns, the raw text, and `reason` (NULL = valid)."""
     # Layered so each trim/cast is computed once per row.
@@ -87,9 +51,9 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
         SELECT _row,
             t_user_id AS user_id,
             ts_raw,
-            {_ts_sql(ts_source, ts_kind)} AS ts,
+            {ts_sql(ts_source, ts_kind, cfg.events.time_zone)} AS ts,
             t_event AS event_raw,
-            {_event_sql(cfg, "t_event")} AS event,
+            {event_sql(cfg.events, "t_event")} AS event,
             t_amount AS amount_raw,
             try_cast(t_amount AS DOUBLE) AS amount,
             t_channel AS channel,
@@ -155,20 +119,27 @@ def _canonical_select() -> str:
 
 
 def run_validation(
-    con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame, cfg: Config, table: str = "events"
+    con: duckdb.DuckDBPyConnection,
+    source: str | Path | pd.DataFrame,
+    cfg: Config,
+    table: str = "events",
+    adapt_columns: bool = True,
 ) -> ValidationReport:
     """Validate a log and leave its accepted, de-duplicated rows in TEMP table `table`.
 
     Args:
         con: DuckDB connection (see loader.connect) that receives the tables.
         source: CSV file, Parquet file, folder of Parquet parts, or a DataFrame.
-        cfg: configuration (event mapping, quarantine threshold).
+        cfg: configuration (schema adapter, time zone, quarantine threshold).
         table: name of the table of accepted canonical events.
+        adapt_columns: rename the brand's columns (`events.columns`); False for rows that already
+            use the contract's names (the API's); event values and time zone still apply.
 
     Returns:
         The report; quarantined rows stay in TEMP table `quarantine`.
     """
-    raw, ts_kind = stage_raw(con, source)
+    adapter = cfg.events if adapt_columns else cfg.events.model_copy(update={"columns": {}, "default_event": None})
+    raw, ts_kind = stage_raw(con, source, adapter)
     for t in ("reject_errors", "reject_scans"):  # DuckDB keeps adding to them: count this read only
         con.execute(f"DROP TABLE IF EXISTS {t}")
     _classify(con, cfg, raw, ts_kind)
@@ -242,18 +213,19 @@ def validate_file(path: str | Path, cfg: Config, out_dir: str | Path) -> Validat
     return report
 
 
-def validate_frame(df: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+def validate_frame(df: pd.DataFrame, cfg: Config, adapt_columns: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate an in-memory log (e.g. events posted to the API).
 
     Args:
         df: rows with (a subset of) the contract's columns; missing required columns raise.
         cfg: configuration.
+        adapt_columns: the rows use the brand's column names (default: the contract's, as the API's).
 
     Returns:
         (accepted canonical events, quarantined rows with `source_row` and `reason`).
     """
     con = connect(cfg=cfg)
-    run_validation(con, df, cfg)
+    run_validation(con, df, cfg, adapt_columns=adapt_columns)
     return con.table("events").df(), con.table("quarantine").df()
 
 

@@ -257,7 +257,7 @@ def feature_table(
 
     Args:
         con: DuckDB connection holding the canonical events table.
-        asof: the instant T (naive UTC); only events with ts <= T are read.
+        asof: the instant T (naive brand-local wall time); only events with ts <= T are read.
         cfg: config (windows, period, tier thresholds).
         events: name of the events table.
         families: event families present in the log; default: those found in `events`.

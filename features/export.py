@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 
@@ -13,15 +14,53 @@ from siyu.config import Config
 from siyu.errors import SiyuError
 
 
-def parse_instant(text: str, what: str) -> datetime:
-    """An ISO date or naive date-time (UTC) from the command line."""
+def brand_local(t: datetime, zone: str = "UTC") -> datetime:
+    """An instant as the canonical naive brand-local wall time: aware -> converted to `zone`, naive -> as is.
+
+    Args:
+        t: the instant (naive = brand-local already).
+        zone: the brand's zone (`events.time_zone`).
+    """
+    if t.tzinfo is None:
+        return t
+    return t.astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+
+
+def parse_instant(text: str, what: str, zone: str = "UTC") -> datetime:
+    """An ISO date or date-time from the command line, as brand-local wall time (a bare date: 00:00 local).
+
+    Args:
+        text: the value.
+        what: the option's name (for the error).
+        zone: the brand's zone; an offset in `text` is converted to it.
+    """
     try:
         t = datetime.fromisoformat(text)
     except ValueError as e:
         raise SiyuError(f"{what} must be an ISO date like 2025-06-01 or 2025-06-01T12:00, got {text!r}") from e
-    if t.tzinfo is not None:  # aware input: convert to the naive UTC the contract uses
-        t = t.astimezone(UTC).replace(tzinfo=None)
-    return t
+    return brand_local(t, zone)
+
+
+def refuse_censored(con, cutoff: datetime, cfg: Config, events: str = "events") -> None:
+    """Refuse labels whose horizon (T, T+H] runs past the end of the log (they would be silently censored).
+
+    The log is taken to cover up to the end of the day of its latest event (brand-local).
+
+    Raises:
+        SiyuError: naming the horizon's end, the log's end and the latest complete cutoff.
+    """
+    last = con.execute(f"SELECT max(ts) FROM {events}").fetchone()[0]
+    if last is None:
+        return
+    covered = datetime(last.year, last.month, last.day) + timedelta(days=1)
+    H = cfg.windows.horizon_days
+    end = cutoff + timedelta(days=H)
+    if end > covered:
+        latest = covered - timedelta(days=H)
+        raise SiyuError(
+            f"labels at {cutoff:%Y-%m-%d %H:%M} need the log up to {end:%Y-%m-%d %H:%M} (horizon {H} days) but it "
+            f"ends {last:%Y-%m-%d %H:%M}: they would be censored; the latest complete cutoff is {latest:%Y-%m-%d}"
+        )
 
 
 def write_parquet(df: pd.DataFrame, out: Path) -> None:
@@ -56,6 +95,8 @@ def build_table(kind: str, events: Path, when: datetime, cfg: Config, engine: st
     load_valid_events(con, events, cfg)
     if con.execute("SELECT count(*) FROM events WHERE ts <= ?", [when]).fetchone()[0] == 0:
         raise SiyuError(f"no events at or before {when:%Y-%m-%d %H:%M}: nothing to compute")
+    if kind == "labels":
+        refuse_censored(con, when, cfg)
     if engine == "duckdb":
         from features.compute import feature_table
         from features.labels import label_table

@@ -117,7 +117,7 @@ def label_table(con, cutoff: datetime, cfg: Config, events: str = "events") -> p
 
     Args:
         con: DuckDB connection holding the canonical events table.
-        cutoff: the instant T (naive UTC).
+        cutoff: the instant T (naive brand-local wall time).
         cfg: config (period, horizon, churn mode, tier thresholds).
         events: name of the events table.
 

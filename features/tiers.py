@@ -2,7 +2,7 @@
 
 connected(T): per channel the latest connect/disconnect at or before T
 decides (a close wins a tie); a user with no channel events up to T but with
-a user-side event is connected implicitly. Purchases count distinct UTC
+a user-side event is connected implicitly. Purchases count distinct brand-local
 calendar days in (T-P, T] with an order not cancelled by refunds up to T.
 """
 
@@ -114,7 +114,7 @@ def tier_table(con, asof: datetime, cfg: Config, events: str = "events") -> pd.D
 
     Args:
         con: DuckDB connection holding the canonical events table.
-        asof: the instant T (naive UTC; a date means 00:00).
+        asof: the instant T (naive brand-local wall time; a date means 00:00).
         cfg: config.
         events: name of the events table.
 

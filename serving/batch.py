@@ -24,6 +24,7 @@ class ScoreSummary:
     asof: datetime
     users: int
     versions: dict[str, int | None]
+    scorers: dict[str, str | None] = field(default_factory=dict)
     scored: dict[str, int] = field(default_factory=dict)
     tiers: dict[str, int] = field(default_factory=dict)
     engine: str = "duckdb"
@@ -43,7 +44,7 @@ def score_pool(
 
     Args:
         events_path: CSV, Parquet or folder of Parquet parts (docs/design.md §2).
-        asof: cutoff (a bare date means 00:00 UTC).
+        asof: cutoff (a bare date means 00:00 in the brand's zone, `events.time_zone`).
         out: the Parquet file to write (atomically).
         cfg: configuration.
         engine: "duckdb" or "spark" (features and model scoring on local Spark).
@@ -56,29 +57,42 @@ def score_pool(
     import time
 
     t0 = time.perf_counter()
-    asof, out = parse_asof(asof), Path(out)
+    asof, out = parse_asof(asof, cfg.events.time_zone), Path(out)
     if engine == "spark":
         from serving.spark_scoring import score_pool_spark
 
         table = score_pool_spark(events_path, asof, cfg, show_progress)
     elif engine == "duckdb":
+        from events.lineage import lineage
         from events.loader import connect
         from events.validate import load_valid_events
         from features.catalog import feature_names
         from features.compute import feature_table, present_families
+        from serving.rules import fit_rules
 
-        scorer = Scorer(load_champions(cfg), feature_names(cfg), cfg.scoring.reasons)  # fail fast, before the SQL
+        models = load_champions(cfg, require=False)  # fail fast (registry away), before the SQL
         con = connect(cfg=cfg)
         with progress_bar(show_progress) as progress:
             step = progress.add_task("validating and loading events", total=None)
             load_valid_events(con, events_path, cfg)
+            missing = [lab for lab in LABELS if lab not in models]
+            if missing:  # thin data: those labels get the operator rule, marked `rule` (serving/rules.py)
+                progress.update(step, description=f"measuring the operator rule for {', '.join(missing)}")
+                models.update(fit_rules(con, asof, cfg, missing))
+            scorer = Scorer(models, feature_names(cfg), cfg.scoring.reasons)
             progress.update(step, description="computing features")
             families = sorted(present_families(con))
+            origin = lineage(con, cfg, events_path)
             feats = feature_table(con, asof, cfg)
             progress.update(step, description="computing tiers and populations")
             pop = population_frame(con, asof, cfg)
+            if cfg.scoring.store_history:  # for /predict_events on known users (serving/history.py)
+                from serving.history import write_history
+
+                progress.update(step, description="storing the history beside the snapshot")
+                write_history(con, asof, out)
             progress.remove_task(step)
-            table = score_frame(feats, pop, scorer, cfg, asof, progress, families)
+            table = score_frame(feats, pop, scorer, cfg, asof, progress, families, lineage=origin)
     else:
         raise SiyuError(f"--engine must be duckdb or spark, not {engine!r}")
     write_table_atomic(table, out)
@@ -93,13 +107,15 @@ def summarize(table: pa.Table, out: Path, asof: datetime, engine: str, seconds: 
 
     from serving.snapshot import META_KEY
 
-    versions = json.loads(table.schema.metadata[META_KEY])["versions"]
+    meta = json.loads(table.schema.metadata[META_KEY])
+    versions = meta["versions"]
     tiers = table.column("tier").value_counts().to_pylist()
     return ScoreSummary(
         out=out,
         asof=asof,
         users=table.num_rows,
         versions=versions,
+        scorers=meta.get("scorers") or {},
         engine=engine,
         seconds=round(seconds, 2),
         scored={lab: table.num_rows - table.column(f"p_{lab}").null_count for lab in LABELS},
@@ -114,7 +130,11 @@ def print_summary(s: ScoreSummary, console) -> None:
         highlight=False,
     )
     console.print(
-        "  models: " + ", ".join(f"{k} v{v}" if v else f"{k} (no champion)" for k, v in s.versions.items()),
+        "  models: "
+        + ", ".join(
+            f"{k} v{v}" if v else (f"{k} RULE (no champion: operator rule)" if s.scorers.get(k) == "rule" else f"{k} -")
+            for k, v in s.versions.items()
+        ),
         highlight=False,
     )
     console.print("  in population: " + ", ".join(f"{k} {v:,}" for k, v in s.scored.items()), highlight=False)

@@ -33,7 +33,13 @@ LIVE: dict = {}  # "live": this worker's LivePredictor (set by the service's __i
 def json_answer(p, items: list[dict] | str, asof: datetime) -> Response:
     """The response of predictor `p`: `items` as dicts (shaped to PredictResponse) or as JSON text."""
     head = json.dumps(
-        {"model_versions": p.versions, "snapshot_date": p.snap.asof.isoformat(), "asof": asof.isoformat()},
+        {
+            "model_versions": p.versions,
+            "scorers": p.scorers,
+            "snapshot_date": p.snap.asof.isoformat(),
+            "snapshot": p.snapshot_info,
+            "asof": asof.isoformat(),
+        },
         separators=(",", ":"),
     )
     if not isinstance(items, str):

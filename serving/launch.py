@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from serving.auth import TOKEN_ENV
 from serving.snapshot import latest_snapshot, read_meta
 from siyu.config import Config
 from siyu.errors import SiyuError
@@ -19,8 +21,38 @@ from siyu.errors import SiyuError
 SERVICE = "serving.service:SiyuService"
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the API on this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def check_auth(host: str, no_auth: bool, env: dict[str, str] | None = None) -> None:
+    """Refuse to open the API beyond loopback without a token, unless `--no-auth` says so explicitly.
+
+    Raises:
+        SiyuError: one line saying why and what to do.
+    """
+    env = os.environ if env is None else env
+    if is_loopback(host) or no_auth or env.get(TOKEN_ENV, "").strip():
+        return
+    raise SiyuError(
+        f"refusing to serve on {host} without {TOKEN_ENV}: anyone who can reach it could read every user's "
+        f"scores; set {TOKEN_ENV}, bind 127.0.0.1, or pass --no-auth to serve it open on purpose"
+    )
+
+
 def serve_command(
-    cfg: Config, host: str = "127.0.0.1", port: int = 3000, scores: str | Path | None = None, workers: int | None = None
+    cfg: Config,
+    host: str = "127.0.0.1",
+    port: int = 3000,
+    scores: str | Path | None = None,
+    workers: int | None = None,
+    no_auth: bool = False,
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and environment that start the prediction API.
 
@@ -31,13 +63,16 @@ def serve_command(
         scores: snapshot to serve; default the latest one `siyu score` recorded.
         workers: worker processes (default: the service's 1). With 2 or more, a killed worker's
             share is taken by the others at once instead of after a 10-20 s restart.
+        no_auth: allow a non-loopback host without SIYU_API_TOKEN (an explicit choice).
 
     Returns:
         (argv for `bentoml serve`, environment for it).
 
     Raises:
-        SiyuError: no snapshot given or recorded, or the file is not a snapshot.
+        SiyuError: no snapshot given or recorded, the file is not a snapshot, or a non-loopback
+            host without a token and without no_auth.
     """
+    check_auth(host, no_auth)
     path = Path(scores) if scores else latest_snapshot(cfg)
     read_meta(path)  # a bad file is a one-line error now, not a retry loop in the server log
     env = dict(os.environ)

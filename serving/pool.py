@@ -5,7 +5,7 @@ Shared by the DuckDB path (`serving.batch`) and the Spark path (`serving.spark_s
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -21,20 +21,30 @@ from siyu.errors import SiyuError
 CHUNK_ROWS = 100_000
 
 
-def parse_asof(asof: str | datetime) -> datetime:
-    """A cutoff from a date or ISO instant (a bare date means 00:00 UTC; result naive UTC)."""
-    from features.export import parse_instant
+def parse_asof(asof: str | datetime, zone: str = "UTC") -> datetime:
+    """A cutoff from a date or ISO instant, as brand-local wall time (a bare date means 00:00 in `zone`).
+
+    Args:
+        asof: the cutoff; an aware one is converted to `zone`.
+        zone: the brand's zone (`events.time_zone`).
+    """
+    from features.export import brand_local, parse_instant
 
     if isinstance(asof, datetime):
-        return asof if asof.tzinfo is None else asof.astimezone(UTC).replace(tzinfo=None)
-    return parse_instant(str(asof), "--asof")
+        return brand_local(asof, zone)
+    return parse_instant(str(asof), "--asof", zone)
 
 
-def load_champions(cfg: Config, alias: str = "champion") -> dict:
+def load_champions(cfg: Config, alias: str = "champion", require: bool = True) -> dict:
     """label -> ScoringModel for every label whose alias exists in the registry.
 
+    Args:
+        cfg: config (registry, model names).
+        alias: the alias to load.
+        require: raise when no label has one (False: the caller scores those labels by rule).
+
     Raises:
-        SiyuError: no label has a model under that alias.
+        SiyuError: no label has a model under that alias (require), or the registry is unreachable.
     """
     from training.model_registry import RegistryUnreachable, load_model
 
@@ -46,7 +56,7 @@ def load_champions(cfg: Config, alias: str = "champion") -> dict:
             raise
         except SiyuError as e:
             why.append(str(e))
-    if not models:
+    if not models and require:
         raise SiyuError(
             f"no '{alias}' model in the registry at {cfg.tracking_uri()}: run `siyu train` first"
             + (f" ({why[0]})" if why else "")
@@ -83,6 +93,7 @@ def score_frame(
     progress: Progress | None = None,
     families: list[str] | None = None,
     proba: dict[str, np.ndarray] | None = None,
+    lineage: dict | None = None,
 ) -> pa.Table:
     """Score a feature table and build the snapshot table (scores, percentiles, buckets, reasons, features).
 
@@ -97,6 +108,7 @@ def score_frame(
             one user's features the way the batch did).
         proba: label -> probabilities computed elsewhere (the Spark engine's spark_udf) to
             store instead of the scorer's; reasons still come from the scorer.
+        lineage: events.lineage.lineage of the scored log (kept in the metadata).
 
     Returns:
         The snapshot table with its metadata.
@@ -131,7 +143,8 @@ def score_frame(
         cols[f"p_{lab}"] = pa.array(proba[lab], from_pandas=True)
         cols[f"pct_{lab}"] = pa.array(pct, from_pandas=True)
         cols[f"bucket_{lab}"] = pa.array(buckets(pct, cfg.scoring.buckets), pa.string())
-        cols[f"reasons_{lab}"] = _reasons_column(idx[lab], con[lab], X, pops[lab] & ~np.isnan(proba[lab]), names)
+        explained = pops[lab] & ~np.isnan(proba[lab]) & (scorer.kinds[lab] != "rule")  # a rule has no reasons
+        cols[f"reasons_{lab}"] = _reasons_column(idx[lab], con[lab], X, explained, names)
         cols[f"version_{lab}"] = pa.array(
             np.full(n, versions[lab] if versions[lab] is not None else 0),
             pa.int32(),
@@ -139,7 +152,8 @@ def score_frame(
         )
     for j, f in enumerate(names):
         cols[FEATURE_PREFIX + f] = pa.array(X[:, j], from_pandas=True)
-    return with_meta(pa.table(cols), asof, versions, names, families)
+    rules = {lab: m.to_meta() for lab, m in scorer.models.items() if getattr(m, "kind", "model") == "rule"}
+    return with_meta(pa.table(cols), asof, versions, names, families, lineage, scorer.kinds, rules)
 
 
 def population_frame(con, asof: datetime, cfg: Config, events: str = "events") -> pd.DataFrame:

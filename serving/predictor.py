@@ -71,12 +71,19 @@ class Predictor:
 
     def __init__(self, cfg: Config, scorer: Scorer, snap: Snapshot):
         self.cfg, self.scorer, self.snap = cfg, scorer, snap
+        self.history = None  # serving.history.History of the snapshot's users (set by load)
         if scorer.feature_names != snap.feature_names:
             raise SiyuError("snapshot feature columns differ from the scorer's")
         reg = _registry()
         self.reasons = ReasonFormatter([reg.get(f) or _Feat(f, f.replace("_", " ")) for f in snap.feature_names])
         self.renderer = JsonRenderer(self.reasons)
         self.versions = scorer.versions
+        self.scorers = scorer.kinds
+        # Lineage in every answer: which snapshot (and the log it was scored from) served it.
+        origin = snap.lineage or {}
+        self.snapshot_info = {"file": snap.path.name} | {
+            k: origin.get(k) for k in ("events_fingerprint", "events_rows", "events_ts_max", "config_hash")
+        }
         # Percentiles compare against the pool as the serving models score it: reuse the stored
         # scores when the same versions wrote them, otherwise rescore the snapshot once at startup.
         self.refs: dict[str, np.ndarray] = {}
@@ -89,11 +96,21 @@ class Predictor:
     def load(cls, cfg: Config, scores: str | None) -> Predictor:
         """Load the champions from the registry and a snapshot (default: the latest recorded one)."""
         from serving.pool import load_champions
+        from serving.rules import RuleModel
         from serving.snapshot import latest_snapshot
 
         _registry()
         snap = load_snapshot(scores or latest_snapshot(cfg))
-        return cls(cfg, Scorer(load_champions(cfg), snap.feature_names, cfg.scoring.reasons), snap)
+        # Labels without a champion are answered by the operator rule the snapshot was scored with.
+        models = load_champions(cfg, require=not snap.rules)
+        models.update({lab: RuleModel.from_meta(m) for lab, m in snap.rules.items() if lab not in models})
+        pred = cls(cfg, Scorer(models, snap.feature_names, cfg.scoring.reasons), snap)
+        if cfg.scoring.store_history:
+            from serving.history import History, history_paths
+
+            if history_paths(snap.path)[0].is_file():
+                pred.history = History(snap.path)
+        return pred
 
     def predict_ids(self, user_ids: list[str]) -> list[dict[str, Any]]:
         """Predictions for snapshot users; unknown ids get status `unknown_user`."""
@@ -166,22 +183,31 @@ class Predictor:
                 }
         return out
 
-    def predict_events(self, events: list[dict[str, Any]], asof: datetime | None) -> tuple[list[dict], datetime]:
+    def predict_events(
+        self, events: list[dict[str, Any]], asof: datetime | None, history: bool = True
+    ) -> tuple[list[dict], datetime]:
         """Validate posted raw events like batch does, build features with the batch code, score them.
+
+        For a user the snapshot knows, the features come from the stored history plus the posted
+        events (exact duplicates count once, as in batch), unless `history` is False (what-if).
 
         Args:
             events: rows in the docs/design.md §2 contract (raw values, as in a CSV).
-            asof: cutoff; default the later of the snapshot's date and the newest event.
+            history: add the stored history of known users (serving/history.py).
+            asof: cutoff (naive = brand-local; an aware one is converted to `events.time_zone`);
+                default the later of the snapshot's date and the newest event.
 
         Returns:
-            (one item per user in the events, the cutoff used).
+            (one item per user in the events, the cutoff used, brand-local).
 
         Raises:
             EventsRejected: a row breaks the contract.
+            SiyuError: asof precedes every posted event (the answer would be empty).
         """
         from events.loader import connect
         from events.validate import run_validation
         from features.compute import feature_table
+        from features.export import brand_local
         from serving.pool import population_frame
 
         # Text like a CSV cell, so the validator's parsing rules apply unchanged.
@@ -191,15 +217,31 @@ class Predictor:
             dtype=object,
         )
         con = connect(threads=1, cfg=self.cfg)
-        run_validation(con, df, self.cfg)
+        run_validation(con, df, self.cfg, adapt_columns=False)  # posted rows use the contract's column names
         bad = con.execute(
             "SELECT source_row, reason, count(*) OVER () FROM quarantine ORDER BY source_row LIMIT 1"
         ).fetchone()
         if bad:
             raise EventsRejected(int(bad[0]) - 1, _field_of(bad[1]), bad[1], int(bad[2]))
+        if history and self.history is not None:
+            users = [r[0] for r in con.execute("SELECT DISTINCT user_id FROM events").fetchall()]
+            stored = self.history.rows(users)
+            if stored.num_rows:
+                con.register("_stored", stored)
+                con.execute(
+                    "CREATE OR REPLACE TEMP TABLE events AS SELECT DISTINCT * FROM "
+                    "(SELECT * FROM events UNION ALL SELECT * FROM _stored)"
+                )
+        oldest, newest = con.execute("SELECT min(ts), max(ts) FROM events").fetchone()
         if asof is None:
-            newest = con.execute("SELECT max(ts) FROM events").fetchone()[0]
             asof = max(self.snap.asof, newest) if newest is not None else self.snap.asof
+        asof = brand_local(asof, self.cfg.events.time_zone)
+        if oldest is not None and asof < oldest:
+            # Features see only events at or before asof: none of these would count (an empty 200 hides it).
+            raise SiyuError(
+                f"asof {asof:%Y-%m-%d %H:%M:%S} precedes every posted event (earliest {oldest:%Y-%m-%d %H:%M:%S}, "
+                f"{self.cfg.events.time_zone}): nothing to score"
+            )
         families = frozenset(self.snap.families) if self.snap.families is not None else None
         feats = feature_table(con, asof, self.cfg, families=families)
         pop = feats[["user_id"]].merge(population_frame(con, asof, self.cfg), on="user_id", how="left")

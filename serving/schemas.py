@@ -6,7 +6,7 @@ a 400 naming the field instead of a silent accept or a 500.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -17,8 +17,8 @@ Text = Annotated[str, StringConstraints(max_length=1024)]
 ASOF_RANGE = (datetime(1970, 1, 1), datetime(2200, 1, 1))
 
 
-def _asof_utc(t: datetime | None) -> datetime | None:
-    """An aware cutoff as naive UTC (the project's convention), refused outside ASOF_RANGE."""
+def _asof_range(t: datetime | None) -> datetime | None:
+    """A cutoff refused outside ASOF_RANGE; an aware one stays aware (the predictor converts it to the brand zone)."""
     if t is None:
         return None
     lo, hi = ASOF_RANGE
@@ -26,10 +26,10 @@ def _asof_utc(t: datetime | None) -> datetime | None:
     naive = t.replace(tzinfo=None)
     if not lo <= naive < hi:
         raise ValueError(f"asof must be between {lo:%Y-%m-%d} and {hi:%Y-%m-%d}")
-    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+    return t
 
 
-Asof = Annotated[datetime | None, AfterValidator(_asof_utc)]
+Asof = Annotated[datetime | None, AfterValidator(_asof_range)]
 
 EXAMPLE_REQUEST: dict = {"user_ids": ["u1", "u2", "no-such-user"]}
 """A /predict request body (the docs' example; the tests post it)."""
@@ -61,7 +61,7 @@ class Event(_Request):
     """One raw event in the docs/design.md §2 contract; the batch validator's rules apply."""
 
     user_id: UserId = Field(..., description="the brand's id for the person")
-    ts: str | int | float = Field(..., description="ISO 8601 time (naive = UTC) or epoch seconds / milliseconds")
+    ts: str | int | float = Field(..., description="ISO 8601 (naive = brand-local, events.time_zone) or epoch s / ms")
     event: Text = Field(..., description="canonical event name (follow, purchase, ...) or a name mapped in config")
     amount: float | None = Field(None, description="money, >= 0; required for purchase, refund, referral_purchase")
     channel: Text | None = Field(None, description="official_account, wecom, group, mini_program, live, store, ...")
@@ -77,11 +77,20 @@ class PredictEventsRequest(_Request):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": EXAMPLE_EVENTS_REQUEST})
     events: list[Event] = Field(
-        ..., min_length=1, max_length=MAX_ITEMS, description="1 to 1000 events; features use only these events"
+        ...,
+        min_length=1,
+        max_length=MAX_ITEMS,
+        description="1 to 1000 events; known users' stored history is added (see history)",
+    )
+    history: bool = Field(
+        True,
+        description="for users the snapshot knows, add their stored history to the posted events "
+        "(false: score the posted events alone, a what-if)",
     )
     asof: Asof = Field(
         None,
-        description="cutoff (an offset is converted to UTC; 1970-2200); default: the later of "
+        description="cutoff (naive = brand-local; an offset is converted to the brand zone; 1970-2200); "
+        "default: the later of "
         "the snapshot date and the newest posted event",
     )
 
@@ -119,10 +128,24 @@ class UserPrediction(BaseModel):
     koc: LabelScore | None = None
 
 
+class SnapshotInfo(BaseModel):
+    """Lineage of the served snapshot (null fields: written before lineage was recorded)."""
+
+    file: str = Field(description="snapshot file name")
+    events_fingerprint: str | None = Field(None, description="content fingerprint of the scored log")
+    events_rows: int | None = Field(None, description="accepted rows of the scored log")
+    events_ts_max: str | None = Field(None, description="latest event of the scored log (brand-local)")
+    config_hash: str | None = Field(None, description="hash of the config the scores were made with")
+
+
 class PredictResponse(BaseModel):
     """Predictions, with the model versions and the snapshot they come from."""
 
     model_versions: dict[str, int | None] = Field(description="registry version per label (the champion at startup)")
+    scorers: dict[str, str | None] | None = Field(
+        None, description='per label: "model" (the champion), "rule" (no champion: the operator rule) or null'
+    )
     snapshot_date: datetime = Field(description="cutoff of the served snapshot")
+    snapshot: SnapshotInfo | None = Field(None, description="which snapshot served it, and the log it was scored from")
     asof: datetime = Field(description="cutoff the features were computed at")
     predictions: list[UserPrediction]

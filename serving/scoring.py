@@ -83,14 +83,27 @@ class Scorer:
         self._identity = {
             lab: bool(len(c) == len(pos) and (c == np.arange(len(pos))).all()) for lab, c in self._cols.items()
         }
-        # Decision-path reasons and the leaf-based fast path exist for tree boosters only.
-        self._explainers = {lab: PathExplainer(m.booster) for lab, m in self.models.items() if hasattr(m, "booster")}
-        self._fast = {lab: _fast_proba_ok(self.models[lab], ex) for lab, ex in self._explainers.items()}
+        # A rule scorer (serving/rules.py) has no booster: no explainer, no reasons.
+        self._explainers = {
+            lab: PathExplainer(m.booster) for lab, m in self.models.items() if getattr(m, "booster", None) is not None
+        }
+        self._fast = {
+            lab: lab in self._explainers and _fast_proba_ok(m, self._explainers[lab]) for lab, m in self.models.items()
+        }
 
     @property
     def versions(self) -> dict[str, int | None]:
-        """label -> registered model version (None when the label has no model)."""
-        return {lab: (int(self.models[lab].version) if lab in self.models else None) for lab in LABELS}
+        """label -> registered model version (None when the label has no model, or a rule scores it)."""
+        out = {}
+        for lab in LABELS:
+            v = getattr(self.models[lab], "version", None) if lab in self.models else None
+            out[lab] = int(v) if v is not None else None
+        return out
+
+    @property
+    def kinds(self) -> dict[str, str | None]:
+        """label -> what scores it: "model" (a registered champion), "rule" (the operator rule) or None."""
+        return {lab: getattr(self.models[lab], "kind", "model") if lab in self.models else None for lab in LABELS}
 
     def _inputs(self, label: str, X: np.ndarray) -> np.ndarray:
         return X if self._identity[label] else X[:, self._cols[label]]
@@ -128,6 +141,8 @@ class Scorer:
     def _predict(self, lab: str, Xl: np.ndarray, reasons: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated probabilities and (optionally) contributions with as few LightGBM calls as possible."""
         model, ex = self.models[lab], self._explainers.get(lab)
+        if ex is None and not callable(getattr(model, "contributions", None)):  # the operator rule: a lookup
+            return model.predict_proba(Xl), None
         # One thread for API-sized requests: OpenMP start-up costs more than a few rows take.
         threads = 1 if len(Xl) < 5000 else 0
         if self._fast.get(lab) and (reasons and self.reasons == "path" or not reasons):

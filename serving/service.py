@@ -72,7 +72,7 @@ class SiyuService:
         return fastpath.predict_ids(p, user_ids)
 
     @bentoml.api(route="/predict_events", input_spec=PredictEventsRequest, output_spec=PredictResponse)
-    def predict_events(self, events: list, asof: datetime | None = None) -> PredictResponse:
+    def predict_events(self, events: list, asof: datetime | None = None, history: bool = True) -> PredictResponse:
         """Score users from their raw events (validated like batch; features from the batch feature code)."""
         from serving.predictor import EventsRejected
 
@@ -80,7 +80,8 @@ class SiyuService:
         if p is None:
             return self._not_ready()
         try:
-            items, used = p.predict_events([e.model_dump() for e in events], asof)  # naive UTC (schemas.Asof)
+            # aware asof: the predictor converts it to the brand zone
+            items, used = p.predict_events([e.model_dump() for e in events], asof, history)
         except EventsRejected as e:
             return _error(400, str(e), ["events", e.row, e.field])
         except SiyuError as e:  # any other contract problem of the posted events: the caller's to fix, not a 500

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -43,6 +43,9 @@ class Snapshot:
         proba: label -> n stored scores (NaN outside population), used as the percentile reference.
         versions: label -> model version that produced the stored scores.
         families: event families of the scored log (None: unknown).
+        lineage: the scored log's fingerprint, rows, date range and config hash (events.lineage).
+        scorers: label -> "model" / "rule" / None: what scored each label.
+        rules: label -> operator-rule metadata (serving.rules) for labels without a champion.
     """
 
     path: Path
@@ -56,6 +59,9 @@ class Snapshot:
     proba: dict[str, np.ndarray]
     versions: dict[str, int | None]
     families: list[str] | None = None
+    lineage: dict | None = None
+    scorers: dict | None = None
+    rules: dict = field(default_factory=dict)
 
 
 def write_table_atomic(table: pa.Table, out: Path) -> None:
@@ -72,15 +78,36 @@ def write_table_atomic(table: pa.Table, out: Path) -> None:
 
 
 def with_meta(
-    table: pa.Table, asof: datetime, versions: dict, feature_names: list[str], families: list[str] | None = None
+    table: pa.Table,
+    asof: datetime,
+    versions: dict,
+    feature_names: list[str],
+    families: list[str] | None = None,
+    lineage: dict | None = None,
+    scorers: dict | None = None,
+    rules: dict | None = None,
 ) -> pa.Table:
-    """Attach the snapshot's metadata (asof, versions, feature order, event families) to a table."""
+    """Attach the snapshot's metadata to a table.
+
+    Args:
+        table: the scores.
+        asof: the cutoff.
+        versions: label -> model version (None: no champion).
+        feature_names: feature column order.
+        families: event families of the scored log.
+        lineage: events.lineage record of the scored log.
+        scorers: label -> "model" / "rule" / None (what scored it).
+        rules: label -> serving.rules.RuleModel metadata, for labels scored by rule.
+    """
     meta = {
         "format": 1,
         "asof": asof.isoformat(),
         "versions": versions,
         "feature_names": feature_names,
         "families": families,
+        "lineage": lineage,
+        "scorers": scorers,
+        "rules": rules or {},
     }
     return table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
 
@@ -130,6 +157,9 @@ def load_snapshot(path: str | Path) -> Snapshot:
         proba={lab: table.column(f"p_{lab}").to_numpy(zero_copy_only=False).astype(float) for lab in LABELS},
         versions={k: (int(v) if v is not None else None) for k, v in meta["versions"].items()},
         families=meta.get("families"),
+        lineage=meta.get("lineage"),
+        scorers=meta.get("scorers"),
+        rules=meta.get("rules") or {},
     )
 
 

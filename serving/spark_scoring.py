@@ -54,13 +54,14 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
 
     Args:
         events_path: the event log.
-        asof: cutoff (naive UTC).
+        asof: cutoff (naive brand-local wall time).
         cfg: configuration.
         show_progress: draw a progress bar.
 
     Returns:
         The snapshot table (same layout as the DuckDB engine's).
     """
+    from events.lineage import lineage
     from events.loader import connect
     from events.validate import load_valid_events
     from features import spark as S
@@ -76,6 +77,7 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
     if con.execute("SELECT count(*) FROM events WHERE ts <= ?", [asof]).fetchone()[0] == 0:
         raise SiyuError(f"no events at or before {asof:%Y-%m-%d %H:%M}: nothing to score")
     families = sorted(present_families(con))
+    origin = lineage(con, cfg, events_path)
     with tempfile.TemporaryDirectory(prefix="siyu-spark-") as tmp, progress_bar(show_progress) as progress:
         step = progress.add_task("features on Spark", total=None)
         path = Path(tmp) / "events.parquet"
@@ -87,4 +89,4 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
         progress.update(step, description="models on Spark (mlflow spark_udf)")
         proba = spark_probabilities(spark, feats, scorer.models, cfg)
         progress.remove_task(step)
-        return score_frame(feats, pop, scorer, cfg, asof, progress, families, proba=proba)
+        return score_frame(feats, pop, scorer, cfg, asof, progress, families, proba=proba, lineage=origin)

@@ -9,16 +9,18 @@ unknown key, a wrong type or a missing value is a one-line error naming the key.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from siyu.contract import EVENTS
+from siyu.contract import CANONICAL_COLUMNS, EVENTS
 from siyu.errors import SiyuError
 from siyu.simulation_config import SimulationConfig
 
@@ -51,9 +53,36 @@ class _Strict(BaseModel):
 
 
 class EventsConfig(_Strict):
-    """How a brand's log maps onto the canonical contract."""
+    """How a brand's log maps onto the canonical contract (the schema adapter, applied in events/loader.py)."""
 
-    mapping: dict[str, str] = Field(description="brand event name -> canonical name")
+    columns: dict[str, str] = Field(
+        description="canonical column -> the brand's column (any subset; the rest keep names)"
+    )
+    mapping: dict[str, str] = Field(
+        description="brand event (or status) value -> canonical event; case-insensitive, trimmed"
+    )
+    default_event: str | None = Field(
+        description="event of every row when the log has no event column (an orders-only export: purchase)"
+    )
+    time_zone: str = Field(
+        description="brand zone: naive times are brand-local; days, tiers, cutoffs count in this zone"
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_are_canonical(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in v if k not in CANONICAL_COLUMNS)
+        if bad:
+            raise ValueError(f"unknown canonical column(s) {bad}; canonical: {list(CANONICAL_COLUMNS)}")
+        seen: dict[str, str] = {}
+        for canon, src in v.items():
+            if not isinstance(src, str) or not src.strip():
+                raise ValueError(f"source column of '{canon}' must be a column name")
+            key = src.strip().lower()
+            if key in seen:
+                raise ValueError(f"column '{src}' is the source of both '{seen[key]}' and '{canon}'")
+            seen[key] = canon
+        return v
 
     @field_validator("mapping")
     @classmethod
@@ -61,7 +90,33 @@ class EventsConfig(_Strict):
         bad = sorted(t for t in v.values() if t not in EVENTS)
         if bad:
             raise ValueError(f"maps to unknown canonical event(s) {bad}")
+        seen: dict[str, str] = {}
+        for k in v:
+            key = str(k).strip().lower()
+            if key in seen:
+                raise ValueError(f"values '{seen[key]}' and '{k}' are the same after trimming and lower-casing")
+            seen[key] = str(k)
         return v
+
+    @field_validator("default_event")
+    @classmethod
+    def _default_is_canonical(cls, v: str | None) -> str | None:
+        if v is not None and v not in EVENTS:
+            raise ValueError(f"'{v}' is not a canonical event")
+        return v
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{v}' (an IANA name like Asia/Shanghai or UTC)") from None
+        return v
+
+    def zone(self) -> ZoneInfo:
+        """The brand's time zone."""
+        return ZoneInfo(self.time_zone)
 
 
 class QuarantineConfig(_Strict):
@@ -89,6 +144,9 @@ class MlflowConfig(_Strict):
     experiment: str
     tracking_uri: str | None = Field(description="overridden by MLFLOW_TRACKING_URI; default: a local store")
     model_names: dict[str, str] = Field(description="label -> registered model name")
+    model_prefix: str = Field(
+        description="prepended to every registered model name (a brand: two brands never share a champion)"
+    )
 
 
 class TrainingConfig(_Strict):
@@ -115,6 +173,9 @@ class TrainingConfig(_Strict):
 class ScoringConfig(_Strict):
     buckets: dict[str, float] = Field(
         description="percentile lower bounds (0-1) of each risk bucket",
+    )
+    store_history: bool = Field(
+        description="siyu score stores the events beside the snapshot; /predict_events adds them for known users"
     )
     reasons: Literal["path", "shap"] = Field(
         description="reason attributions: path (decision-path, fast) or shap (LightGBM TreeSHAP, slow)"
@@ -190,6 +251,11 @@ class Config(_Strict):
     serving: ServingConfig
     monitoring: MonitoringConfig
     source: Path | None = Field(None, exclude=True, description="the user's file merged over the defaults, if any")
+
+    def fingerprint(self) -> str:
+        """A hash of every setting (not the file path): two runs with equal hashes used the same config."""
+        text = self.model_dump_json(exclude={"source"})
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def tracking_uri(self) -> str:
         """The MLflow tracking URI: env var, then config, then a local store in `home()`."""

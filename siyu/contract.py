@@ -71,7 +71,7 @@ ACTIONS: tuple[str, ...] = (
 AMOUNT_REQUIRED: frozenset[str] = frozenset({"purchase", "refund", "referral_purchase"})
 
 # The canonical table every loader produces and every later step reads.
-# `ts` is a naive TIMESTAMP in UTC (docs/design.md §2: naive times are UTC).
+# `ts` is a naive TIMESTAMP: the brand-local wall time in `events.time_zone` (UTC by default; events/loader.ts_sql).
 CANONICAL_COLUMNS: dict[str, str] = {
     "user_id": "VARCHAR",
     "ts": "TIMESTAMP",

@@ -146,10 +146,10 @@ class RegistryUnreachable(SiyuError):
 
 
 def model_name(cfg: Config, label: str) -> str:
-    """Registered model name of a label (config `mlflow.model_names`)."""
+    """Registered model name of a label: `mlflow.model_prefix` + `mlflow.model_names[label]`."""
     if label not in cfg.mlflow.model_names:
         raise SiyuError(f"unknown label '{label}'; known: {', '.join(cfg.mlflow.model_names)}")
-    return cfg.mlflow.model_names[label]
+    return cfg.mlflow.model_prefix + cfg.mlflow.model_names[label]
 
 
 def load_version(cfg: Config, label: str, version: int):

@@ -33,6 +33,8 @@ def print_train_result(result: TrainResult, console) -> None:
                 f"model/oracle AUC {o['auc_ratio_to_oracle']:.3f} on {o['oracle_users']} users",
             )
     console.print(table)
+    for n in result.notes:
+        console.print(f"[bold]NOTE[/bold] {n}", highlight=False, soft_wrap=True)
     for w in result.warnings():
         console.print(f"[bold red]WARNING[/bold red] {w}", highlight=False, soft_wrap=True)
     console.print(

@@ -85,7 +85,7 @@ def training_table(con, cutoffs: list[datetime], cfg: Config, events: str = "eve
 
     Args:
         con: DuckDB connection holding the canonical events table.
-        cutoffs: the cutoffs (naive UTC, one time of day), e.g. training_cutoffs(con, cfg).
+        cutoffs: the cutoffs (naive brand-local, one time of day), e.g. training_cutoffs(con, cfg).
         cfg: config.
         events: name of the events table.
 

@@ -55,6 +55,11 @@ class TrainResult:
     cutoffs: list
     rows: dict[str, int]
     labels: dict[str, LabelResult]
+    notes: list[str] = field(default_factory=list)
+
+    def trained_any(self) -> bool:
+        """Whether at least one label got a model (else a nightly job must fail: see app/cli.py train)."""
+        return any(r.trained for r in self.labels.values())
 
     def warnings(self) -> list[str]:
         """Loud messages: labels that lost to a baseline, labels skipped."""
@@ -93,9 +98,11 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     # LightGBM's OpenMP threads spin while waiting; on a busy machine that costs 3-4x wall time.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+    from events.lineage import lineage
     from events.loader import connect
     from events.validate import load_valid_events
     from features.catalog import features_of
+    from features.compute import present_families
     from training.table import training_cutoffs, training_table
 
     con = connect(cfg=cfg)
@@ -103,10 +110,32 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     cutoffs = training_cutoffs(con, cfg)
     table = training_table(con, cutoffs, cfg)
     lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
-    con.close()  # DuckDB's memory goes back before LightGBM needs it
+    notes = churn_notes(present_families(con), cfg)
     info = {"events_path": str(events_path), "data_window_start": str(lo), "data_window_end": str(hi)}
+    info.update(lineage(con, cfg, events_path))
+    con.close()  # DuckDB's memory goes back before LightGBM needs it
     features = features_of(cfg)
-    return train_table(table, cutoffs, cfg, features, experiment, baselines.load_oracle(Path(events_path)), info)
+    result = train_table(table, cutoffs, cfg, features, experiment, baselines.load_oracle(Path(events_path)), info)
+    result.notes.extend(notes)
+    return result
+
+
+def churn_notes(families: frozenset[str], cfg: Config) -> list[str]:
+    """What `churn` means for a log without connection events (nobody can be seen leaving).
+
+    Every user with a user-side event is then connected implicitly (docs/design.md §3), so churn is
+    inactivity only: for a purchases-only log, "no purchase in H days".
+    """
+    if "connection" in families:
+        return []
+    H = cfg.windows.horizon_days
+    if families <= {"commerce"}:
+        what = "no purchase (nor refund or coupon claim)"
+    else:
+        what = "no user-side event (" + ", ".join(sorted(families - {"exposure"})) + ")"
+    mode = cfg.labels.churn_mode
+    tail = " - labels.churn_mode 'disconnect' finds no positives here" if mode == "disconnect" else ""
+    return [f"the log has no connection events: churn means {what} in the {H} days after the cutoff{tail}"]
 
 
 def train_table(
@@ -181,6 +210,8 @@ def train_table(
         mlflow.set_tags(
             {
                 "siyu.validation_cutoff": f"{cutoffs[-1]:%Y-%m-%d}",
+                "siyu.events_fingerprint": str((info or {}).get("events_fingerprint", "")),
+                "siyu.config_hash": cfg.fingerprint(),
                 "siyu.skipped": ",".join(r.label for r in results.values() if not r.trained),
                 "siyu.warning": f"model does not beat baselines: {','.join(lost)}" if lost else "",
             }
