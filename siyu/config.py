@@ -69,8 +69,26 @@ class MlflowConfig(_Strict):
     )
 
 
+class TuningConfig(_Strict):
+    n_trials: int = Field(25, ge=1, description="LightGBM search: at most this many Optuna trials per label")
+    timeout_s: float = Field(15.0, ge=0, description="LightGBM search: no new trial after this many seconds (0: none)")
+    max_rows: int = Field(60_000, gt=0, description="fit / early-stopping / evaluation rows per fold (seeded sample)")
+
+
 class TrainingConfig(_Strict):
     seed: int = 42
+    folds: int = Field(3, ge=1, description="walk-forward folds: the latest training cutoffs, each fit on earlier ones")
+    candidates: tuple[Literal["lightgbm", "logistic", "rule", "btyd", "blend"], ...] = Field(
+        ("lightgbm", "logistic", "rule", "btyd", "blend"), description="scorers compared on the folds"
+    )
+    tuning: TuningConfig = TuningConfig()
+    gate_margin: float = Field(
+        0.0, ge=0, description="promote only if the lower CI bound of (new - baseline / champion) exceeds this"
+    )
+    bootstrap_resamples: int = Field(200, ge=10, description="bootstrap resamples behind every confidence interval")
+    ci_level: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals and the gate")
+    baseline_max_rows: int = Field(200_000, gt=0, description="rows (seeded sample) the logistic and rule fit on")
+    rule_tier_feature: str = Field("tier", description="promotion / koc rule baseline: the tier-rank feature")
     min_class_count: int = Field(100, ge=1, description="fewer positives or negatives than this: skip the label")
     lgbm_params: dict[str, Any] = Field(default_factory=dict)
     num_boost_round: int = Field(500, gt=0)
@@ -81,7 +99,9 @@ class TrainingConfig(_Strict):
     calibration: Literal["platt", "isotonic", "none"] = Field("platt", description="fitted on the held-back cutoff")
     monotone: bool = Field(True, description="apply the registry's monotone hints as LightGBM constraints")
     lift_fractions: tuple[float, ...] = Field((0.05, 0.1, 0.2), description="top shares for lift and catch rate")
-    gate_metric: Literal["roc_auc", "pr_auc"] = Field("roc_auc", description="challenger must match the champion on it")
+    gate_metric: Literal["roc_auc", "pr_auc"] = Field(
+        "roc_auc", description="selection on the folds (ROC AUC) and the gate on validation use it"
+    )
     rule_recency_feature: str = Field(
         "days_since_user_event", description="churn rule baseline: days since last activity"
     )

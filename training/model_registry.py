@@ -2,8 +2,8 @@
 the promotion gate, promote / rollback by hand, and fast loading for serving.
 
 A registered version holds a pyfunc model (for `mlflow models serve`) whose
-artifacts are the LightGBM booster as text, the calibrator as JSON and the
-feature list; `load_model` reads those directly, so serving never goes
+artifacts are the LightGBM booster as text (or another scorer as scorer.json),
+the calibrator as JSON and the feature list; `load_model` reads those directly, so serving never goes
 through pyfunc or pandas on its hot path.
 """
 
@@ -59,14 +59,19 @@ def use_experiment(cfg: Config, name: str) -> str:
 
 @dataclass
 class ScoringModel:
-    """A calibrated LightGBM model ready to score numpy rows in `feature_names` order."""
+    """A calibrated scorer ready to score numpy rows in `feature_names` order.
+
+    `booster` is a LightGBM booster, or (kind rule / logistic / blend / btyd) a training.scorers
+    candidate with the same `predict(X, pred_contrib=False)`.
+    """
 
     label: str
     name: str
     version: int
     feature_names: list[str]
-    booster: object  # lightgbm.Booster
+    booster: object
     calibrator: Calibrator
+    kind: str = "lightgbm"
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Calibrated probabilities, one per row of X (n x features, NaN = missing)."""
@@ -78,47 +83,67 @@ class ScoringModel:
 
     @classmethod
     def from_dir(cls, folder: Path, name: str = "", version: int = 0) -> ScoringModel:
-        """Build from a folder holding booster.txt, calibrator.json and meta.json."""
-        import lightgbm as lgb
-
+        """Build from a folder holding meta.json, calibrator.json and booster.txt or scorer.json."""
         folder = Path(folder)
         meta = json.loads((folder / "meta.json").read_text())
-        booster = lgb.Booster(model_file=str(folder / "booster.txt"))
+        kind = meta.get("kind", "lightgbm")
+        if (folder / "scorer.json").is_file():
+            from training.scorers import scorer_from_json
+
+            booster = scorer_from_json(json.loads((folder / "scorer.json").read_text()))
+        else:
+            import lightgbm as lgb
+
+            booster = lgb.Booster(model_file=str(folder / "booster.txt"))
         cal = Calibrator.from_dict(json.loads((folder / "calibrator.json").read_text()))
-        return cls(meta["label"], name or meta.get("name", ""), version, meta["feature_names"], booster, cal)
+        return cls(meta["label"], name or meta.get("name", ""), version, meta["feature_names"], booster, cal, kind)
 
 
 class SiyuPyfunc(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper so `mlflow models serve` returns the same calibrated probabilities."""
 
     def load_context(self, context):
-        self.model = ScoringModel.from_dir(Path(context.artifacts["booster"]).parent)
+        self.model = ScoringModel.from_dir(Path(context.artifacts["meta"]).parent)
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
         X = pd.DataFrame(model_input)[self.model.feature_names].to_numpy(dtype=float)
         return self.model.predict_proba(X)
 
 
-def log_model(booster, calibrator: Calibrator, label: str, name: str, X_example: pd.DataFrame) -> int:
-    """Log the model to the active run, register it under `name` and return the new version."""
+def log_model(
+    booster, calibrator: Calibrator, label: str, name: str, X_example: pd.DataFrame, kind: str = "lightgbm"
+) -> int:
+    """Log the scorer to the active run, register it under `name` and return the new version.
+
+    Args:
+        booster: a LightGBM booster (kind lightgbm) or a training.scorers candidate (stored as scorer.json).
+        calibrator: its calibrator.
+        label: churn, promotion or koc.
+        name: registered model name.
+        X_example: a few rows (signature, input example).
+        kind: the scorer's kind (meta.json, the version's `siyu.scorer` tag).
+    """
     import lightgbm
 
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        booster.save_model(str(d / "booster.txt"))
+        files = {"calibrator": "calibrator.json", "meta": "meta.json"}
+        if kind == "lightgbm":
+            booster.save_model(str(d / "booster.txt"))
+            files["booster"] = "booster.txt"
+        else:
+            (d / "scorer.json").write_text(json.dumps(booster.to_json()))
+            files["scorer"] = "scorer.json"
         (d / "calibrator.json").write_text(json.dumps(calibrator.to_dict()))
         (d / "meta.json").write_text(
-            json.dumps({"label": label, "name": name, "feature_names": list(X_example.columns)})
+            json.dumps({"label": label, "name": name, "kind": kind, "feature_names": list(X_example.columns)})
         )
         example = X_example.astype(float)
         pred = calibrator.apply(booster.predict(example.to_numpy()))
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=SiyuPyfunc(),
-            artifacts={
-                k: str(d / f)
-                for k, f in (("booster", "booster.txt"), ("calibrator", "calibrator.json"), ("meta", "meta.json"))
-            },
+            artifacts={k: str(d / f) for k, f in files.items()},
             signature=mlflow.models.infer_signature(example, pred),
             input_example=example,
             registered_model_name=name,
@@ -129,7 +154,9 @@ def log_model(booster, calibrator: Calibrator, label: str, name: str, X_example:
                 f"pandas=={pd.__version__}",
             ],
         )
-    return int(info.registered_model_version)
+    version = int(info.registered_model_version)
+    _client().set_model_version_tag(name, str(version), "siyu.scorer", kind)
+    return version
 
 
 def _client():
@@ -248,6 +275,7 @@ class GateDecision:
     challenger: float
     champion: float | None = None
     champion_version: int | None = None
+    ci: tuple[float, float] | None = None  # paired-bootstrap CI of (challenger - champion)
 
 
 def judge(
@@ -257,35 +285,43 @@ def judge(
     X_val: np.ndarray,
     names: list[str],
     y: np.ndarray,
-    challenger_score: float,
-    metric_fn,
-    metric: str,
+    p_new: np.ndarray,
+    baselines: dict[str, np.ndarray],
+    fallback: bool,
 ) -> GateDecision:
-    """Whether `version` may become champion: at least as good as the champion on the same validation rows.
+    """Whether `version` may become champion, on the same validation rows as the champion and baselines.
 
-    Moves no alias (see apply_gate), so a training run can judge every label first and move
-    all aliases together at its very end.
+    A model version (fallback False; it already beat every baseline) is promoted only if the lower
+    bound of the paired-bootstrap CI of (new - champion) exceeds `training.gate_margin`: ties never
+    promote. A best-baseline version (fallback True: no model beat the baselines) replaces the
+    champion unless the champion itself beats every baseline that way. Moves no alias (apply_gate).
 
     Args:
-        cfg: config (model names).
+        cfg: config (model names, gate metric, margin, bootstrap).
         label: churn, promotion or koc.
         version: the newly registered version.
         X_val: validation rows, columns in `names` order.
         names: the feature names of X_val's columns.
         y: their outcomes.
-        challenger_score: the new version's metric on `val`.
-        metric_fn: (y, p) -> float, the same metric computed for the champion.
-        metric: its name, for the record.
+        p_new: the new version's probabilities on them.
+        baselines: baseline name -> probabilities on them.
+        fallback: the new version is the best baseline, not a model.
 
     Returns:
         The GateDecision.
     """
+    from training import bootstrap
+
+    t = cfg.training
+    metric, margin = t.gate_metric, t.gate_margin
+    new_score = bootstrap.point(y, p_new)[metric]
     try:
         champ_v = resolve_alias(cfg, label, "champion")
     except RegistryUnreachable:
         raise
     except SiyuError:
-        return GateDecision(True, "no champion yet", metric, challenger_score)
+        why = "no champion yet" + ("; serving the best baseline" if fallback else "; beats every baseline")
+        return GateDecision(True, why, metric, new_score)
     champ = load_version(cfg, label, champ_v)
     missing = [f for f in champ.feature_names if f not in names]
     if missing:
@@ -294,29 +330,29 @@ def judge(
             f"champion v{champ_v} needs features not in this table ({missing[:3]}...); "
             "compare by hand and `siyu promote`",
             metric,
-            challenger_score,
+            new_score,
             None,
             champ_v,
         )
     cols = [names.index(f) for f in champ.feature_names]
-    champ_score = float(metric_fn(y, champ.predict_proba(X_val[:, cols])))
-    if challenger_score >= champ_score:
-        return GateDecision(
-            True,
-            f"{metric} {challenger_score:.4f} >= champion v{champ_v} {champ_score:.4f}",
-            metric,
-            challenger_score,
-            champ_score,
-            champ_v,
-        )
-    return GateDecision(
-        False,
-        f"{metric} {challenger_score:.4f} < champion v{champ_v} {champ_score:.4f}",
-        metric,
-        challenger_score,
-        champ_score,
-        champ_v,
-    )
+    p_champ = champ.predict_proba(X_val[:, cols])
+    res = bootstrap.resample(y, {"new": p_new, "champion": p_champ, **baselines}, t.bootstrap_resamples, t.seed)
+    champ_score = bootstrap.point(y, p_champ)[metric]
+    lo, hi = bootstrap.difference(res, "new", "champion", metric, t.ci_level)
+    d = GateDecision(False, "", metric, new_score, champ_score, champ_v, (lo, hi))
+    span = f"{metric} {new_score:.4f} vs champion v{champ_v} ({champ.kind}) {champ_score:.4f}"
+    span += f", difference CI [{lo:+.4f}, {hi:+.4f}]"
+    if not fallback:
+        d.promoted = lo > margin
+        d.reason = f"{span} {'>' if d.promoted else 'not >'} margin {margin}"
+        return d
+    champ_lo = {b: bootstrap.difference(res, "champion", b, metric, t.ci_level)[0] for b in baselines}
+    if all(v > margin for v in champ_lo.values()):
+        d.reason = f"champion v{champ_v} still beats every baseline ({span}): kept"
+        return d
+    d.promoted = True
+    d.reason = f"champion v{champ_v} ({champ.kind}) does not beat every baseline beyond noise: the best baseline serves"
+    return d
 
 
 def apply_gate(cfg: Config, label: str, version: int, decision: GateDecision) -> None:
