@@ -195,7 +195,11 @@ def write_label_artifacts(
     pd.DataFrame(dict(zip(("mean_predicted", "observed"), reliability(y, scores["model"])))).to_csv(
         folder / f"{label}_reliability.csv", index=False
     )
-    if hasattr(booster, "feature_importance"):  # LightGBM; other scorers have only contributions
+    contrib = booster.predict(X_explain, pred_contrib=True)
+    # LightGBM's importance: the chosen booster, or the one inside a blend; others have contributions only.
+    members = [getattr(m, "booster", m) for m, _ in getattr(booster, "members", [])]
+    booster = next((b for b in (booster, *members) if hasattr(b, "feature_importance")), None)
+    if booster is not None:
         gain = booster.feature_importance(importance_type="gain")
         split = booster.feature_importance(importance_type="split")
         imp = pd.DataFrame({"feature": list(names), "gain": gain, "split": split})
@@ -207,7 +211,7 @@ def write_label_artifacts(
             "total gain",
             folder / f"{label}_feature_importance.png",
         )
-    shap = shap_summary(booster.predict(X_explain, pred_contrib=True), X_explain, names)
+    shap = shap_summary(contrib, X_explain, names)
     shap.to_csv(folder / f"{label}_shap_summary.csv", index=False)
     plot_bars(
         dict(zip(shap.feature, shap.mean_abs_shap)),
