@@ -99,6 +99,7 @@ def small_cfg(tracking_uri: str, **training):
     # A few seeded trials and no time budget: the same inputs give the same choice on a busy machine.
     tuning = cfg.training.tuning.model_copy(update={"n_trials": 4, "timeout_s": 0})
     small = {"min_class_count": 20, "lgbm_params": params, "monotone_extra": {}, "tuning": tuning}
-    t = cfg.training.model_copy(update={**small, "rule_tier_feature": "tier_rank", "bootstrap_resamples": 100, **training})
+    small |= {"rule_tier_feature": "tier_rank", "bootstrap_resamples": 100}  # this table's tier rank
+    t = cfg.training.model_copy(update={**small, **training})
     m = cfg.mlflow.model_copy(update={"tracking_uri": tracking_uri})
     return cfg.model_copy(update={"training": t, "mlflow": m})
