@@ -139,7 +139,7 @@ def score_frame(
         )
     for j, f in enumerate(names):
         cols[FEATURE_PREFIX + f] = pa.array(X[:, j], from_pandas=True)
-    return with_meta(pa.table(cols), asof, versions, names, families)
+    return with_meta(pa.table(cols), asof, versions, names, families, getattr(scorer, "kinds", None))
 
 
 def population_frame(con, asof: datetime, cfg: Config, events: str = "events") -> pd.DataFrame:

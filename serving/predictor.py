@@ -77,6 +77,7 @@ class Predictor:
         self.reasons = ReasonFormatter([reg.get(f) or _Feat(f, f.replace("_", " ")) for f in snap.feature_names])
         self.renderer = JsonRenderer(self.reasons)
         self.versions = scorer.versions
+        self.scorers = scorer.kinds  # a baseline serving a label (no model beat it) is named here
         # Percentiles compare against the pool as the serving models score it: reuse the stored
         # scores when the same versions wrote them, otherwise rescore the snapshot once at startup.
         self.refs: dict[str, np.ndarray] = {}

@@ -123,6 +123,9 @@ class PredictResponse(BaseModel):
     """Predictions, with the model versions and the snapshot they come from."""
 
     model_versions: dict[str, int | None] = Field(description="registry version per label (the champion at startup)")
+    model_scorers: dict[str, str | None] = Field(
+        default_factory=dict, description="scorer kind per label: lightgbm, blend, btyd, or a baseline (logistic, rule)"
+    )
     snapshot_date: datetime = Field(description="cutoff of the served snapshot")
     asof: datetime = Field(description="cutoff the features were computed at")
     predictions: list[UserPrediction]

@@ -75,8 +75,14 @@ class Scorer:
         self._identity = {
             lab: bool(len(c) == len(pos) and (c == np.arange(len(pos))).all()) for lab, c in self._cols.items()
         }
-        self._explainers = {lab: PathExplainer(m.booster) for lab, m in self.models.items()}
-        self._fast = {lab: _fast_proba_ok(m, self._explainers[lab]) for lab, m in self.models.items()}
+        # Decision paths exist only for LightGBM; a baseline or blend champion gives its own contributions.
+        self._explainers = {lab: PathExplainer(m.booster) for lab, m in self.models.items() if _kind(m) == "lightgbm"}
+        self._fast = {lab: _fast_proba_ok(m, ex) for lab, ex in self._explainers.items() for m in [self.models[lab]]}
+
+    @property
+    def kinds(self) -> dict[str, str | None]:
+        """label -> the kind of scorer serving it (lightgbm, blend, logistic, rule, btyd; None: no model)."""
+        return {lab: (_kind(self.models[lab]) if lab in self.models else None) for lab in LABELS}
 
     @property
     def versions(self) -> dict[str, int | None]:
@@ -118,7 +124,9 @@ class Scorer:
 
     def _predict(self, lab: str, Xl: np.ndarray, reasons: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated probabilities and (optionally) contributions with as few LightGBM calls as possible."""
-        model, ex = self.models[lab], self._explainers[lab]
+        model, ex = self.models[lab], self._explainers.get(lab)
+        if ex is None:
+            return model.predict_proba(Xl), (model.contributions(Xl) if reasons else None)
         # One thread for API-sized requests: OpenMP start-up costs more than a few rows take.
         threads = 1 if len(Xl) < 5000 else 0
         if self._fast[lab] and (reasons and self.reasons == "path" or not reasons):
@@ -129,6 +137,10 @@ class Scorer:
         if not reasons:
             return p, None
         return p, (model.contributions(Xl) if self.reasons == "shap" else ex.contributions(Xl, num_threads=threads))
+
+
+def _kind(model) -> str:
+    return getattr(model, "kind", "lightgbm")
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -156,7 +156,12 @@ class SiyuService:
     def _answer(self, p, items: list[dict] | str, asof: datetime) -> Response:
         """The response of predictor `p`: `items` as dicts (shaped to PredictResponse) or as JSON text."""
         head = json.dumps(
-            {"model_versions": p.versions, "snapshot_date": p.snap.asof.isoformat(), "asof": asof.isoformat()},
+            {
+                "model_versions": p.versions,
+                "model_scorers": p.scorers,
+                "snapshot_date": p.snap.asof.isoformat(),
+                "asof": asof.isoformat(),
+            },
             separators=(",", ":"),
         )
         if not isinstance(items, str):

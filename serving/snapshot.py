@@ -72,13 +72,19 @@ def write_table_atomic(table: pa.Table, out: Path) -> None:
 
 
 def with_meta(
-    table: pa.Table, asof: datetime, versions: dict, feature_names: list[str], families: list[str] | None = None
+    table: pa.Table,
+    asof: datetime,
+    versions: dict,
+    feature_names: list[str],
+    families: list[str] | None = None,
+    scorers: dict | None = None,
 ) -> pa.Table:
-    """Attach the snapshot's metadata (asof, versions, feature order, event families) to a table."""
+    """Attach the snapshot's metadata (asof, versions, scorer kinds, feature order, event families) to a table."""
     meta = {
         "format": 1,
         "asof": asof.isoformat(),
         "versions": versions,
+        "scorers": scorers or {},  # label -> lightgbm | blend | logistic | rule | btyd (a baseline serves: it says so)
         "feature_names": feature_names,
         "families": families,
     }

@@ -184,7 +184,8 @@ def select(
 
     t = cfg.training
     preds: dict[str, list[np.ndarray]] = {}
-    for kind in [k for k in t.candidates if k in ("rule", "logistic", "btyd")]:
+    # The baselines are scored on the folds even when they may not be chosen: the fallback needs the best.
+    for kind in [k for k in ("rule", "logistic", "btyd") if k in t.candidates or k in BASELINES]:
         proto = make_candidate(kind, label, names, cfg, rfm)
         if proto is None:
             continue
@@ -206,12 +207,15 @@ def select(
         ]
     sel.fold_auc = {k: fold_auc(folds, v) for k, v in preds.items()}
     sel.mean_auc = {k: float(np.nanmean(v)) for k, v in sel.fold_auc.items()}
-    ranked = sorted(sel.mean_auc, key=lambda k: (-sel.mean_auc[k], SIMPLER_FIRST.index(k)))
+    ranked = sorted(
+        [k for k in sel.mean_auc if k in t.candidates], key=lambda k: (-sel.mean_auc[k], SIMPLER_FIRST.index(k))
+    )
     if "blend" in t.candidates and len(ranked) >= 2:
         a, b = ranked[:2]
         w, bp, score = blend_weight(folds, preds[a], preds[b])
         if 0.0 < w < 1.0:  # an end point is just a member
             sel.blend = {"members": [a, b], "weights": [w, 1 - w]}
             sel.fold_auc["blend"], sel.mean_auc["blend"] = fold_auc(folds, bp), score
-    sel.chosen = max(sel.mean_auc, key=lambda k: (round(sel.mean_auc[k], 12), -SIMPLER_FIRST.index(k)))
+    allowed = [k for k in sel.mean_auc if k in t.candidates] or list(sel.mean_auc)
+    sel.chosen = max(allowed, key=lambda k: (round(sel.mean_auc[k], 12), -SIMPLER_FIRST.index(k)))
     return sel

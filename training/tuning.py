@@ -34,7 +34,7 @@ def search_space(n_rows: int) -> dict[str, tuple[float, float]]:
         "num_leaves": (4, leaves_hi),
         "min_data_in_leaf": (data_lo, data_hi),
         "lambda_l2": (1e-3, float(l2_hi)),
-        "learning_rate": (0.02, 0.2),
+        "learning_rate": (0.03, 0.2),  # the final fit at 1M rows stays within ~2x of the 0.05 default
         "feature_fraction": (0.4, 1.0),
         "bagging_fraction": (0.5, 1.0),
     }
