@@ -85,6 +85,9 @@ class TrainingConfig(_Strict):
     gate_margin: float = Field(
         0.0, ge=0, description="promote only if the lower CI bound of (new - baseline / champion) exceeds this"
     )
+    serve_best_baseline: bool = Field(
+        True, description="no model beats the baselines: the best baseline serves (false: the model, loudly)"
+    )
     bootstrap_resamples: int = Field(200, ge=10, description="bootstrap resamples behind every confidence interval")
     ci_level: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals and the gate")
     baseline_max_rows: int = Field(200_000, gt=0, description="rows (seeded sample) the logistic and rule fit on")

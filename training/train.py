@@ -43,7 +43,9 @@ class TrainResult:
         """Loud messages: labels that lost to a baseline, labels skipped."""
         out = [f"{r.label}: {r.message}" for r in self.labels.values() if not r.trained]
         out += [
-            f"{r.label}: MODEL DOES NOT BEAT THE BASELINES: serving the best baseline '{r.scorer}' ({r.message})"
+            f"{r.label}: MODEL DOES NOT BEAT THE BASELINES: "
+            + (f"serving the best baseline '{r.scorer}'" if r.scorer in BASELINES else "serving it anyway")
+            + f" ({r.message})"
             for r in self.labels.values()
             if r.trained and not r.beats_baselines
         ]
@@ -259,7 +261,8 @@ def _train_label(
             }
             scores["oracle"] = po if ok.all() else None  # plotted only when it covers every row
         # What serves: the chosen model when it beats every baseline beyond noise, else the best baseline.
-        res.scorer = sel.chosen if res.beats_baselines else sel.best_baseline()
+        fallback = not res.beats_baselines and t.serve_best_baseline
+        res.scorer = sel.best_baseline() if fallback else sel.chosen
         served, served_cal = fitted[res.scorer]
         p_served = served_cal.apply(served.predict(d.X_val))
         _log_label(res, sel, cal)
@@ -271,9 +274,7 @@ def _train_label(
         example = pd.DataFrame(d.X_val[:5], columns=names)
         name = model_registry.model_name(cfg, label)
         res.version = model_registry.log_model(served, served_cal, label, name, example, res.scorer)
-        res.gate = g = model_registry.judge(
-            cfg, label, res.version, d.X_val, names, y, p_served, bases, not res.beats_baselines
-        )
+        res.gate = g = model_registry.judge(cfg, label, res.version, d.X_val, names, y, p_served, bases, fallback)
         mlflow.set_tags(
             {
                 "siyu.gate": "promoted" if g.promoted else "kept_champion",
