@@ -70,8 +70,8 @@ class MlflowConfig(_Strict):
 
 
 class TuningConfig(_Strict):
-    n_trials: int = Field(25, ge=1, description="LightGBM search: at most this many Optuna trials per label")
-    timeout_s: float = Field(15.0, ge=0, description="LightGBM search: no new trial after this many seconds (0: none)")
+    n_trials: int = Field(20, ge=1, description="LightGBM search: at most this many Optuna trials per label")
+    timeout_s: float = Field(10.0, ge=0, description="LightGBM search: no new trial after this many seconds (0: none)")
     max_rows: int = Field(60_000, gt=0, description="fit / early-stopping / evaluation rows per fold (seeded sample)")
 
 
