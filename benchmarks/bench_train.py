@@ -120,6 +120,7 @@ def main() -> None:
                 )
                 row["goal_0.95_oracle_met"] = o["auc_ratio_to_oracle"] >= 0.95
             row["beats_baselines"] = r.beats_baselines
+            row["candidate"], row["scorer"] = (r.selection.chosen if r.selection else None), r.scorer
             row["positives_validation"] = r.counts["validation_pos"]
         print(json.dumps(row))
 

@@ -143,7 +143,8 @@ class PredictResponse(BaseModel):
 
     model_versions: dict[str, int | None] = Field(description="registry version per label (the champion at startup)")
     scorers: dict[str, str | None] | None = Field(
-        None, description='per label: "model" (the champion), "rule" (no champion: the operator rule) or null'
+        None,
+        description="scorer kind per label: lightgbm, blend, btyd, or a baseline (logistic, rule); null: none",
     )
     snapshot_date: datetime = Field(description="cutoff of the served snapshot")
     snapshot: SnapshotInfo | None = Field(None, description="which snapshot served it, and the log it was scored from")

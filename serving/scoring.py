@@ -83,13 +83,19 @@ class Scorer:
         self._identity = {
             lab: bool(len(c) == len(pos) and (c == np.arange(len(pos))).all()) for lab, c in self._cols.items()
         }
-        # A rule scorer (serving/rules.py) has no booster: no explainer, no reasons.
+        # Decision paths exist only for LightGBM; a baseline or blend champion gives its own contributions,
+        # and the operator rule of a thin label (serving/rules.py) none.
         self._explainers = {
-            lab: PathExplainer(m.booster) for lab, m in self.models.items() if getattr(m, "booster", None) is not None
+            lab: PathExplainer(m.booster)
+            for lab, m in self.models.items()
+            if _kind(m) == "lightgbm" and getattr(m, "booster", None) is not None
         }
-        self._fast = {
-            lab: lab in self._explainers and _fast_proba_ok(m, self._explainers[lab]) for lab, m in self.models.items()
-        }
+        self._fast = {lab: _fast_proba_ok(self.models[lab], ex) for lab, ex in self._explainers.items()}
+
+    @property
+    def kinds(self) -> dict[str, str | None]:
+        """label -> the kind of scorer serving it (lightgbm, blend, logistic, rule, btyd; None: no model)."""
+        return {lab: (_kind(self.models[lab]) if lab in self.models else None) for lab in LABELS}
 
     @property
     def versions(self) -> dict[str, int | None]:
@@ -99,11 +105,6 @@ class Scorer:
             v = getattr(self.models[lab], "version", None) if lab in self.models else None
             out[lab] = int(v) if v is not None else None
         return out
-
-    @property
-    def kinds(self) -> dict[str, str | None]:
-        """label -> what scores it: "model" (a registered champion), "rule" (the operator rule) or None."""
-        return {lab: getattr(self.models[lab], "kind", "model") if lab in self.models else None for lab in LABELS}
 
     def _inputs(self, label: str, X: np.ndarray) -> np.ndarray:
         return X if self._identity[label] else X[:, self._cols[label]]
@@ -141,8 +142,9 @@ class Scorer:
     def _predict(self, lab: str, Xl: np.ndarray, reasons: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated probabilities and (optionally) contributions with as few LightGBM calls as possible."""
         model, ex = self.models[lab], self._explainers.get(lab)
-        if ex is None and not callable(getattr(model, "contributions", None)):  # the operator rule: a lookup
-            return model.predict_proba(Xl), None
+        if ex is None:  # a baseline / blend gives its own contributions; the thin-data rule has none
+            has = callable(getattr(model, "contributions", None))
+            return model.predict_proba(Xl), (model.contributions(Xl) if reasons and has else None)
         # One thread for API-sized requests: OpenMP start-up costs more than a few rows take.
         threads = 1 if len(Xl) < 5000 else 0
         if self._fast.get(lab) and (reasons and self.reasons == "path" or not reasons):
@@ -155,6 +157,10 @@ class Scorer:
         if self.reasons == "shap" or ex is None:
             return p, model.contributions(Xl)
         return p, ex.contributions(Xl, num_threads=threads)
+
+
+def _kind(model) -> str:
+    return getattr(model, "kind", "lightgbm")
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ class Snapshot:
         versions: label -> model version that produced the stored scores.
         families: event families of the scored log (None: unknown).
         lineage: the scored log's fingerprint, rows, date range and config hash (events.lineage).
-        scorers: label -> "model" / "rule" / None: what scored each label.
+        scorers: label -> the scorer kind (lightgbm, logistic, rule, blend, btyd) / None.
         rules: label -> operator-rule metadata (serving.rules) for labels without a champion.
     """
 
@@ -96,17 +96,17 @@ def with_meta(
         feature_names: feature column order.
         families: event families of the scored log.
         lineage: events.lineage record of the scored log.
-        scorers: label -> "model" / "rule" / None (what scored it).
+        scorers: label -> the scorer kind (lightgbm, logistic, rule, blend, btyd) / None.
         rules: label -> serving.rules.RuleModel metadata, for labels scored by rule.
     """
     meta = {
         "format": 1,
         "asof": asof.isoformat(),
         "versions": versions,
+        "scorers": scorers or {},  # label -> lightgbm | blend | logistic | rule | btyd (a baseline serves: it says so)
         "feature_names": feature_names,
         "families": families,
         "lineage": lineage,
-        "scorers": scorers,
         "rules": rules or {},
     }
     return table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})

@@ -149,8 +149,29 @@ class MlflowConfig(_Strict):
     )
 
 
+class TuningConfig(_Strict):
+    n_trials: int = Field(ge=1, description="LightGBM search: at most this many Optuna trials per label")
+    timeout_s: float = Field(ge=0, description="LightGBM search: no new trial after this many seconds (0: none)")
+    max_rows: int = Field(gt=0, description="fit / early-stopping / evaluation rows per fold (seeded sample)")
+
+
 class TrainingConfig(_Strict):
     seed: int
+    folds: int = Field(ge=1, description="walk-forward folds: the latest training cutoffs, each fit on earlier ones")
+    candidates: tuple[Literal["lightgbm", "logistic", "rule", "btyd", "blend"], ...] = Field(
+        description="scorers compared on the folds"
+    )
+    tuning: TuningConfig
+    gate_margin: float = Field(
+        ge=0, description="promote only if the lower CI bound of (new - baseline / champion) exceeds this"
+    )
+    serve_best_baseline: bool = Field(
+        description="no model beats the baselines: the best baseline serves (false: the model, loudly)"
+    )
+    bootstrap_resamples: int = Field(ge=10, description="bootstrap resamples behind every confidence interval")
+    ci_level: float = Field(gt=0, lt=1, description="confidence level of the intervals and the gate")
+    baseline_max_rows: int = Field(gt=0, description="rows (seeded sample) the logistic and rule fit on")
+    rule_tier_feature: str = Field(description="promotion / koc rule baseline: the tier-rank feature")
     min_class_count: int = Field(ge=1, description="fewer positives or negatives than this: skip the label")
     lgbm_params: dict[str, Any] = Field(description="LightGBM parameters")
     num_boost_round: int = Field(gt=0)
@@ -161,7 +182,9 @@ class TrainingConfig(_Strict):
     calibration: Literal["platt", "isotonic", "none"] = Field(description="fitted on the held-back cutoff")
     monotone: bool = Field(description="apply the registry's monotone hints as LightGBM constraints")
     lift_fractions: tuple[float, ...] = Field(description="top shares for lift and catch rate")
-    gate_metric: Literal["roc_auc", "pr_auc"] = Field(description="challenger must match the champion on it")
+    gate_metric: Literal["roc_auc", "pr_auc"] = Field(
+        description="selection on the folds (ROC AUC) and the gate on validation use it"
+    )
     rule_recency_feature: str = Field(description="churn rule baseline: days since last activity")
     rfm_families: tuple[str, ...] = Field(description="logistic baseline inputs")
     shap_sample: int = Field(gt=0, description="validation rows explained for the SHAP summary")

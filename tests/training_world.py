@@ -96,6 +96,10 @@ def small_cfg(tracking_uri: str, **training):
     cfg = load_config()
     params = {**cfg.training.lgbm_params, "min_data_in_leaf": 20, "num_leaves": 15, "num_threads": 1}
     # monotone_extra names features of the real registry; this hand-made table has its own.
-    t = cfg.training.model_copy(update={"min_class_count": 20, "lgbm_params": params, "monotone_extra": {}, **training})
+    # A few seeded trials and no time budget: the same inputs give the same choice on a busy machine.
+    tuning = cfg.training.tuning.model_copy(update={"n_trials": 4, "timeout_s": 0})
+    small = {"min_class_count": 20, "lgbm_params": params, "monotone_extra": {}, "tuning": tuning}
+    small |= {"rule_tier_feature": "tier_rank", "bootstrap_resamples": 100}  # this table's tier rank
+    t = cfg.training.model_copy(update={**small, **training})
     m = cfg.mlflow.model_copy(update={"tracking_uri": tracking_uri})
     return cfg.model_copy(update={"training": t, "mlflow": m})

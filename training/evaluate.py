@@ -182,7 +182,7 @@ def write_label_artifacts(
         y: validation outcomes.
         scores: scorer name -> validation scores; "model" is the calibrated model.
         raw: the model's uncalibrated validation probabilities.
-        booster: the LightGBM booster (importance, pred_contrib).
+        booster: the chosen scorer: a LightGBM booster (importance, pred_contrib) or a candidate (pred_contrib).
         X_explain: a sample of validation rows to explain.
         names: feature names.
     """
@@ -195,17 +195,23 @@ def write_label_artifacts(
     pd.DataFrame(dict(zip(("mean_predicted", "observed"), reliability(y, scores["model"])))).to_csv(
         folder / f"{label}_reliability.csv", index=False
     )
-    gain = booster.feature_importance(importance_type="gain")
-    split = booster.feature_importance(importance_type="split")
-    imp = pd.DataFrame({"feature": list(names), "gain": gain, "split": split}).sort_values("gain", ascending=False)
-    imp.to_csv(folder / f"{label}_feature_importance.csv", index=False)
-    plot_bars(
-        dict(zip(imp.feature, imp.gain)),
-        f"{label}: feature importance",
-        "total gain",
-        folder / f"{label}_feature_importance.png",
-    )
-    shap = shap_summary(booster.predict(X_explain, pred_contrib=True), X_explain, names)
+    contrib = booster.predict(X_explain, pred_contrib=True)
+    # LightGBM's importance: the chosen booster, or the one inside a blend; others have contributions only.
+    members = [getattr(m, "booster", m) for m, _ in getattr(booster, "members", [])]
+    booster = next((b for b in (booster, *members) if hasattr(b, "feature_importance")), None)
+    if booster is not None:
+        gain = booster.feature_importance(importance_type="gain")
+        split = booster.feature_importance(importance_type="split")
+        imp = pd.DataFrame({"feature": list(names), "gain": gain, "split": split})
+        imp = imp.sort_values("gain", ascending=False)
+        imp.to_csv(folder / f"{label}_feature_importance.csv", index=False)
+        plot_bars(
+            dict(zip(imp.feature, imp.gain)),
+            f"{label}: feature importance",
+            "total gain",
+            folder / f"{label}_feature_importance.png",
+        )
+    shap = shap_summary(contrib, X_explain, names)
     shap.to_csv(folder / f"{label}_shap_summary.csv", index=False)
     plot_bars(
         dict(zip(shap.feature, shap.mean_abs_shap)),

@@ -129,7 +129,23 @@ def lgbm_params(label: str, cfg: Config, features: Sequence[Feature], n_pos: int
     return params
 
 
-def fit_label(label: str, d: LabelData, cfg: Config, features: Sequence[Feature]):
+def train_booster(params: dict, X_fit, y_fit, X_es, y_es, names, cats, cfg: Config):
+    """One LightGBM fit with early stopping on (X_es, y_es); returns the booster."""
+    import lightgbm as lgb
+
+    dfit = lgb.Dataset(X_fit, y_fit, feature_name=list(names), categorical_feature=cats or "auto", free_raw_data=True)
+    des = lgb.Dataset(X_es, y_es, reference=dfit)
+    return lgb.train(
+        params,
+        dfit,
+        num_boost_round=cfg.training.num_boost_round,
+        valid_sets=[des],
+        valid_names=["holdout"],
+        callbacks=[lgb.early_stopping(cfg.training.early_stopping_rounds, verbose=False)],
+    )
+
+
+def fit_label(label: str, d: LabelData, cfg: Config, features: Sequence[Feature], overrides: dict | None = None):
     """Fit on the older cutoffs, early-stop and calibrate on the held-back cutoff.
 
     Args:
@@ -137,26 +153,16 @@ def fit_label(label: str, d: LabelData, cfg: Config, features: Sequence[Feature]
         d: the label's split.
         cfg: the config.
         features: the registry's features (column order).
+        overrides: LightGBM parameters over the config's (the tuned ones).
 
     Returns:
         (booster, calibrator, raw validation probabilities, calibrated validation probabilities).
     """
-    import lightgbm as lgb
-
     names = [f.name for f in features]
     cats = [f.name for f in features if f.kind == "categorical"]
     y_fit, y_hold = d.fit[label].to_numpy(), d.holdout[label].to_numpy()
-    params = lgbm_params(label, cfg, features, int(y_fit.sum()), int(len(y_fit) - y_fit.sum()))
-    dfit = lgb.Dataset(d.X_fit, y_fit, feature_name=names, categorical_feature=cats or "auto", free_raw_data=True)
-    dhold = lgb.Dataset(d.X_holdout, y_hold, reference=dfit)
-    booster = lgb.train(
-        params,
-        dfit,
-        num_boost_round=cfg.training.num_boost_round,
-        valid_sets=[dhold],
-        valid_names=["holdout"],
-        callbacks=[lgb.early_stopping(cfg.training.early_stopping_rounds, verbose=False)],
-    )
+    params = {**lgbm_params(label, cfg, features, int(y_fit.sum()), int(len(y_fit) - y_fit.sum())), **(overrides or {})}
+    booster = train_booster(params, d.X_fit, y_fit, d.X_holdout, y_hold, names, cats, cfg)
     cal: Calibrator = fit_calibrator(booster.predict(d.X_holdout), y_hold, cfg.training.calibration, cfg.training.seed)
     raw_val = booster.predict(d.X_val)
     return booster, cal, raw_val, cal.apply(raw_val)

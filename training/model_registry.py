@@ -22,7 +22,7 @@ import pandas as pd
 from siyu.config import Config
 from siyu.errors import SiyuError
 from training.calibrate import Calibrator
-from training.scorer_files import LightGBMModel, load_dir
+from training.scorer_files import CandidateModel, LightGBMModel, load_dir
 
 HISTORY_TAG = "siyu.champion_history"  # comma-separated versions that held `champion`, oldest first
 
@@ -64,9 +64,21 @@ def use_experiment(cfg: Config, name: str) -> str:
 ScoringModel = LightGBMModel
 
 
-def log_model(booster, calibrator: Calibrator, label: str, name: str, X_example: pd.DataFrame) -> int:
-    """Log a calibrated LightGBM model to the active run, register it under `name`; returns the new version."""
-    model = LightGBMModel(label, name, 0, list(X_example.columns), booster, calibrator)
+def log_model(
+    booster, calibrator: Calibrator, label: str, name: str, X_example: pd.DataFrame, kind: str = "lightgbm"
+) -> int:
+    """Log a calibrated scorer to the active run, register it under `name`; returns the new version.
+
+    Args:
+        booster: a LightGBM booster (kind lightgbm) or a training.scorers candidate (its JSON in scorer.json).
+        calibrator: its calibrator.
+        label: churn, promotion or koc.
+        name: registered model name.
+        X_example: a few rows (signature, input example).
+        kind: the scorer's kind (scorer.json, the version's `siyu.scorer` tag).
+    """
+    cls = LightGBMModel if kind == "lightgbm" else CandidateModel
+    model = cls(label, name, 0, list(X_example.columns), booster, calibrator, kind)
     return log_scoring_model(model, X_example)
 
 
@@ -103,7 +115,9 @@ def log_scoring_model(model, X_example: pd.DataFrame) -> int:
                 f"pandas=={pd.__version__}",
             ],
         )
-    return int(info.registered_model_version)
+    version = int(info.registered_model_version)
+    _client().set_model_version_tag(model.name, str(version), "siyu.scorer", model.kind)
+    return version
 
 
 def _client():
@@ -224,6 +238,7 @@ class GateDecision:
     challenger: float
     champion: float | None = None
     champion_version: int | None = None
+    ci: tuple[float, float] | None = None  # paired-bootstrap CI of (challenger - champion)
 
 
 def judge(
@@ -233,35 +248,43 @@ def judge(
     X_val: np.ndarray,
     names: list[str],
     y: np.ndarray,
-    challenger_score: float,
-    metric_fn,
-    metric: str,
+    p_new: np.ndarray,
+    baselines: dict[str, np.ndarray],
+    fallback: bool,
 ) -> GateDecision:
-    """Whether `version` may become champion: at least as good as the champion on the same validation rows.
+    """Whether `version` may become champion, on the same validation rows as the champion and baselines.
 
-    Moves no alias (see apply_gate), so a training run can judge every label first and move
-    all aliases together at its very end.
+    A model version (fallback False; it already beat every baseline) is promoted only if the lower
+    bound of the paired-bootstrap CI of (new - champion) exceeds `training.gate_margin`: ties never
+    promote. A best-baseline version (fallback True: no model beat the baselines) replaces the
+    champion unless the champion itself beats every baseline that way. Moves no alias (apply_gate).
 
     Args:
-        cfg: config (model names).
+        cfg: config (model names, gate metric, margin, bootstrap).
         label: churn, promotion or koc.
         version: the newly registered version.
         X_val: validation rows, columns in `names` order.
         names: the feature names of X_val's columns.
         y: their outcomes.
-        challenger_score: the new version's metric on `val`.
-        metric_fn: (y, p) -> float, the same metric computed for the champion.
-        metric: its name, for the record.
+        p_new: the new version's probabilities on them.
+        baselines: baseline name -> probabilities on them.
+        fallback: the new version is the best baseline, not a model.
 
     Returns:
         The GateDecision.
     """
+    from training import bootstrap
+
+    t = cfg.training
+    metric, margin = t.gate_metric, t.gate_margin
+    new_score = bootstrap.point(y, p_new)[metric]
     try:
         champ_v = resolve_alias(cfg, label, "champion")
     except RegistryUnreachable:
         raise
     except SiyuError:
-        return GateDecision(True, "no champion yet", metric, challenger_score)
+        why = "no champion yet" + ("; serving the best baseline" if fallback else "; beats every baseline")
+        return GateDecision(True, why, metric, new_score)
     champ = load_version(cfg, label, champ_v)
     missing = [f for f in champ.feature_names if f not in names]
     if missing:
@@ -270,29 +293,29 @@ def judge(
             f"champion v{champ_v} needs features not in this table ({missing[:3]}...); "
             "compare by hand and `siyu promote`",
             metric,
-            challenger_score,
+            new_score,
             None,
             champ_v,
         )
     cols = [names.index(f) for f in champ.feature_names]
-    champ_score = float(metric_fn(y, champ.predict_proba(X_val[:, cols])))
-    if challenger_score >= champ_score:
-        return GateDecision(
-            True,
-            f"{metric} {challenger_score:.4f} >= champion v{champ_v} {champ_score:.4f}",
-            metric,
-            challenger_score,
-            champ_score,
-            champ_v,
-        )
-    return GateDecision(
-        False,
-        f"{metric} {challenger_score:.4f} < champion v{champ_v} {champ_score:.4f}",
-        metric,
-        challenger_score,
-        champ_score,
-        champ_v,
-    )
+    p_champ = champ.predict_proba(X_val[:, cols])
+    res = bootstrap.resample(y, {"new": p_new, "champion": p_champ, **baselines}, t.bootstrap_resamples, t.seed)
+    champ_score = bootstrap.point(y, p_champ)[metric]
+    lo, hi = bootstrap.difference(res, "new", "champion", metric, t.ci_level)
+    d = GateDecision(False, "", metric, new_score, champ_score, champ_v, (lo, hi))
+    span = f"{metric} {new_score:.4f} vs champion v{champ_v} ({champ.kind}) {champ_score:.4f}"
+    span += f", difference CI [{lo:+.4f}, {hi:+.4f}]"
+    if not fallback:
+        d.promoted = lo > margin
+        d.reason = f"{span} {'>' if d.promoted else 'not >'} margin {margin}"
+        return d
+    champ_lo = {b: bootstrap.difference(res, "champion", b, metric, t.ci_level)[0] for b in baselines}
+    if all(v > margin for v in champ_lo.values()):
+        d.reason = f"champion v{champ_v} still beats every baseline ({span}): kept"
+        return d
+    d.promoted = True
+    d.reason = f"champion v{champ_v} ({champ.kind}) does not beat every baseline beyond noise: the best baseline serves"
+    return d
 
 
 def apply_gate(cfg: Config, label: str, version: int, decision: GateDecision) -> None:

@@ -126,3 +126,48 @@ def _load_lightgbm(folder: Path, spec: dict, name: str, version: int) -> LightGB
     booster = lgb.Booster(model_file=str(folder / "booster.txt"))
     cal = Calibrator.from_dict(spec["calibrator"])
     return LightGBMModel(spec["label"], name, version, list(spec["feature_names"]), booster, cal)
+
+
+@dataclass
+class CandidateModel:
+    """A calibrated non-LightGBM scorer (training.scorers: logistic, rule, blend, btyd), its state in scorer.json."""
+
+    label: str
+    name: str
+    version: int
+    feature_names: list[str]
+    booster: Any  # a training.scorers candidate: predict(X, pred_contrib=False) and to_json()
+    calibrator: Calibrator
+    kind: str = "logistic"
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities, one per row of X (n x features, NaN = missing)."""
+        return self.calibrator.apply(self.booster.predict(X))
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-feature contributions in log-odds of the raw scorer (n x features+1, last = bias)."""
+        return self.booster.predict(X, pred_contrib=True)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write scorer.json (with the candidate's own JSON state) into `folder`; returns it."""
+        return write_spec(
+            folder,
+            self.kind,
+            self.label,
+            self.name,
+            self.feature_names,
+            calibrator=self.calibrator.to_dict(),
+            candidate=self.booster.to_json(),
+        )
+
+
+def _load_candidate(folder: Path, spec: dict, name: str, version: int) -> CandidateModel:
+    from training.scorers import scorer_from_json
+
+    cal = Calibrator.from_dict(spec["calibrator"])
+    scorer = scorer_from_json(spec["candidate"])
+    return CandidateModel(spec["label"], name, version, list(spec["feature_names"]), scorer, cal, spec["kind"])
+
+
+for _name in ("logistic", "rule", "blend", "btyd"):
+    kind(_name)(_load_candidate)

@@ -22,27 +22,10 @@ from features.catalog import Feature
 from siyu.config import Config
 from siyu.contract import LABELS
 from siyu.errors import SiyuError
-from training import baselines, evaluate, model_registry
-from training.fit import LabelData, fit_label, tier_column
-
-
-@dataclass
-class LabelResult:
-    """What happened to one label: trained (metrics, version, gate) or skipped (why)."""
-
-    label: str
-    trained: bool
-    message: str = ""
-    counts: dict[str, int] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    raw_metrics: dict[str, float] = field(default_factory=dict)
-    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
-    oracle: dict[str, float] | None = None
-    beats_baselines: bool | None = None
-    best_iteration: int | None = None
-    version: int | None = None
-    gate: model_registry.GateDecision | None = None
-    run_id: str | None = None
+from training import baselines, bootstrap, evaluate, model_registry
+from training.fit import LabelData, tier_column
+from training.label import LabelResult, baseline_scores, choose, fit_chosen
+from training.select import BASELINES
 
 
 @dataclass
@@ -65,7 +48,9 @@ class TrainResult:
         """Loud messages: labels that lost to a baseline, labels skipped."""
         out = [f"{r.label}: {r.message}" for r in self.labels.values() if not r.trained]
         out += [
-            f"{r.label}: MODEL DOES NOT BEAT THE BASELINES ({r.message})"
+            f"{r.label}: MODEL DOES NOT BEAT THE BASELINES: "
+            + (f"serving the best baseline '{r.scorer}'" if r.scorer in BASELINES else "serving it anyway")
+            + f" ({r.message})"
             for r in self.labels.values()
             if r.trained and not r.beats_baselines
         ]
@@ -80,6 +65,16 @@ def _flat(d: dict, prefix: str = "") -> dict[str, str]:
         else:
             out[f"{prefix}{k}"] = json.dumps(v, default=str) if not isinstance(v, str) else v
     return out
+
+
+def _progress():
+    """Rich progress on stderr: per label and per tuning trial (transient: the summary table follows)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=Console(stderr=True), transient=True
+    )
 
 
 def train_all(events_path: str | Path, cfg: Config, experiment: str | None = None) -> TrainResult:
@@ -192,11 +187,17 @@ def train_table(
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
         mlflow.log_dict(cfg.model_dump(mode="json"), "config/resolved_config.json")
         mlflow.log_dict({"features": [f.__dict__ for f in features]}, "config/features.json")
-        for label in LABELS:
-            keep = [t.rule_recency_feature] + [f.name for f in features if f.family in t.rfm_families]
-            data = LabelData.split(table, label, part, names, keep=[c for c in keep if c in table.columns])
-            results[label] = _train_label(label, data, cfg, features, oracle, cutoffs[-1])
-            del data  # free this label's matrices before the next one is built
+        with _progress() as bar:
+            task = bar.add_task("training", total=len(LABELS))
+            for label in LABELS:
+                bar.update(task, description=f"{label}: tuning LightGBM on the folds")
+                trial = lambda n, score, best, lab=label: bar.update(  # noqa: E731
+                    task, description=f"{lab}: trial {n + 1}/{t.tuning.n_trials} fold AUC {score:.4f} (best {best:.4f})"
+                )
+                data = LabelData.split(table, label, part, names, keep=["cutoff"])
+                results[label] = _train_label(label, data, cfg, features, oracle, cutoffs[-1], trial)
+                del data  # free this label's matrices before the next one is built
+                bar.advance(task)
         # Aliases move only now, all together (milliseconds): a run killed before this point leaves
         # every challenger and champion where it was, even for labels it already registered.
         for r in results.values():
@@ -213,16 +214,19 @@ def train_table(
                 "siyu.events_fingerprint": str((info or {}).get("events_fingerprint", "")),
                 "siyu.config_hash": cfg.fingerprint(),
                 "siyu.skipped": ",".join(r.label for r in results.values() if not r.trained),
-                "siyu.warning": f"model does not beat baselines: {','.join(lost)}" if lost else "",
+                "siyu.warning": f"model does not beat baselines (best baseline serves): {','.join(lost)}"
+                if lost
+                else "",
+                "siyu.scorer": ",".join(f"{r.label}={r.scorer}" for r in results.values() if r.trained),
             }
         )
     return TrainResult(parent.info.run_id, experiment or cfg.mlflow.experiment, uri, cutoffs, rows, results)
 
 
 def _train_label(
-    label: str, d: LabelData, cfg: Config, features: Sequence[Feature], oracle: pd.DataFrame | None, val_cutoff
+    label: str, d: LabelData, cfg: Config, features: Sequence[Feature], oracle, val_cutoff, on_trial=None
 ) -> LabelResult:
-    """Eligibility, fit, calibrate, evaluate against baselines and oracle, log, register, judge (aliases: caller)."""
+    """Eligibility, choice on the folds, refit, validation metrics with CIs, log, register, judge (aliases: caller)."""
     t = cfg.training
     res = LabelResult(label, False, counts=d.counts())
     small = {k: v for k, v in res.counts.items() if not k.startswith("holdout") and v < t.min_class_count}
@@ -235,90 +239,122 @@ def _train_label(
         )
         return res
     names = [f.name for f in features]
+    rfm = [f.name for f in features if f.family in t.rfm_families]
     with mlflow.start_run(run_name=label, nested=True) as run:
         res.run_id = run.info.run_id
-        booster, cal, raw_val, p_val = fit_label(label, d, cfg, features)
-        res.trained, res.best_iteration = True, int(booster.best_iteration or booster.current_iteration())
+        # Everything up to here sees training cutoffs only; validation rows enter below.
+        sel = res.selection = choose(label, d, cfg, features, rfm, on_trial)
+        fitted: dict = {}
+        scorer, cal = fit_chosen(sel.chosen, sel, d, cfg, features, rfm, fitted)
+        bases = baseline_scores(d, cfg, features, rfm, fitted)
+        res.trained = True
+        if hasattr(scorer, "best_iteration"):
+            res.best_iteration = int(scorer.best_iteration or scorer.current_iteration())
+        raw_val = scorer.predict(d.X_val)
+        p_val = cal.apply(raw_val)
         y = d.val[label].to_numpy(dtype=int)
         res.metrics = evaluate.all_metrics(
             y, p_val, t.lift_fractions, tiers=d.val[tier_column(d.val)].astype(str).to_numpy()
         )
         res.raw_metrics = evaluate.probability_metrics(y, raw_val)
-        rfm = [f.name for f in features if f.family in t.rfm_families]
-        scores = {
-            "model": p_val,
-            "rule": baselines.rule_scores(label, d.fit_and_holdout, d.val, t.rule_recency_feature),
-            "logreg_rfm": baselines.logreg_scores(d.fit_and_holdout, d.val, label, rfm, t.seed),
-        }
-        for b in ("rule", "logreg_rfm"):
-            res.baselines[b] = {**evaluate.ranking_metrics(y, scores[b])}
-            if b == "logreg_rfm":
-                res.baselines[b].update(evaluate.probability_metrics(y, scores[b]))
-        res.beats_baselines = all(
-            res.metrics[m] > res.baselines[b][m] for b in res.baselines for m in ("roc_auc", "pr_auc")
-        )
+        scores = {"model": p_val, **bases}
+        ci, boot = bootstrap.with_ci(y, scores, t.bootstrap_resamples, t.seed, t.ci_level)
+        res.metrics.update({k: v for k, v in ci["model"].items() if k.endswith(("_lo", "_hi"))})
+        for b in BASELINES:
+            res.baselines[b] = {**ci[b], **evaluate.probability_metrics(y, bases[b])}
+            res.versus[b] = bootstrap.difference(boot, "model", b, t.gate_metric, t.ci_level)
+        is_model = sel.chosen not in BASELINES
+        res.beats_baselines = is_model and all(lo > t.gate_margin for lo, _ in res.versus.values())
         res.message = "; ".join(
-            f"{b} roc_auc {v['roc_auc']:.4f} pr_auc {v['pr_auc']:.4f}" for b, v in res.baselines.items()
+            f"{b} {t.gate_metric} {v[t.gate_metric]:.4f} (model - {b}: CI [{res.versus[b][0]:+.4f}, "
+            f"{res.versus[b][1]:+.4f}])"
+            for b, v in res.baselines.items()
         )
-        res.message = f"model roc_auc {res.metrics['roc_auc']:.4f} pr_auc {res.metrics['pr_auc']:.4f}; {res.message}"
+        res.message = f"{sel.chosen} {t.gate_metric} {res.metrics[t.gate_metric]:.4f}; {res.message}"
         po = baselines.oracle_scores(oracle, label, val_cutoff, d.val)
         if po is not None:
             ok = ~np.isnan(po)
-            om, mm = evaluate.all_metrics(y[ok], po[ok], ()), evaluate.all_metrics(y[ok], p_val[ok], ())
+            oc, _ = bootstrap.with_ci(
+                y[ok], {"oracle": po[ok], "model": p_val[ok]}, t.bootstrap_resamples, t.seed, t.ci_level
+            )
+            om = evaluate.all_metrics(y[ok], po[ok], ())
             res.oracle = {
                 "oracle_roc_auc": om["roc_auc"],
+                "oracle_roc_auc_lo": oc["oracle"]["roc_auc_lo"],
+                "oracle_roc_auc_hi": oc["oracle"]["roc_auc_hi"],
                 "oracle_pr_auc": om["pr_auc"],
+                "oracle_pr_auc_lo": oc["oracle"]["pr_auc_lo"],
+                "oracle_pr_auc_hi": oc["oracle"]["pr_auc_hi"],
                 "oracle_brier": om["brier"],
-                "model_roc_auc_on_oracle_users": mm["roc_auc"],
+                "model_roc_auc_on_oracle_users": oc["model"]["roc_auc"],
                 "oracle_users": int(ok.sum()),
-                "auc_ratio_to_oracle": mm["roc_auc"] / om["roc_auc"] if om["roc_auc"] > 0 else float("nan"),
+                "auc_ratio_to_oracle": oc["model"]["roc_auc"] / om["roc_auc"] if om["roc_auc"] > 0 else float("nan"),
             }
             scores["oracle"] = po if ok.all() else None  # plotted only when it covers every row
-        mlflow.log_params(
-            {
-                "label": label,
-                "best_iteration": res.best_iteration,
-                "calibration": cal.method,
-                **{f"n_{k}": v for k, v in res.counts.items()},
-            }
-        )
-        mlflow.log_metrics(
-            {
-                **res.metrics,
-                **{f"raw_{k}": v for k, v in res.raw_metrics.items()},
-                **{f"{b}_{k}": v for b, m in res.baselines.items() for k, v in m.items()},
-                **(res.oracle or {}),
-            }
-        )
-        mlflow.set_tag("siyu.beats_baselines", str(res.beats_baselines).lower())
-        if not res.beats_baselines:
-            mlflow.set_tag("siyu.warning", f"{label} model does not beat the baselines: {res.message}")
+        # What serves: the chosen model when it beats every baseline beyond noise, else the best baseline.
+        fallback = not res.beats_baselines and t.serve_best_baseline
+        res.scorer = sel.best_baseline() if fallback else sel.chosen
+        served, served_cal = fitted[res.scorer]
+        p_served = served_cal.apply(served.predict(d.X_val))
+        _log_label(res, sel, cal)
         rng = np.random.default_rng(t.seed)
         idx = np.sort(rng.choice(len(d.val), size=min(t.shap_sample, len(d.val)), replace=False))
         with tempfile.TemporaryDirectory() as folder:
-            evaluate.write_label_artifacts(Path(folder), label, y, scores, raw_val, booster, d.X_val[idx], names)
+            evaluate.write_label_artifacts(Path(folder), label, y, scores, raw_val, scorer, d.X_val[idx], names)
             mlflow.log_artifacts(folder, "evaluation")
         example = pd.DataFrame(d.X_val[:5], columns=names)
-        res.version = model_registry.log_model(booster, cal, label, model_registry.model_name(cfg, label), example)
-        metric_fn = {
-            "roc_auc": lambda yy, pp: evaluate.ranking_metrics(yy, pp)["roc_auc"],
-            "pr_auc": lambda yy, pp: evaluate.ranking_metrics(yy, pp)["pr_auc"],
-        }[t.gate_metric]
-        res.gate = model_registry.judge(
-            cfg, label, res.version, d.X_val, names, y, res.metrics[t.gate_metric], metric_fn, t.gate_metric
-        )
-        g = res.gate
+        name = model_registry.model_name(cfg, label)
+        res.version = model_registry.log_model(served, served_cal, label, name, example, res.scorer)
+        res.gate = g = model_registry.judge(cfg, label, res.version, d.X_val, names, y, p_served, bases, fallback)
         mlflow.set_tags(
             {
                 "siyu.gate": "promoted" if g.promoted else "kept_champion",
                 "siyu.gate_reason": g.reason,
                 "siyu.model_version": str(res.version),
+                "siyu.scorer": res.scorer,
             }
         )
         mlflow.log_metrics(
             {
                 f"gate_challenger_{g.metric}": g.challenger,
                 **({f"gate_champion_{g.metric}": g.champion} if g.champion is not None else {}),
+                **({"gate_diff_lo": g.ci[0], "gate_diff_hi": g.ci[1]} if g.ci else {}),
             }
         )
     return res
+
+
+def _log_label(res: LabelResult, sel, cal) -> None:
+    """The label's params, metrics (validation with CIs, folds) and tags in its MLflow run."""
+    mlflow.log_params(
+        {
+            "label": res.label,
+            "best_iteration": res.best_iteration,
+            "calibration": cal.method,
+            "candidate": sel.chosen,
+            "scorer": res.scorer,
+            "tuning_trials": sel.trials,
+            "blend": json.dumps(sel.blend),
+            "selection_cutoffs": ",".join(f"{pd.Timestamp(c):%Y-%m-%d}" for c in sel.cutoffs_seen),
+            **{f"lgbm_{k}": v for k, v in sel.lgbm_params.items()},
+            **{f"n_{k}": v for k, v in res.counts.items()},
+        }
+    )
+    folds = {f"cv_{k}_roc_auc_fold{i}": v for k, vs in sel.fold_auc.items() for i, v in enumerate(vs)}
+    mlflow.log_metrics(
+        {
+            **{k: v for k, v in res.metrics.items() if np.isfinite(v)},
+            **{f"raw_{k}": v for k, v in res.raw_metrics.items()},
+            **{f"{b}_{k}": v for b, m in res.baselines.items() for k, v in m.items()},
+            **{f"model_minus_{b}_{k}": v for b, ci in res.versus.items() for k, v in zip(("lo", "hi"), ci)},
+            **(res.oracle or {}),
+            **folds,
+            **{f"cv_{k}_roc_auc_mean": v for k, v in sel.mean_auc.items()},
+        }
+    )
+    mlflow.set_tag("siyu.beats_baselines", str(res.beats_baselines).lower())
+    if not res.beats_baselines:
+        mlflow.set_tag(
+            "siyu.warning",
+            f"{res.label} model does not beat the baselines: serving the best baseline ({res.scorer}); {res.message}",
+        )

@@ -1,0 +1,147 @@
+"""Model selection (issue #14): walk-forward folds, tuning, candidates, blend, bootstrap CIs and the gate."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from training_world import FEATURES, make_table, small_cfg
+
+from training import bootstrap, model_registry
+from training.calibrate import Calibrator
+from training.fit import LabelData
+from training.label import choose
+from training.scorers import BlendScorer, BoosterScorer, LogisticScorer, RuleScorer, logit, scorer_from_json
+from training.select import Fold, Rows, blend_weight, make_folds
+from training.tuning import rescale, search_space
+
+NAMES = [f.name for f in FEATURES]
+RFM = [f.name for f in FEATURES if f.family in ("recency", "frequency", "monetary")]
+
+
+def _split(table, cutoffs, label):
+    ts = pd.to_datetime(table["cutoff"])
+    part = {"fit": ts < cutoffs[-2], "holdout": ts == cutoffs[-2], "validation": ts == cutoffs[-1]}
+    return LabelData.split(table, label, part, NAMES)
+
+
+def test_selection_never_touches_the_validation_cutoff(tmp_path):
+    """Poisoned validation labels and features change nothing the folds decide, and no fold reads that cutoff."""
+    cfg = small_cfg(f"sqlite:///{tmp_path / 'x.db'}")
+    table, cutoffs = make_table(400, 5, seed=2)
+    poisoned = table.copy()
+    val = poisoned.cutoff == cutoffs[-1]
+    rng = np.random.default_rng(0)
+    poisoned.loc[val, "promotion"] = pd.array(rng.integers(0, 2, int(val.sum())), dtype="Int64")
+    poisoned.loc[val, "purchases_90d"] = 1000  # would move the logistic and the trees if seen
+    a = choose("promotion", _split(table, cutoffs, "promotion"), cfg, FEATURES, RFM)
+    b = choose("promotion", _split(poisoned, cutoffs, "promotion"), cfg, FEATURES, RFM)
+    assert a.chosen == b.chosen and a.mean_auc == b.mean_auc and a.blend == b.blend
+    assert {k: v for k, v in a.lgbm_params.items() if k != "_seconds"} == {
+        k: v for k, v in b.lgbm_params.items() if k != "_seconds"
+    }
+    assert pd.Timestamp(cutoffs[-1]) not in a.cutoffs_seen and a.cutoffs_seen == [pd.Timestamp(c) for c in cutoffs[:-1]]
+    assert a.trials == 4 and set(a.mean_auc) >= {"lightgbm", "logistic", "rule"}
+
+
+def test_folds_are_rolling_origin_and_purge_the_horizon():
+    n, cuts = 300, pd.date_range("2024-01-01", periods=5, freq="30D")
+    rng = np.random.default_rng(1)
+    cutoff = np.repeat(cuts.to_numpy(), n)
+    rows = Rows([rng.normal(size=(len(cutoff), 3))], rng.integers(0, 2, len(cutoff)), cutoff)
+    folds = make_folds(rows, 3, horizon_days=30, max_rows=10_000, seed=0)
+    assert [f.cutoff for f in folds] == list(cuts[-3:])
+    for f in folds:
+        assert max(f.fit_cutoffs) < f.cutoff and len(f.y_eval) == n
+    # labels that run 60 days must end before the fold's cutoff: one cutoff fewer to fit on
+    purged = make_folds(rows, 3, horizon_days=60, max_rows=10_000, seed=0)
+    for f in purged:
+        assert all(c + pd.Timedelta(days=60) <= f.cutoff for c in f.fit_cutoffs)
+    assert [len(f.fit_cutoffs) for f in purged] == [1, 2, 3]  # vs 2, 3, 4 with a 30-day horizon
+    assert len(make_folds(rows, 3, 30, max_rows=100, seed=0)[0].y_eval) == 100  # capped per fold
+
+
+def test_tuning_space_adapts_to_the_population_size():
+    small, large = search_space(4_000), search_space(5_000_000)
+    assert small["num_leaves"][1] < large["num_leaves"][1] <= 255
+    assert small["min_data_in_leaf"][1] < 100 < large["min_data_in_leaf"][0]
+    assert small["lambda_l2"][1] > large["lambda_l2"][1]  # few rows: stronger shrinkage allowed
+    # leaf minimums tuned on a sample keep their share of the rows in the final fit
+    assert rescale({"min_data_in_leaf": 20, "num_leaves": 31}, 60_000, 600_000) == {
+        "min_data_in_leaf": 200,
+        "num_leaves": 31,
+    }
+
+
+def test_blend_is_never_worse_than_its_members_on_its_folds():
+    rng = np.random.default_rng(3)
+    folds, a, b = [], [], []
+    for _ in range(3):
+        y = rng.integers(0, 2, 500)
+        folds.append(Fold(pd.Timestamp("2024-01-01"), [], None, None, None, None, None, y))
+        a.append(1 / (1 + np.exp(-(y + rng.normal(0, 1.2, 500)))))
+        b.append(1 / (1 + np.exp(-(y + rng.normal(0, 1.5, 500)))))
+    w, preds, score = blend_weight(folds, a, b)
+    auc = lambda ps: np.mean([bootstrap.point(f.y_eval, p)["roc_auc"] for f, p in zip(folds, ps)])  # noqa: E731
+    assert score >= max(auc(a), auc(b)) and score == pytest.approx(auc(preds))
+    assert 0 < w < 1  # two independent noisy views: the mix is strictly better here
+
+
+def test_scorers_round_trip_and_contributions_add_up():
+    table, cutoffs = make_table(400, 3, seed=4)
+    d = _split(table, cutoffs, "churn")
+    y = d.fit["churn"].to_numpy()
+    lr = LogisticScorer(RFM).fit(d.X_fit, y, NAMES)
+    rule = RuleScorer("promotion", "tier_rank").fit(d.X_fit, d.fit["churn"].to_numpy(), NAMES)
+    blend = BlendScorer([(lr, Calibrator("none")), (rule, Calibrator("platt", {"a": 0.5, "b": 0.1}))], [0.6, 0.4])
+    for s in (lr, rule, RuleScorer("churn", "days_since_user_event").fit(d.X_fit, y, NAMES), blend):
+        again = scorer_from_json(s.to_json())
+        np.testing.assert_allclose(again.predict_proba(d.X_val), s.predict_proba(d.X_val))
+        c = s.contributions(d.X_val)
+        assert c.shape == (len(d.X_val), len(NAMES) + 1)
+        np.testing.assert_allclose(c.sum(1), logit(s.predict_proba(d.X_val)), atol=1e-5)
+    assert BoosterScorer.kind == "lightgbm"
+
+
+def test_bootstrap_points_match_sklearn_and_intervals_cover_them():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 400)
+    p = np.round(y * 0.3 + rng.random(400), 1)  # many ties
+    pt = bootstrap.point(y, p)
+    assert pt["roc_auc"] == pytest.approx(roc_auc_score(y, p)) and pt["pr_auc"] == pytest.approx(
+        average_precision_score(y, p)
+    )
+    ci, res = bootstrap.with_ci(y, {"a": p, "b": p}, 200, 0, 0.95)
+    assert ci["a"]["roc_auc_lo"] < pt["roc_auc"] < ci["a"]["roc_auc_hi"]
+    assert bootstrap.difference(res, "a", "b", "roc_auc", 0.95) == (0.0, 0.0)  # paired: a tie is exactly 0
+
+
+def test_gate_refuses_a_tie_and_a_loss_and_promotes_a_clear_win(tmp_path):
+    """Against a registered champion on the same rows: equal scores never promote, clearly better ones do."""
+    cfg = small_cfg(f"sqlite:///{tmp_path / 'g.db'}")
+    table, cutoffs = make_table(600, 3, seed=6)
+    d = _split(table, cutoffs, "churn")
+    champ = LogisticScorer(RFM).fit(d.X_fit, d.fit["churn"].to_numpy(), NAMES)
+    model_registry.use_experiment(cfg, "gate")
+    with mlflow.start_run():
+        v = model_registry.log_model(
+            champ, Calibrator("none"), "churn", "siyu-churn", pd.DataFrame(d.X_val[:5], columns=NAMES), "logistic"
+        )
+    model_registry.promote(cfg, "churn", v)
+    loaded = model_registry.load_model(cfg, "churn")
+    assert loaded.kind == "logistic"
+    y, p = d.val["churn"].to_numpy(), champ.predict_proba(d.X_val)
+    np.testing.assert_allclose(loaded.predict_proba(d.X_val), p)
+    judge = lambda q, fallback=False: model_registry.judge(  # noqa: E731
+        cfg, "churn", v + 1, d.X_val, NAMES, y, q, {"logistic": p}, fallback
+    )
+    assert not judge(p).promoted  # a tie
+    assert not judge(p * 0.5 + 0.25 * np.random.default_rng(0).random(len(p))).promoted  # worse
+    oracle = d.val["_p_churn"].to_numpy()
+    g = judge(oracle)
+    assert g.promoted and g.ci[0] > 0 and g.champion_version == v
+    # a best-baseline version replaces a champion that does not beat the baselines (here: it is one)
+    assert judge(p, fallback=True).promoted
