@@ -95,7 +95,14 @@ def score_pool(
             table = score_frame(feats, pop, scorer, cfg, asof, progress, families, lineage=origin)
     else:
         raise SiyuError(f"--engine must be duckdb or spark, not {engine!r}")
-    write_table_atomic(table, out)
+    try:
+        write_table_atomic(table, out)
+    except BaseException:  # no history left beside a snapshot that was never written
+        from serving.history import history_paths
+
+        for p in history_paths(out):
+            p.unlink(missing_ok=True)
+        raise
     if record:
         record_latest(cfg, out, asof)
     return summarize(table, out, asof, engine, time.perf_counter() - t0)
