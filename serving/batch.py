@@ -66,8 +66,11 @@ def score_pool(
         from events.validate import load_valid_events
         from features.catalog import feature_names
         from features.compute import feature_table, present_families
+        from features.windows import for_models
 
-        scorer = Scorer(load_champions(cfg), feature_names(cfg), cfg.scoring.reasons)  # fail fast, before the SQL
+        champions = load_champions(cfg)
+        cfg = for_models(cfg, champions)  # `auto` windows: the ones the champions were trained with
+        scorer = Scorer(champions, feature_names(cfg), cfg.scoring.reasons)  # fail fast, before the SQL
         con = connect()
         with progress_bar(show_progress) as progress:
             step = progress.add_task("validating and loading events", total=None)
