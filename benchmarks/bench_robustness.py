@@ -206,18 +206,23 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--replicas", type=int, default=16, help="oracle re-simulations per user")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--from-json", nargs="*", type=Path, help="only tabulate the rows of earlier runs' JSON (shards)")
     a = ap.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from siyu.config import load_config
 
     load_config()  # fail fast on a broken config
     rows: list[dict] = []
-    for name in a.worlds or list(WORLDS):
+    meta = {"users": a.users, "days": a.days, "oracle_replicas": a.replicas}
+    if a.from_json:
+        done = [json.loads(p.read_text()) for p in a.from_json]
+        meta = {k: done[0][k] for k in meta}
+        rows = sorted((r for d in done for r in d["rows"]), key=lambda r: list(WORLDS).index(r["world"]))
+    for name in [] if a.from_json else a.worlds or list(WORLDS):
         print(f"== {name}", file=sys.stderr, flush=True)
         for r in run_world(name, WORLDS[name], a.users, a.days, a.replicas):
             rows.append(r)
             print(json.dumps({"benchmark": "robustness", **r}, default=str), flush=True)
-    meta = {"users": a.users, "days": a.days, "oracle_replicas": a.replicas}
     a.out.mkdir(parents=True, exist_ok=True)
     stem = a.out / f"{date.today()}-robustness"
     stem.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=2, default=str))

@@ -77,8 +77,10 @@ def old_facts_sql(facts: Facts, c: Compiled, hi: int, lo: int | None = None, bef
 
 
 def rhythm_sql(facts: Facts, day: int, lookback: int) -> str:
-    """The CTE `g`: per user, the distinct purchase days in (day - lookback, day]: their gaps' mean and sd,
-    their number and the first of them (a user without any has no row: NULLs, i.e. missing).
+    """The CTE `g`: per user, the gaps between distinct purchase days in (day - lookback, day].
+
+    Columns gap_mean, gap_sd (of the gaps), gap_n (purchase days), gap_first (the first of them);
+    a user without a purchase there has no row: NULLs, i.e. missing.
 
     Reads the orders facts (one row per purchase, far fewer than events), so it costs one small
     window sort per cutoff. A purchase's bucket `b` is at or before the cutoff exactly when its

@@ -291,3 +291,10 @@ def test_auto_windows_rule_span_and_scoring_side():
 
     assert for_models(auto, {"churn": M()}).windows.feature_windows == (30, 90, 180)
     assert for_models(cfg, {"churn": M()}) is cfg  # explicit windows stay as configured
+    from features.windows import log_span_days, resolve
+
+    con = con_with([("u", "2024-01-01", "visit"), ("u", "2024-06-29 10:00", "visit")])
+    assert log_span_days(con, 30) == 151  # Jan 1 .. Jun 30 (the day after the last event) - 30 days
+    slow = auto.model_copy(update={"windows": auto.windows.model_copy(update={"horizon_days": 90})})
+    assert resolve(slow, con).windows.feature_windows == (30, 90)  # 180 and 365 exceed the 91 days of history
+    assert resolve(cfg, con) is cfg
