@@ -61,6 +61,11 @@ SUITE: dict[str, dict[str, list[str]]] = {
         "small": ["bench_api.py", "--users", "2000", "--seconds", "8"],
         "large": ["bench_api.py", "--users", "20000", "--seconds", "20"],
     },
+    # also writes its own table: results/<date>-robustness.md
+    "robustness": {
+        "small": ["bench_robustness.py", "--users", "4000", "--replicas", "8"],
+        "large": ["bench_robustness.py", "--users", "8000", "--replicas", "16"],
+    },
 }
 VERSIONS = ["duckdb", "lightgbm", "mlflow", "bentoml", "pyspark", "pandas", "numpy", "pyarrow", "scikit-learn"]
 

@@ -10,7 +10,11 @@ list for the default config, `features_of(cfg)` the list for any other.
 `{n:EV:HI[:LO]}` events in (d-HI, d-LO] days, `{amt:..}` their amount,
 `{coupon:..}` coupon purchases, `{days:..}` distinct active days;
 lifetime (everything up to d): `{ln:EV}`, `{lamt:EV}`, `{lrsum:EV}` /
-`{lrn:EV}` (rating sum / count), `{last:EV}` / `{first:EV}` (day number).
+`{lrn:EV}` (rating sum / count), `{last:EV}` / `{first:EV}` (day number);
+purchase rhythm over the last `rhythm` days: `{gap:mean}` / `{gap:sd}`, the mean and
+standard deviation of the gaps between consecutive distinct purchase days (NULL with
+fewer than two, resp. three, purchase days: missing, not zero), `{gap:n}` their number
+and `{gap:first}` the first of them (NULL without a purchase).
 EV is `a+b` (event names), `@family`, `@user` (user-side) or `@all`.
 Ladder columns: `t.*` (tiers at d), `prev.tier_rank`, `{days_in_tier}`.
 """
@@ -57,8 +61,8 @@ def _trend(a: str, b: str) -> str:
     return f"CASE WHEN {a} + {b} = 0 THEN 0.0 ELSE CAST({a} - {b} AS DOUBLE) / ({a} + {b}) END"
 
 
-def features_for(windows: tuple[int, ...], period: int, horizon: int) -> list[Feature]:
-    """Declare every feature for the given RFM windows (shortest..longest), period P and horizon H."""
+def features_for(windows: tuple[int, ...], period: int, horizon: int, rhythm: int) -> list[Feature]:
+    """Declare every feature for the given RFM windows (shortest..longest), period P, horizon H and rhythm lookback."""
     ws = tuple(sorted(windows))
     mid, long = ws[min(1, len(ws) - 1)], ws[-1]
     F: list[Feature] = []
@@ -124,6 +128,57 @@ def features_for(windows: tuple[int, ...], period: int, horizon: int) -> list[Fe
             (("churn", -1),),
         )
     add("n_purchase_life", "frequency", "purchases ever", "count", "{ln:purchase}", ("commerce",))
+    # purchase rhythm: a user's own usual gap, so "90 days without a purchase" reads differently
+    # for a weekly and a twice-a-year buyer (carries across brands where fixed windows do not)
+    add(
+        "purchase_gap_mean",
+        "frequency",
+        f"mean days between purchase days (last {rhythm} days)",
+        "days",
+        "{gap:mean}",
+        ("commerce",),
+    )
+    add(
+        "purchase_gap_sd",
+        "frequency",
+        f"spread (sd) of the days between purchase days (last {rhythm} days)",
+        "days",
+        "{gap:sd}",
+        ("commerce",),
+    )
+    # BTYD's (x, T): repeat purchase days and the time since the first (t_x = x * mean gap)
+    add(
+        "repeat_purchase_days",
+        "frequency",
+        f"purchase days after the first one (last {rhythm} days)",
+        "days",
+        "coalesce({gap:n}, 1) - 1",
+        ("commerce",),
+    )
+    add(
+        "days_since_first_purchase",
+        "recency",
+        f"days since the first purchase of the last {rhythm} days",
+        "days",
+        "{d} - {gap:first}",
+        ("commerce",),
+    )
+    add(
+        "purchase_overdue_ratio",
+        "recency",
+        "days since the last purchase over the user's usual gap",
+        "ratio",
+        _ratio("{d} - {last:purchase}", "{gap:mean}"),
+        ("commerce",),
+    )
+    add(
+        "purchase_overdue_z",
+        "recency",
+        "days since the last purchase beyond the usual gap, in gap sds",
+        "sds",
+        _ratio("{d} - {last:purchase} - {gap:mean}", "{gap:sd}"),
+        ("commerce",),
+    )
     # monetary
     for w in ws:
         add(
@@ -439,10 +494,22 @@ def features_for(windows: tuple[int, ...], period: int, horizon: int) -> list[Fe
     return F
 
 
+def windows_in(cfg) -> tuple[int, ...]:
+    """A config's explicit feature windows (`auto` must be resolved first: features.windows.resolve)."""
+    ws = cfg.windows.feature_windows
+    if ws == "auto":
+        from siyu.errors import SiyuError
+
+        raise SiyuError(
+            "windows.feature_windows is auto: resolve it against the log (training) or the champions (scoring)"
+        )
+    return tuple(ws)
+
+
 def features_of(cfg) -> list[Feature]:
-    """The feature declarations for a config's windows, period and horizon."""
+    """The feature declarations for a config's windows, period, horizon and rhythm lookback."""
     w = cfg.windows
-    return features_for(tuple(w.feature_windows), w.period_days, w.horizon_days)
+    return features_for(windows_in(cfg), w.period_days, w.horizon_days, w.rhythm_lookback_days)
 
 
 FEATURES: list[Feature] = features_of(default_config())

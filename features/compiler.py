@@ -63,6 +63,7 @@ class Compiled:
         self.offsets: set[int] = {0}
         self.max_days = 0
         self.lookbacks = lookbacks
+        self.rhythm = False  # some feature reads the purchase-rhythm CTE (compute.rhythm_sql)
         self.exprs = {f.name: _PH.sub(self._ref, f.expr) for f in feats}
 
     def _agg(self, sql: str, lifetime: str | None = None, user_days: bool = False) -> str:
@@ -77,6 +78,11 @@ class Compiled:
         kind, arg = m.group(1), m.group(2)
         if kind == "d":
             return "t.d"
+        if kind == "gap":
+            if arg not in ("mean", "sd", "n", "first"):
+                raise ValueError(f"unknown rhythm statistic {m.group(0)}")
+            self.rhythm = True
+            return f"t.gap_{arg}"
         if kind == "days_in_tier":
             cases = " ".join(
                 f"WHEN coalesce(g{w}.tier_rank, -1) <> t.tier_rank THEN {prev}"

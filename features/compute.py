@@ -14,7 +14,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from features.catalog import Feature, features_of
+from features.catalog import Feature, features_of, windows_in
 from features.compiler import Compiled, event_cond
 from features.facts import Facts, Runner, build_facts, floats, instants_of, split_instant
 from features.tiers import tier_bounds, tier_sql
@@ -27,13 +27,13 @@ INT_FEATURES = ("tier", "prev_tier")
 
 def tier_days(days: list[int], cfg: Config) -> list[int]:
     """Every day the ladder features need tiers at: the cutoffs and their lookbacks."""
-    back = sorted({*cfg.windows.feature_windows, cfg.windows.period_days})
+    back = sorted({*windows_in(cfg), cfg.windows.period_days})
     return sorted({d - b for d in days for b in [0, *back]})
 
 
 def compiled_for(cfg: Config) -> Compiled:
     """The compiled registry for this config."""
-    return Compiled(features_of(cfg), sorted(cfg.windows.feature_windows))
+    return Compiled(features_of(cfg), sorted(windows_in(cfg)))
 
 
 def feature_bounds(days: list[int], cfg: Config) -> set[int]:
@@ -76,6 +76,25 @@ def old_facts_sql(facts: Facts, c: Compiled, hi: int, lo: int | None = None, bef
     )
 
 
+def rhythm_sql(facts: Facts, day: int, lookback: int) -> str:
+    """The CTE `g`: per user, the gaps between distinct purchase days in (day - lookback, day].
+
+    Columns gap_mean, gap_sd (of the gaps), gap_n (purchase days), gap_first (the first of them);
+    a user without a purchase there has no row: NULLs, i.e. missing.
+
+    Reads the orders facts (one row per purchase, far fewer than events), so it costs one small
+    window sort per cutoff. A purchase's bucket `b` is at or before the cutoff exactly when its
+    timestamp is (point in time); cancelled orders count, as in the purchase counts.
+    """
+    return f"""g AS (
+        SELECT user_id, avg(gap) AS gap_mean, stddev_samp(gap) AS gap_sd,
+               CAST(count(*) AS DOUBLE) AS gap_n, min(b) AS gap_first
+        FROM (SELECT user_id, b, CAST(b - lag(b) OVER (PARTITION BY user_id ORDER BY b) AS DOUBLE) AS gap
+              FROM (SELECT DISTINCT user_id, b FROM {facts.orders}
+                    WHERE b <= {int(day)} AND b > {int(day) - int(lookback)}) x) y
+        GROUP BY user_id)"""
+
+
 def feature_sql(facts: Facts, tiers: str, user_days: str, old: str, day: int, cfg: Config, c: Compiled) -> str:
     """SQL for the features at one cutoff day, in no set order (columns user_id, d, then the registry's).
 
@@ -103,10 +122,12 @@ def feature_sql(facts: Facts, tiers: str, user_days: str, old: str, day: int, cf
     u AS (
         SELECT {_with_user(c.aggregates_sql(d, "user_days"))}
         FROM {user_days} a WHERE a.e <= {d} AND a.e > {d - c.max_days} GROUP BY a.user_id),
+    {rhythm_sql(facts, d, cfg.windows.rhythm_lookback_days) + "," if c.rhythm else ""}
     t AS (
-        SELECT k.*, {c.combined_sql("r", "o", "u")}
+        SELECT k.*, {c.combined_sql("r", "o", "u")}{", g.gap_mean, g.gap_sd, g.gap_n, g.gap_first" if c.rhythm else ""}
         FROM k LEFT JOIN r ON r.user_id = k.user_id LEFT JOIN {old} o ON o.user_id = k.user_id
-               LEFT JOIN u ON u.user_id = k.user_id)
+               LEFT JOIN u ON u.user_id = k.user_id
+               {"LEFT JOIN g ON g.user_id = k.user_id" if c.rhythm else ""})
     SELECT t.user_id, t.d, {outs}
     FROM t
     {grid}"""

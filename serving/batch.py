@@ -68,9 +68,11 @@ def score_pool(
         from events.validate import load_valid_events
         from features.catalog import feature_names
         from features.compute import feature_table, present_families
+        from features.windows import for_models
         from serving.rules import fit_rules
 
         models = load_champions(cfg, require=False)  # fail fast (registry away), before the SQL
+        cfg = for_models(cfg, models)  # `auto` windows: the ones the champions were trained with
         con = connect(cfg=cfg)
         with progress_bar(show_progress) as progress:
             step = progress.add_task("validating and loading events", total=None)

@@ -70,6 +70,10 @@ class Predictor:
     """
 
     def __init__(self, cfg: Config, scorer: Scorer, snap: Snapshot):
+        if cfg.windows.feature_windows == "auto":  # the snapshot's columns are the champions' windows
+            from features.windows import windows_of, with_windows
+
+            cfg = with_windows(cfg, windows_of(snap.feature_names))
         self.cfg, self.scorer, self.snap = cfg, scorer, snap
         self.history = None  # serving.history.History of the snapshot's users (set by load)
         if scorer.feature_names != snap.feature_names:

@@ -67,10 +67,12 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
     from features import spark as S
     from features.catalog import feature_names
     from features.compute import present_families
+    from features.windows import for_models
     from serving.pool import load_champions, populations_from_tiers, progress_bar, score_frame
     from serving.scoring import Scorer
 
     models = load_champions(cfg)
+    cfg = for_models(cfg, models)  # `auto` windows: the ones the champions were trained with
     scorer = Scorer(models, feature_names(cfg), cfg.scoring.reasons)
     con = connect(cfg=cfg)
     load_valid_events(con, events_path, cfg)

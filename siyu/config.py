@@ -126,7 +126,10 @@ class QuarantineConfig(_Strict):
 class WindowsConfig(_Strict):
     period_days: int = Field(gt=0, description="P: tiers count events in (T-P, T]")
     horizon_days: int = Field(gt=0, description="H: labels look at (T, T+H]")
-    feature_windows: tuple[int, ...] = Field(description="windows (days) for RFM features")
+    feature_windows: tuple[int, ...] | Literal["auto"] = Field(
+        description="windows (days) for RFM features, or auto (features.windows.auto_windows)"
+    )
+    rhythm_lookback_days: int = Field(gt=0, description="purchase-rhythm features read purchase days this far back")
     n_cutoffs: int = Field(ge=2, description="rolling cutoffs stacked into the training table")
     cutoff_spacing_days: int = Field(gt=0, description="days between consecutive cutoffs")
 

@@ -239,3 +239,62 @@ def test_events_after_the_cutoff_change_nothing(cfg, before, after, cut):
     c1, c2 = con_with(frame(past)), con_with(frame(past + future))
     pd.testing.assert_frame_equal(feature_table(c1, cutoff, cfg), feature_table(c2, cutoff, cfg))
     pd.testing.assert_frame_equal(tier_table(c1, cutoff, cfg), tier_table(c2, cutoff, cfg))
+
+
+def test_purchase_rhythm_by_hand_point_in_time_and_missing(cfg):
+    buy = lambda u, ts: (u, ts, "purchase", {"amount": 5.0})  # noqa: E731
+    log = [
+        *(buy("u", ts) for ts in ("2024-01-01", "2024-01-11", "2024-01-11", "2024-01-31", "2024-03-02")),
+        buy("v", "2024-02-01"),
+        buy("v", "2024-02-05"),
+        ("w", "2024-02-01", "visit"),
+    ]
+    df = feature_table(con_with(log), datetime(2024, 3, 1), cfg).set_index("user_id")
+    u, v, w = df.loc["u"], df.loc["v"], df.loc["w"]
+    # u: purchase days Jan 1, 11, 31 (two on the 11th count once; Mar 2 is after the cutoff): gaps 10, 20
+    assert (u.purchase_gap_mean, round(u.purchase_gap_sd, 4)) == (15.0, round(50**0.5, 4))
+    assert (u.repeat_purchase_days, u.days_since_first_purchase, u.purchase_overdue_ratio) == (2, 60, 2.0)
+    assert round(u.purchase_overdue_z, 4) == round(15 / 50**0.5, 4)
+    # v: one gap -> a mean but no spread; w never bought -> missing, not zero
+    assert v.purchase_gap_mean == 4.0 and pd.isna(v.purchase_gap_sd) and v.purchase_overdue_ratio == 25 / 4
+    assert pd.isna(w.purchase_gap_mean) and pd.isna(w.purchase_overdue_ratio) and pd.isna(w.days_since_first_purchase)
+    assert w.repeat_purchase_days == 0
+    # lookback: with 40 days only Jan 31 is in (Jan 21, Mar 1] for u -> one purchase day, no gap
+    short = cfg.model_copy(update={"windows": cfg.windows.model_copy(update={"rhythm_lookback_days": 40})})
+    s = feature_table(con_with(log), datetime(2024, 3, 1), short).set_index("user_id").loc["u"]
+    assert pd.isna(s.purchase_gap_mean) and s.repeat_purchase_days == 0 and s.days_since_first_purchase == 30
+
+
+def test_auto_windows_rule_span_and_scoring_side():
+    from features.catalog import features_of
+    from features.windows import auto_windows, for_models, windows_of, with_windows
+    from siyu.config import load_config
+    from siyu.errors import SiyuError
+
+    assert auto_windows(90, 30) == (7, 30, 90)  # the hand-picked default
+    assert auto_windows(90, 90) == (30, 90, 180, 365)  # slow buyers: long windows, no 7-day one
+    assert auto_windows(30, 30) == (7, 30, 60, 90)  # a monthly subscription
+    assert auto_windows(90, 90, span_days=275) == (30, 90, 180)  # longer than the log: dropped
+    assert auto_windows(90, 90, span_days=10) == (30,)
+    cfg = load_config()
+    auto = cfg.model_copy(update={"windows": cfg.windows.model_copy(update={"feature_windows": "auto"})})
+    try:
+        features_of(auto)
+        raise AssertionError("auto windows must be resolved before the features are declared")
+    except SiyuError:
+        pass
+    names = [f.name for f in features_of(with_windows(cfg, (30, 90, 180)))]
+    assert windows_of(names) == (30, 90, 180) and "n_purchase_7d" not in names
+
+    class M:
+        feature_names = names
+
+    assert for_models(auto, {"churn": M()}).windows.feature_windows == (30, 90, 180)
+    assert for_models(cfg, {"churn": M()}) is cfg  # explicit windows stay as configured
+    from features.windows import log_span_days, resolve
+
+    con = con_with([("u", "2024-01-01", "visit"), ("u", "2024-06-29 10:00", "visit")])
+    assert log_span_days(con, 30) == 151  # Jan 1 .. Jun 30 (the day after the last event) - 30 days
+    slow = auto.model_copy(update={"windows": auto.windows.model_copy(update={"horizon_days": 90})})
+    assert resolve(slow, con).windows.feature_windows == (30, 90)  # 180 and 365 exceed the 91 days of history
+    assert resolve(cfg, con) is cfg

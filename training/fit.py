@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -120,7 +121,10 @@ def lgbm_params(label: str, cfg: Config, features: Sequence[Feature], n_pos: int
         params["scale_pos_weight"] = float(np.sqrt(ratio))
     if t.monotone:
         extra = t.monotone_extra.get(label, {})
-        unknown = sorted(set(extra) - {f.name for f in features})
+        # A hint for a window this config does not build (e.g. 7 days under `auto` windows) is moot.
+        ws = set(cfg.windows.feature_windows)
+        moot = {n for n in extra if (m := re.search(r"_(\d+)d$", n)) and int(m.group(1)) not in ws}
+        unknown = sorted(set(extra) - moot - {f.name for f in features})
         if unknown:
             raise SiyuError(f"training.monotone_extra.{label} names unknown feature(s) {unknown}")
         signs = [extra.get(f.name, dict(f.monotone).get(label, 0)) for f in features]

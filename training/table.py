@@ -7,6 +7,7 @@ its horizon), so adding cutoffs does not rescan the raw log.
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -74,9 +75,11 @@ def training_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str =
         and np.array_equal(out["cutoff"].to_numpy(), labels["cutoff"].to_numpy())
     ):
         raise SiyuError("feature and label rows do not line up (engine returned them unsorted?)")
-    for c in labels.columns.drop(["user_id", "cutoff"]):
-        out[c] = labels[c].to_numpy() if labels[c].dtype != "Int8" else labels[c].array
-    out.insert(2, "tier_name", np.asarray(TIERS, dtype=object)[out["tier"].to_numpy(dtype="int64")])
+    with warnings.catch_warnings():  # one block per column is the point (no copy); pandas warns past 100
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+        for c in labels.columns.drop(["user_id", "cutoff"]):
+            out[c] = labels[c].to_numpy() if labels[c].dtype != "Int8" else labels[c].array
+        out.insert(2, "tier_name", np.asarray(TIERS, dtype=object)[out["tier"].to_numpy(dtype="int64")])
     return out
 
 

@@ -98,10 +98,12 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     from events.validate import load_valid_events
     from features.catalog import features_of
     from features.compute import present_families
+    from features.windows import resolve
     from training.table import training_cutoffs, training_table
 
     con = connect(cfg=cfg)
     load_valid_events(con, events_path, cfg)
+    cfg = resolve(cfg, con)  # `auto` windows from this log; the models store the feature list
     cutoffs = training_cutoffs(con, cfg)
     table = training_table(con, cutoffs, cfg)
     lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
