@@ -13,10 +13,11 @@ from pathlib import Path
 
 import httpx
 
-from serving.auth import TOKEN_ENV
 from serving.snapshot import latest_snapshot, read_meta
-from siyu.config import Config
+from siyu.config import ENV_OVERRIDES, Config
 from siyu.errors import SiyuError
+
+TOKEN_ENV = next(k for k, v in ENV_OVERRIDES.items() if v == ("serving", "api_token"))
 
 SERVICE = "serving.service:SiyuService"
 
