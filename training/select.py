@@ -20,6 +20,9 @@ from training.scorers import LogisticScorer, RuleScorer, logit, sigmoid
 
 BASELINES = ("rule", "logistic")
 SIMPLER_FIRST = ("rule", "logistic", "btyd", "lightgbm", "blend")  # exact ties go to the simpler scorer
+# Blend members that keep the monotone constraints (training.monotone): LightGBM enforces them, the rule
+# and BG/NBD read no constrained signal; the logistic regression's signs are free, so it stays out.
+MONOTONE_SAFE = ("lightgbm", "rule", "btyd")
 
 
 @dataclass
@@ -210,8 +213,9 @@ def select(
     ranked = sorted(
         [k for k in sel.mean_auc if k in t.candidates], key=lambda k: (-sel.mean_auc[k], SIMPLER_FIRST.index(k))
     )
-    if "blend" in t.candidates and len(ranked) >= 2:
-        a, b = ranked[:2]
+    members = [k for k in ranked if k in MONOTONE_SAFE] if t.monotone else ranked
+    if "blend" in t.candidates and len(members) >= 2:
+        a, b = members[:2]
         w, bp, score = blend_weight(folds, preds[a], preds[b])
         if 0.0 < w < 1.0:  # an end point is just a member
             sel.blend = {"members": [a, b], "weights": [w, 1 - w]}
