@@ -123,12 +123,10 @@ def rows_of(name: str, res, windows) -> list[dict]:
             out.append({**row, "skipped": r.message})
             continue
         m, pos, neg = r.metrics, r.counts.get("validation_pos", 0), r.counts.get("validation_neg", 0)
-        lo, hi = (
-            (m["roc_auc_ci_low"], m["roc_auc_ci_high"]) if "roc_auc_ci_low" in m else auc_ci(m["roc_auc"], pos, neg)
-        )
+        lo, hi = (m["roc_auc_lo"], m["roc_auc_hi"]) if "roc_auc_lo" in m else auc_ci(m["roc_auc"], pos, neg)
         o = r.oracle or {}
         best_base = max((b["roc_auc"] for b in r.baselines.values()), default=float("nan"))
-        champion = getattr(r, "candidate", None) or getattr(r, "champion_candidate", None) or "lightgbm"
+        champion = getattr(r, "scorer", None) or "lightgbm"  # what serves: the chosen candidate or the best baseline
         out.append(
             {
                 **row,
