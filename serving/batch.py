@@ -58,10 +58,26 @@ def score_pool(
 
     t0 = time.perf_counter()
     asof, out = parse_asof(asof, cfg.events.time_zone), Path(out)
+    try:  # the history is written beside the snapshot: a failure anywhere removes both
+        table = _snapshot_table(events_path, asof, out, cfg, engine, show_progress)
+        write_table_atomic(table, out)
+    except BaseException:  # no history left beside a snapshot that was never written
+        from serving.history import history_paths
+
+        for p in history_paths(out):
+            p.unlink(missing_ok=True)
+        raise
+    if record:
+        record_latest(cfg, out, asof)
+    return summarize(table, out, asof, engine, time.perf_counter() - t0)
+
+
+def _snapshot_table(events_path, asof: datetime, out: Path, cfg: Config, engine: str, show_progress: bool) -> pa.Table:
+    """The snapshot table on the chosen engine (the DuckDB path also stores the history beside `out`)."""
     if engine == "spark":
         from serving.spark_scoring import score_pool_spark
 
-        table = score_pool_spark(events_path, asof, cfg, show_progress)
+        return score_pool_spark(events_path, asof, cfg, show_progress)
     elif engine == "duckdb":
         from events.lineage import lineage
         from events.loader import connect
@@ -94,20 +110,8 @@ def score_pool(
                 progress.update(step, description="storing the history beside the snapshot")
                 write_history(con, asof, out)
             progress.remove_task(step)
-            table = score_frame(feats, pop, scorer, cfg, asof, progress, families, lineage=origin)
-    else:
-        raise SiyuError(f"--engine must be duckdb or spark, not {engine!r}")
-    try:
-        write_table_atomic(table, out)
-    except BaseException:  # no history left beside a snapshot that was never written
-        from serving.history import history_paths
-
-        for p in history_paths(out):
-            p.unlink(missing_ok=True)
-        raise
-    if record:
-        record_latest(cfg, out, asof)
-    return summarize(table, out, asof, engine, time.perf_counter() - t0)
+            return score_frame(feats, pop, scorer, cfg, asof, progress, families, lineage=origin)
+    raise SiyuError(f"--engine must be duckdb or spark, not {engine!r}")
 
 
 def summarize(table: pa.Table, out: Path, asof: datetime, engine: str, seconds: float) -> ScoreSummary:

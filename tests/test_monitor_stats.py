@@ -13,7 +13,7 @@ from monitoring.drift import SHARE_FLOOR, ks, level, psi, psi_from_shares, worst
 from monitoring.estimate import expected_auc, expected_lift
 from monitoring.grade import calibration_table
 from monitoring.population import GONE, NEW, population_drift
-from siyu.config import MonitoringConfig, Thresholds
+from siyu.config import Thresholds, load_config
 
 
 def test_psi_of_shares_is_the_textbook_formula():
@@ -113,7 +113,7 @@ def test_population_drift_transitions_and_new_gone(tmp_path):
     old, new = tmp_path / "old.parquet", tmp_path / "new.parquet"
     pq.write_table(pa.table({"user_id": ["a", "b", "c", "d"], "tier": ["buyer", "buyer", "engaged", "koc"]}), old)
     pq.write_table(pa.table({"user_id": ["a", "b", "c", "e"], "tier": ["repeat", "buyer", "lost", "engaged"]}), new)
-    d = population_drift(old, new, MonitoringConfig())
+    d = population_drift(old, new, load_config().monitoring)
     u, t = d["users"], d["tiers"]
     assert (u["old"], u["new"], u["both"], u["new_share"], u["gone_share"]) == (4, 4, 3, 0.25, 0.25)
     assert u["gone_share_status"] == "alert" and u["new_share_status"] == "watch"

@@ -29,8 +29,6 @@ HISTORY_TAG = "siyu.champion_history"  # comma-separated versions that held `cha
 
 def use_tracking(cfg: Config) -> str:
     """Point MLflow at the configured store (env MLFLOW_TRACKING_URI wins) and return its URI."""
-    # MLflow draws a tqdm bar per artifact download: noise inside siyu's own progress display.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = cfg.tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
