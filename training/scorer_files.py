@@ -129,24 +129,14 @@ def _load_lightgbm(folder: Path, spec: dict, name: str, version: int) -> LightGB
 
 
 @dataclass
-class CandidateModel:
-    """A calibrated non-LightGBM scorer (training.scorers: logistic, rule, blend, btyd), its state in scorer.json."""
+class CandidateModel(LightGBMModel):
+    """A calibrated non-LightGBM scorer (training.scorers: logistic, rule, blend, btyd), its state in scorer.json.
 
-    label: str
-    name: str
-    version: int
-    feature_names: list[str]
-    booster: Any  # a training.scorers candidate: predict(X, pred_contrib=False) and to_json()
-    calibrator: Calibrator
+    `booster` is the candidate: the same `predict(X, pred_contrib=False)` as a LightGBM booster, so
+    scoring is LightGBMModel's; only what is written differs.
+    """
+
     kind: str = "logistic"
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities, one per row of X (n x features, NaN = missing)."""
-        return self.calibrator.apply(self.booster.predict(X))
-
-    def contributions(self, X: np.ndarray) -> np.ndarray:
-        """Per-feature contributions in log-odds of the raw scorer (n x features+1, last = bias)."""
-        return self.booster.predict(X, pred_contrib=True)
 
     def save(self, folder: str | Path) -> Path:
         """Write scorer.json (with the candidate's own JSON state) into `folder`; returns it."""
