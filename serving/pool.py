@@ -152,7 +152,8 @@ def score_frame(
         )
     for j, f in enumerate(names):
         cols[FEATURE_PREFIX + f] = pa.array(X[:, j], from_pandas=True)
-    rules = {lab: m.to_meta() for lab, m in scorer.models.items() if getattr(m, "kind", "model") == "rule"}
+    # The thin-data operator rule (serving/rules.py) carries its measured rates; a registered rule baseline does not.
+    rules = {lab: m.to_meta() for lab, m in scorer.models.items() if hasattr(m, "to_meta")}
     return with_meta(pa.table(cols), asof, versions, names, families, lineage, scorer.kinds, rules)
 
 
