@@ -1,7 +1,7 @@
 """The floor for the API benchmark: a bare ASGI app under uvicorn doing the same lookup + booster predict.
 
 No framework, no validation, no reasons: parse the JSON body, find the user's
-feature row in the snapshot, run each champion booster on it, answer JSON.
+feature row in the snapshot, run each champion's raw predict on it (a blend: its members'), answer JSON.
 Started by bench_api.py as `uvicorn --app-dir benchmarks bare_api:app` with
 SIYU_SCORES / SIYU_HOME set like the real service.
 """
@@ -24,7 +24,20 @@ def _load() -> None:
     models = load_champions(cfg)
     pos = {f: i for i, f in enumerate(snap.feature_names)}
     _STATE["cols"] = {lab: [pos[f] for f in m.feature_names] for lab, m in models.items()}
+    # The least work that gives each champion's probability: a LightGBM booster on one thread
+    # (OpenMP start-up dwarfs one row), a blend through its members' single-row leaves
+    # (serving/blendpath.py, no reasons), any other candidate through its own closed form.
+    _STATE["predict"] = {lab: _raw_predict(m) for lab, m in models.items()}
     _STATE.update(snap=snap, models=models)
+
+
+def _raw_predict(m):
+    from serving.blendpath import BlendPath
+
+    if m.kind == "lightgbm":
+        return lambda row: m.booster.predict(row, num_threads=1)
+    blend = BlendPath.create(m)
+    return (lambda row: blend.predict(row, reasons=False)[0]) if blend is not None else m.booster.predict
 
 
 async def app(scope, receive, send):
@@ -46,10 +59,8 @@ async def app(scope, receive, send):
             i = snap.index.get(uid)
             item = {"user_id": uid}
             if i is not None:
-                for lab, m in _STATE["models"].items():
-                    item[f"p_{lab}"] = float(
-                        m.booster.predict(snap.X[i : i + 1, _STATE["cols"][lab]], num_threads=1)[0]
-                    )
+                for lab in _STATE["models"]:
+                    item[f"p_{lab}"] = float(_STATE["predict"][lab](snap.X[i : i + 1, _STATE["cols"][lab]])[0])
             out_items.append(item)
         out, status = json.dumps({"predictions": out_items}).encode(), 200
     await send(

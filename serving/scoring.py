@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from serving.blendpath import BlendPath
 from serving.explain import PathExplainer
 from siyu.contract import LABELS
 
@@ -91,6 +92,8 @@ class Scorer:
             if _kind(m) == "lightgbm" and getattr(m, "booster", None) is not None
         }
         self._fast = {lab: _fast_proba_ok(self.models[lab], ex) for lab, ex in self._explainers.items()}
+        # A blend's LightGBM members take the same native path (serving/blendpath.py).
+        self._blends = {lab: b for lab, m in self.models.items() if (b := BlendPath.create(m)) is not None}
 
     @property
     def kinds(self) -> dict[str, str | None]:
@@ -142,11 +145,14 @@ class Scorer:
     def _predict(self, lab: str, Xl: np.ndarray, reasons: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated probabilities and (optionally) contributions with as few LightGBM calls as possible."""
         model, ex = self.models[lab], self._explainers.get(lab)
+        # One thread for API-sized requests: OpenMP start-up costs more than a few rows take.
+        threads = 1 if len(Xl) < 5000 else 0
+        blend = self._blends.get(lab)
+        if blend is not None and (self.reasons == "path" or not reasons):
+            return blend.predict(Xl, reasons, threads)
         if ex is None:  # a baseline / blend gives its own contributions; the thin-data rule has none
             has = callable(getattr(model, "contributions", None))
             return model.predict_proba(Xl), (model.contributions(Xl) if reasons and has else None)
-        # One thread for API-sized requests: OpenMP start-up costs more than a few rows take.
-        threads = 1 if len(Xl) < 5000 else 0
         if self._fast.get(lab) and (reasons and self.reasons == "path" or not reasons):
             leaves = ex.leaves(Xl, threads)
             p = model.calibrator.apply(_sigmoid(ex.raw(leaves)))

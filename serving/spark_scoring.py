@@ -69,13 +69,19 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
     from features.compute import present_families
     from features.windows import for_models
     from serving.pool import load_champions, populations_from_tiers, progress_bar, score_frame
+    from serving.rules import fit_rules
     from serving.scoring import Scorer
+    from siyu.contract import LABELS
 
-    models = load_champions(cfg)
+    models = load_champions(cfg, require=False)  # fail fast (registry away), before the SQL
     cfg = for_models(cfg, models)  # `auto` windows: the ones the champions were trained with
-    scorer = Scorer(models, feature_names(cfg), cfg.scoring.reasons)
     con = connect(cfg=cfg)
     load_valid_events(con, events_path, cfg)
+    registered = dict(models)
+    missing = [lab for lab in LABELS if lab not in models]
+    if missing:  # thin data: the operator rule, as in the DuckDB engine (it scores locally, not on Spark)
+        models.update(fit_rules(con, asof, cfg, missing))
+    scorer = Scorer(models, feature_names(cfg), cfg.scoring.reasons)
     if con.execute("SELECT count(*) FROM events WHERE ts <= ?", [asof]).fetchone()[0] == 0:
         raise SiyuError(f"no events at or before {asof:%Y-%m-%d %H:%M}: nothing to score")
     families = sorted(present_families(con))
@@ -89,6 +95,6 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
         feats = S.feature_table(spark, asof, cfg)
         pop = populations_from_tiers(S.tier_table(spark, asof, cfg))
         progress.update(step, description="models on Spark (mlflow spark_udf)")
-        proba = spark_probabilities(spark, feats, scorer.models, cfg)
+        proba = spark_probabilities(spark, feats, registered, cfg)
         progress.remove_task(step)
         return score_frame(feats, pop, scorer, cfg, asof, progress, families, proba=proba, lineage=origin)

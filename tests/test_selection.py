@@ -145,3 +145,34 @@ def test_gate_refuses_a_tie_and_a_loss_and_promotes_a_clear_win(tmp_path):
     assert g.promoted and g.ci[0] > 0 and g.champion_version == v
     # a best-baseline version replaces a champion that does not beat the baselines (here: it is one)
     assert judge(p, fallback=True).promoted
+
+
+def test_blend_native_path_matches_predict_proba():
+    """A blend champion's native path (serving/blendpath.py) gives predict_proba's numbers and additive reasons."""
+    import lightgbm as lgb
+
+    from serving.blendpath import BlendPath
+    from serving.scoring import Scorer
+    from training.scorer_files import CandidateModel
+
+    table, cutoffs = make_table(400, 3, seed=6)
+    d = _split(table, cutoffs, "churn")
+    y = d.fit["churn"].to_numpy()
+    booster = lgb.train({"objective": "binary", "verbose": -1, "num_leaves": 7}, lgb.Dataset(d.X_fit, y), 40)
+    rule = RuleScorer("churn", "days_since_user_event").fit(d.X_fit, y, NAMES)
+    members = [(BoosterScorer(booster), Calibrator("platt", {"a": 0.8, "b": -0.2})), (rule, Calibrator("none"))]
+    blend = BlendScorer(members, [0.7, 0.3])
+    model = CandidateModel("churn", "m", 1, NAMES, blend, Calibrator("platt", {"a": 1.1, "b": 0.05}), "blend")
+    path = BlendPath.create(model)
+    assert path is not None
+    scorer = Scorer({"churn": model}, NAMES)
+    for rows in (d.X_val[:1], d.X_val[:5], d.X_val):  # the single-row API and the batch call
+        p, contrib = scorer._predict("churn", rows, reasons=True)
+        np.testing.assert_allclose(p, model.predict_proba(rows), rtol=0, atol=1e-9)
+        z = sum(w * logit(cal.apply(m.predict(rows))) for (m, cal), w in zip(blend.members, blend.weights))
+        np.testing.assert_allclose(contrib.sum(1), z, atol=1e-4)
+    # A blend whose numbers the path cannot reproduce keeps the plain path.
+    broken = CandidateModel("churn", "m", 1, NAMES, blend, model.calibrator, "blend")
+    broken.booster = BlendScorer(members, [0.7, 0.3])
+    broken.booster.predict = lambda X, pred_contrib=False: np.full(len(X), 0.5)
+    assert BlendPath.create(broken) is None

@@ -24,13 +24,20 @@ PARAMS = ("r", "alpha", "a", "b")
 INPUTS = ("repeat_purchase_days", "days_since_first_purchase", "purchase_gap_mean", "tenure_days")
 
 
-def inputs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x, t_x, T) per row of a feature table (columns INPUTS); T >= t_x >= 0, at least half a day."""
-    x = frame["repeat_purchase_days"].to_numpy(dtype=float, na_value=np.nan)
-    x = np.nan_to_num(x, nan=0.0)
-    gap = np.nan_to_num(frame["purchase_gap_mean"].to_numpy(dtype=float, na_value=np.nan), nan=0.0)
-    T = frame["days_since_first_purchase"].to_numpy(dtype=float, na_value=np.nan)
-    T = np.where(np.isnan(T), frame["tenure_days"].to_numpy(dtype=float, na_value=np.nan), T)
+def _col(frame, name: str) -> np.ndarray:
+    v = frame[name]
+    return v.to_numpy(dtype=float, na_value=np.nan) if hasattr(v, "to_numpy") else np.asarray(v, dtype=float)
+
+
+def inputs(frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, t_x, T) per row of a feature table (columns INPUTS; a DataFrame or a dict of arrays).
+
+    T >= t_x >= 0, at least half a day.
+    """
+    x = np.nan_to_num(_col(frame, "repeat_purchase_days"), nan=0.0)
+    gap = np.nan_to_num(_col(frame, "purchase_gap_mean"), nan=0.0)
+    T = _col(frame, "days_since_first_purchase")
+    T = np.where(np.isnan(T), _col(frame, "tenure_days"), T)
     T = np.maximum(np.nan_to_num(T, nan=0.0), 0.5)
     tx = np.minimum(np.where(x > 0, x * gap, 0.0), T)
     return x, tx, T
@@ -138,8 +145,9 @@ class BTYDScorer:
         self.names = list(names)
         self.model = BTYDCandidate(label, horizon_days, params)
 
-    def _frame(self, X: np.ndarray) -> pd.DataFrame:
-        return pd.DataFrame({c: X[:, self.names.index(c)] for c in INPUTS})
+    def _frame(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        # A dict, not a DataFrame: building one costs more than the model on an API-sized request.
+        return {c: X[:, self.names.index(c)] for c in INPUTS}
 
     def fit(self, X: np.ndarray, y=None, names=None) -> BTYDScorer:
         """Fit the four parameters on the rows' purchase history (y is not used)."""

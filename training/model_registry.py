@@ -10,6 +10,8 @@ so serving never goes through pyfunc or pandas on its hot path.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -97,7 +99,7 @@ def log_scoring_model(model, X_example: pd.DataFrame) -> int:
     """
     import lightgbm
 
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, _quiet_mlflow():
         folder = model.save(Path(d) / "scorer")
         example = X_example[model.feature_names].astype(float)
         pred = model.predict_proba(example.to_numpy())
@@ -122,6 +124,31 @@ def log_scoring_model(model, X_example: pd.DataFrame) -> int:
 
 def _client():
     return mlflow.MlflowClient()
+
+
+@contextlib.contextmanager
+def _quiet_mlflow():
+    """MLflow's chatter (download bars, "Successfully registered", INFO lines) off for one call.
+
+    Only around siyu's own calls, so a user's own MLflow work keeps MLflow's output. MLflow's log
+    stream is shared, so its warnings of these calls go too; failures still raise.
+    """
+    logger = logging.getLogger("mlflow")
+    old_level, old_bar = logger.level, os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    logger.setLevel(logging.WARNING)
+    stream = mlflow.utils.logging_utils.MLFLOW_LOGGING_STREAM
+    was = stream.enabled
+    stream.enabled = False  # eprint's "Successfully registered model" goes through this stream
+    try:
+        yield
+    finally:
+        stream.enabled = was
+        logger.setLevel(old_level)
+        if old_bar is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = old_bar
 
 
 def resolve_alias(cfg: Config, label: str, alias: str = "champion") -> int:
@@ -170,7 +197,7 @@ def load_version(cfg: Config, label: str, version: int):
     """Load one registered version (any kind in scorer_files.KINDS) for scoring."""
     use_tracking(cfg)
     name = model_name(cfg, label)
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, _quiet_mlflow():
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=d))
         folder = local / "artifacts" / "scorer"
         # Versions logged before scorer.json keep the same files directly under artifacts/.
