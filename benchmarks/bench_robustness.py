@@ -86,6 +86,7 @@ def world_config(spec: dict):
 
     cfg = load_config()
     data = merged(merged(cfg.model_dump(mode="json"), AUTO), spec.get("cfg", {}))
+    data["serving"]["api_token"] = None  # a secret: never dumped, only read from the environment
     return Config.model_validate(data).model_copy(update={"source": cfg.source})
 
 

@@ -182,7 +182,9 @@ class TrainingConfig(_Strict):
     class_weight: Literal["balanced", "sqrt", "none"] = Field(
         description="positive weight: negatives/positives (balanced), its square root, or none"
     )
-    calibration: Literal["platt", "isotonic", "none"] = Field(description="fitted on the held-back cutoff")
+    calibration: Literal["platt", "isotonic", "none", "auto"] = Field(
+        description="fitted on the held-back cutoff; auto: platt or isotonic, whichever the folds' log loss prefers"
+    )
     monotone: bool = Field(description="apply the registry's monotone hints as LightGBM constraints")
     lift_fractions: tuple[float, ...] = Field(description="top shares for lift and catch rate")
     gate_metric: Literal["roc_auc", "pr_auc"] = Field(

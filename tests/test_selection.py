@@ -176,3 +176,26 @@ def test_blend_native_path_matches_predict_proba():
     broken.booster = BlendScorer(members, [0.7, 0.3])
     broken.booster.predict = lambda X, pred_contrib=False: np.full(len(X), 0.5)
     assert BlendPath.create(broken) is None
+
+
+def test_auto_calibration_is_chosen_by_fold_log_loss():
+    """`auto` keeps the method with the lower fold log loss: isotonic when the raw scores bend, Platt when they don't."""
+    from training.select import choose_calibration, log_loss
+
+    rng = np.random.default_rng(3)
+
+    def fold(bend: bool) -> tuple[Fold, tuple[np.ndarray, np.ndarray]]:
+        raw = rng.uniform(0.01, 0.99, size=(2, 4000))
+        # A step in the true rate: no logistic curve of the raw logit fits it, a step function does.
+        truth = np.where(raw > 0.5, 0.6, 0.05) if bend else raw
+        y = (rng.uniform(size=raw.shape) < truth).astype(int)
+        z = np.zeros((4000, 1))
+        return Fold(pd.Timestamp("2025-01-01"), [], z, y[0], z, y[1], z, y[0]), (raw[0], raw[1])
+
+    for bend, want in ((True, "isotonic"), (False, "platt")):
+        folds, raw = zip(*[fold(bend) for _ in range(3)])
+        method, loss, preds = choose_calibration(folds, raw, "auto", 0)
+        assert method == want, loss
+        assert set(loss) == {"platt", "isotonic"}
+        assert loss[method] == pytest.approx(np.mean([log_loss(f.y_eval, p) for f, p in zip(folds, preds)]))
+    assert choose_calibration(folds, raw, "none", 0)[0] == "none"  # a configured method is kept

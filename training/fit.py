@@ -167,6 +167,7 @@ def fit_label(label: str, d: LabelData, cfg: Config, features: Sequence[Feature]
     y_fit, y_hold = d.fit[label].to_numpy(), d.holdout[label].to_numpy()
     params = {**lgbm_params(label, cfg, features, int(y_fit.sum()), int(len(y_fit) - y_fit.sum())), **(overrides or {})}
     booster = train_booster(params, d.X_fit, y_fit, d.X_holdout, y_hold, names, cats, cfg)
-    cal: Calibrator = fit_calibrator(booster.predict(d.X_holdout), y_hold, cfg.training.calibration, cfg.training.seed)
+    method = "platt" if cfg.training.calibration == "auto" else cfg.training.calibration  # auto: see select.py
+    cal: Calibrator = fit_calibrator(booster.predict(d.X_holdout), y_hold, method, cfg.training.seed)
     raw_val = booster.predict(d.X_val)
     return booster, cal, raw_val, cal.apply(raw_val)

@@ -109,6 +109,8 @@ def fit_chosen(kind: str, sel: Selection, d: LabelData, cfg: Config, features, r
         tuned = {k: v for k, v in sel.lgbm_params.items() if not k.startswith("_")}
         if tuned:
             tuned = rescale(tuned, int(sel.lgbm_params["_n_tuned"]), len(d.fit))
+        if cfg.training.calibration == "auto":  # the method the folds chose (Platt when there were none)
+            cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"calibration": sel.calibration})})
         booster, cal, _, _ = fit_label(d.label, d, cfg, features, tuned)
         fitted[kind] = (booster, cal)
     elif kind == "blend":

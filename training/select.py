@@ -128,10 +128,45 @@ class Selection:
     trials: int = 0
     blend: dict = field(default_factory=dict)  # members (names) and weights
     cutoffs_seen: list = field(default_factory=list)
+    calibration: str = "platt"  # LightGBM's calibrator, chosen on the folds when `training.calibration: auto`
+    calibration_loss: dict[str, float] = field(default_factory=dict)  # method -> mean fold log loss
 
     def best_baseline(self) -> str:
         """The baseline with the best mean fold AUC (ties: the simpler)."""
         return max(BASELINES, key=lambda b: (self.mean_auc.get(b, -np.inf), -BASELINES.index(b)))
+
+
+CALIBRATIONS = ("platt", "isotonic")  # what `auto` compares (ties: the first, Platt's two numbers)
+
+
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean negative log-likelihood of 0/1 outcomes y under probabilities p (clipped to [1e-6, 1 - 1e-6])."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def choose_calibration(
+    folds: Sequence[Fold], raw: Sequence[tuple[np.ndarray, np.ndarray]], method: str, seed: int
+) -> tuple[str, dict[str, float], list[np.ndarray]]:
+    """The calibration method for LightGBM: the configured one, or (auto) the lowest mean fold log loss.
+
+    Each fold's calibrator is fitted on its early-stopping rows and judged on its evaluation rows,
+    as the final one is fitted on the held-back cutoff and judged on validation.
+
+    Args:
+        folds: the walk-forward folds.
+        raw: per fold, (raw probabilities on the evaluation rows, on the early-stopping rows).
+        method: training.calibration (platt, isotonic, none or auto).
+        seed: the calibrators' seed.
+
+    Returns:
+        (method, method -> mean fold log loss, calibrated evaluation probabilities per fold).
+    """
+    methods = CALIBRATIONS if method == "auto" else (method,)
+    cal = {m: [fit_calibrator(es, f.y_es, m, seed).apply(ev) for f, (ev, es) in zip(folds, raw)] for m in methods}
+    loss = {m: float(np.mean([log_loss(f.y_eval, p) for f, p in zip(folds, ps)])) for m, ps in cal.items()}
+    best = min(methods, key=lambda m: (round(loss[m], 12), methods.index(m)))
+    return best, loss, cal[best]
 
 
 def make_candidate(kind: str, label: str, names: Sequence[str], cfg, rfm: Sequence[str]):
@@ -205,9 +240,7 @@ def select(
         )
         # Calibrated on each fold's early-stopping rows, as the final model is on the held-back cutoff
         # (the other candidates already give probabilities): the blend then mixes comparable log-odds.
-        preds["lightgbm"] = [
-            fit_calibrator(es, f.y_es, t.calibration, t.seed).apply(ev) for f, (ev, es) in zip(folds, raw)
-        ]
+        sel.calibration, sel.calibration_loss, preds["lightgbm"] = choose_calibration(folds, raw, t.calibration, t.seed)
     sel.fold_auc = {k: fold_auc(folds, v) for k, v in preds.items()}
     sel.mean_auc = {k: float(np.nanmean(v)) for k, v in sel.fold_auc.items()}
     ranked = sorted(

@@ -352,6 +352,7 @@ def _log_label(res: LabelResult, sel, cal) -> None:
             **(res.oracle or {}),
             **folds,
             **{f"cv_{k}_roc_auc_mean": v for k, v in sel.mean_auc.items()},
+            **{f"cv_calibration_{k}_log_loss": v for k, v in sel.calibration_loss.items()},
         }
     )
     mlflow.set_tag("siyu.beats_baselines", str(res.beats_baselines).lower())
