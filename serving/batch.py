@@ -145,7 +145,9 @@ def print_summary(s: ScoreSummary, console) -> None:
     console.print(
         "  models: "
         + ", ".join(
-            f"{k} v{v}" if v else (f"{k} RULE (no champion: operator rule)" if s.scorers.get(k) == "rule" else f"{k} -")
+            f"{k} v{v}"
+            if v
+            else (f"{k} RULE (no champion: operator rule)" if s.scorers.get(k) == "operator_rule" else f"{k} -")
             for k, v in s.versions.items()
         ),
         highlight=False,

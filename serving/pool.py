@@ -143,7 +143,8 @@ def score_frame(
         cols[f"p_{lab}"] = pa.array(proba[lab], from_pandas=True)
         cols[f"pct_{lab}"] = pa.array(pct, from_pandas=True)
         cols[f"bucket_{lab}"] = pa.array(buckets(pct, cfg.scoring.buckets), pa.string())
-        explained = pops[lab] & ~np.isnan(proba[lab]) & (scorer.kinds[lab] != "rule")  # a rule has no reasons
+        # The thin-data operator rule has no reasons (a registered rule baseline has: one feature).
+        explained = pops[lab] & ~np.isnan(proba[lab]) & (scorer.kinds[lab] != "operator_rule")
         cols[f"reasons_{lab}"] = _reasons_column(idx[lab], con[lab], X, explained, names)
         cols[f"version_{lab}"] = pa.array(
             np.full(n, versions[lab] if versions[lab] is not None else 0),

@@ -44,7 +44,7 @@ class RuleModel:
     measured_at: str
     version: int | None = None
     booster: None = None
-    kind: str = "rule"
+    kind: str = "operator_rule"  # not "rule": that is the registered rule baseline, which has a version
 
     @property
     def name(self) -> str:

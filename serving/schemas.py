@@ -144,7 +144,10 @@ class PredictResponse(BaseModel):
     model_versions: dict[str, int | None] = Field(description="registry version per label (the champion at startup)")
     scorers: dict[str, str | None] | None = Field(
         None,
-        description="scorer kind per label: lightgbm, blend, btyd, or a baseline (logistic, rule); null: none",
+        description=(
+            "scorer kind per label: lightgbm, blend, btyd, a baseline (logistic, rule), or operator_rule "
+            "(no champion: the thin-data rule, serving/rules.py); null: none"
+        ),
     )
     snapshot_date: datetime = Field(description="cutoff of the served snapshot")
     snapshot: SnapshotInfo | None = Field(None, description="which snapshot served it, and the log it was scored from")

@@ -179,7 +179,7 @@ def test_blend_native_path_matches_predict_proba():
 
 
 def test_auto_calibration_is_chosen_by_fold_log_loss():
-    """`auto` keeps the method with the lower fold log loss: isotonic when the raw scores bend, Platt when they don't."""
+    """`auto` keeps the lower fold log loss: isotonic when the raw scores bend, Platt when they don't."""
     from training.select import choose_calibration, log_loss
 
     rng = np.random.default_rng(3)

@@ -36,7 +36,7 @@ def test_no_champion_scores_by_rule_in_batch_and_api(tmp_path):
     asof = datetime(last.year, last.month, last.day) + timedelta(days=1)
     out = tmp_path / "scores.parquet"
     summary = score_pool(log, asof, out, cfg, record=False, show_progress=False)
-    assert summary.scorers == {lab: "rule" for lab in LABELS}
+    assert summary.scorers == {lab: "operator_rule" for lab in LABELS}
     assert all(v is None for v in summary.versions.values())
     snap = load_snapshot(out)
     assert set(snap.rules) == set(LABELS)
@@ -53,7 +53,7 @@ def test_no_champion_scores_by_rule_in_batch_and_api(tmp_path):
         assert set(np.round(p, 12)) <= {round(r, 12) for r in _rates(snap.rules[lab])}
 
     pred = Predictor.load(cfg, str(out))
-    assert pred.scorers == {lab: "rule" for lab in LABELS}
+    assert pred.scorers == {lab: "operator_rule" for lab in LABELS}
     uid = snap.user_ids[np.flatnonzero(snap.pops["churn"])[0]]
     (item,) = pred.predict_ids([uid])
     assert item["p_churn"] == snap.proba["churn"][snap.index[uid]] and item["churn"]["reasons"] == []
