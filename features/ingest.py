@@ -35,6 +35,7 @@ from siyu.contract import CANONICAL_COLUMNS
 from siyu.errors import SiyuError
 
 _COLS = ", ".join(CANONICAL_COLUMNS)
+SORT_ROWS = 5_000_000  # batches up to this many new rows are written sorted by user (a day at 1M users: 0.3M)
 
 
 @dataclass
@@ -152,9 +153,9 @@ def _ingest(path, store: Path, staging: Path, m: dict, digest: str, cfg: Config,
     say("comparing with the store")
     if stored:  # rows already stored are duplicates across batches (NULLs equal, as in DISTINCT)
         con.execute(f"CREATE TEMP TABLE _new AS SELECT * FROM events EXCEPT SELECT {_COLS} FROM {parquet_list(stored)}")
+        con.execute("DROP TABLE events")
     else:
-        con.execute("CREATE TEMP TABLE _new AS SELECT * FROM events")
-    con.execute("DROP TABLE events")
+        con.execute("ALTER TABLE events RENAME TO _new")
     fp, n_new, lo, hi, evs = con.execute(
         f"SELECT bit_xor(hash({_COLS})), count(*), min(ts), max(ts), list(DISTINCT event) FROM _new"
     ).fetchone()
@@ -167,9 +168,12 @@ def _ingest(path, store: Path, staging: Path, m: dict, digest: str, cfg: Config,
         ]
         s.late_dates = [d for d in s.dates if d in m["events"]]
         say(f"writing {n_new:,} new rows over {len(s.dates)} dates")
+        # Sorted by user, a file's row groups carry narrow user_id ranges: a history lookup skips the
+        # rest. Sorting a backfill of a whole log costs more than its lookups gain, so big batches are not.
+        order = " ORDER BY user_id, ts" if n_new <= SORT_ROWS else ""
         written = _copy_partitioned(
             con,
-            "SELECT *, CAST(ts AS DATE) AS date FROM _new ORDER BY user_id, ts",
+            f"SELECT *, CAST(ts AS DATE) AS date FROM _new{order}",
             staging / "events",
             "date",
             f"part-{digest[:12]}-{{i}}",
@@ -204,8 +208,11 @@ def _rebuild_facts(
 ) -> list[tuple[Path, Path]]:
     """Day facts of the changed dates from all their stored rows; blocks of the finished months they touch."""
     gen, moves = uuid.uuid4().hex[:12], []
-    src = parquet_list(_paths(store, [f for d in s.dates for f in m["events"][d]], pending))
-    con.execute(f"CREATE OR REPLACE TEMP VIEW _day_events AS SELECT {_COLS} FROM {src}")
+    # The new rows are in memory; only dates that had rows before are read back from the store.
+    new = {str(dst.relative_to(store)) for _, dst in pending}
+    before = [str(store / f) for d in s.late_dates for f in m["events"][d] if f not in new]
+    old = f" UNION ALL SELECT {_COLS} FROM {parquet_list(before)}" if before else ""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _day_events AS SELECT {_COLS} FROM _new{old}")
     for kind, sql in day_facts_sql("_day_events").items():
         written = _copy_partitioned(con, sql, staging / "facts" / kind, "date", f"part-{gen}-{{i}}")
         for d in s.dates:  # a date without facts of this kind (no purchase that day) has none listed
@@ -271,3 +278,22 @@ def _move_tree(src: Path, dst: Path) -> None:
             target = dst / f.relative_to(src)
             target.parent.mkdir(parents=True, exist_ok=True)
             f.replace(target)
+
+
+def print_ingest(s: IngestSummary, console) -> None:
+    """What `siyu ingest` prints."""
+    if s.already:
+        console.print(f"already ingested (content sha256 {s.batch[:12]}): the store is unchanged", highlight=False)
+        return
+    console.print(
+        f"ingested {s.rows_read:,} rows into {s.store} in {s.seconds:.1f} s: {s.new_rows:,} new, "
+        f"{s.duplicates_in_batch:,} duplicates in the batch, {s.duplicates_in_store:,} already stored, "
+        f"{s.quarantined:,} quarantined",
+        highlight=False,
+    )
+    if s.dates:
+        console.print(f"  dates {s.dates[0]} .. {s.dates[-1]} ({len(s.dates)})", highlight=False)
+    if s.late_dates:
+        console.print(f"  late events: day facts rebuilt for {', '.join(s.late_dates[:5])}", highlight=False)
+    if s.months_rebuilt:
+        console.print(f"  month blocks rebuilt: {', '.join(s.months_rebuilt)}", highlight=False)
