@@ -132,7 +132,7 @@ def attach(con, store: str | Path, name: str = "events") -> None:
 def attached_store(run_or_con, name: str = "events") -> str | None:
     """The store a connection's (or engine runner's) events view reads, or None for a plain table."""
     try:
-        if hasattr(run_or_con, "df"):  # a features.facts.Runner (DuckDB or Spark)
+        if hasattr(run_or_con, "con") or hasattr(run_or_con, "spark"):  # a features.facts.Runner
             df = run_or_con.df(f"SELECT store FROM {name}{MARKER}")
             return str(df["store"].iloc[0])
         row = run_or_con.execute(f"SELECT store FROM {name}{MARKER}").fetchone()

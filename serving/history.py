@@ -131,9 +131,9 @@ class StoreHistory:
     def rows(self, user_ids) -> pa.Table:
         ids = list(dict.fromkeys(str(u) for u in user_ids))
         with self.con.cursor() as cur:  # a cursor per lookup: requests may come from several threads
-            return cur.execute(
+            return cur.sql(
                 "SELECT * FROM h WHERE user_id IN (SELECT unnest(?)) AND ts <= ? ORDER BY user_id, ts, event",
-                [ids, self.asof],
+                params=[ids, self.asof],
             ).to_arrow_table()
 
     def __len__(self) -> int:
