@@ -1,4 +1,4 @@
-"""The event store: accepted events and their day facts as Hive-style Parquet partitions (docs/design.md §9).
+"""The event store: accepted events and their day facts as Hive-style Parquet partitions (docs/design.md §8).
 
 A store is a folder holding `siyu-store.json` (the manifest) and immutable Parquet files:
 

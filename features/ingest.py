@@ -1,4 +1,4 @@
-"""`siyu ingest FILE --store DIR`: validate one batch and append it to the event store (docs/design.md §9).
+"""`siyu ingest FILE --store DIR`: validate one batch and append it to the event store (docs/design.md §8).
 
 The batch is validated by the same rules as `siyu validate` (quarantine under
 quarantine/batch=<sha12>/), then compared with the store: a row already stored (an exact

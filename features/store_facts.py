@@ -1,4 +1,4 @@
-"""Day facts of the event store, and the fact tables of features/facts.py built from them (docs/design.md §9).
+"""Day facts of the event store, and the fact tables of features/facts.py built from them (docs/design.md §8).
 
 At ingest every changed date gets its *day facts* (one file per kind, Hive partition date=):
 `iv` per (user, event code, bucket) with the counts and sums of facts.build_facts; `states` the
