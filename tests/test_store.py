@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -235,3 +235,32 @@ def test_spark_reads_the_store(world, store):
     finally:
         sp.stop()
     pd.testing.assert_frame_equal(got, feature_table(con, world.asof, world.cfg), atol=1e-9, check_dtype=False)
+
+
+def test_cli_ingest_twice_then_features_from_the_store(tmp_path):
+    """`siyu ingest` then `siyu features --store` (in-process): the second ingest is a no-op."""
+    from conftest import DATA
+    from typer.testing import CliRunner
+
+    from app.cli import app, events_or_store
+    from events.loader import connect
+    from events.validate import load_valid_events
+    from features.compute import feature_table
+    from siyu.config import load_config
+
+    store, cli = tmp_path / "store", CliRunner()
+    first = cli.invoke(app, ["ingest", str(DATA / "messy_events.csv"), "--store", str(store)])
+    assert first.exit_code == 0, first.output
+    assert "ingested" in first.output and "quarantined" in first.output
+    again = cli.invoke(app, ["ingest", str(DATA / "messy_events.csv"), "--store", str(store)])
+    assert again.exit_code == 0 and "already ingested" in again.output
+    with pytest.raises(SiyuError, match="either EVENTS or --store"):
+        events_or_store(DATA / "messy_events.csv", store)
+    out = tmp_path / "f.parquet"
+    feats = cli.invoke(app, ["features", "--store", str(store), "--asof", "2026-03-01", "--out", str(out)])
+    assert feats.exit_code == 0, feats.output
+    cfg = load_config()
+    con = connect(cfg=cfg)
+    load_valid_events(con, DATA / "messy_events.csv", cfg)
+    want = feature_table(con, datetime(2026, 3, 1), cfg)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), want, atol=1e-9, check_dtype=False)
