@@ -10,7 +10,7 @@ A store is a folder holding `siyu-store.json` (the manifest) and immutable Parqu
 
 The manifest is the commit: it lists every live file, and readers read only the files it lists,
 so a failed ingest (files written, manifest not replaced) changes nothing a reader sees. The
-manifest is replaced atomically (temp file + rename); files it no longer lists are removed after.
+manifest is replaced atomically (temp file + rename); files it no longer lists go at the next ingest.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ quarantine/batch=<sha12>/), then compared with the store: a row already stored (
 duplicate, as the validator's DISTINCT sees it) is dropped, so the store holds the accepted
 set the concatenated log would give. The dates the new rows fall on get their day facts rebuilt
 from all their stored rows (late events included), and each finished month they touch its block.
-Files are written first, then the manifest is replaced (the commit), then superseded files go.
+Files are written first, then the manifest is replaced (the commit); superseded files go at the next ingest.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def ingest_file(path: str | Path, store: str | Path, cfg: Config, progress=None)
         check_time_zone(m, cfg.events.time_zone, store)
         if digest in m["batches"]:
             return IngestSummary(str(store), digest, True, seconds=round(time.perf_counter() - t0, 2))
-        remove_unlisted(store, m)  # what a failed ingest left
+        remove_unlisted(store, m)  # what a failed ingest left, and what the last one replaced
         for old in store.glob(".staging-*"):
             shutil.rmtree(old, ignore_errors=True)
         staging = store / f".staging-{uuid.uuid4().hex[:12]}"
@@ -199,7 +199,8 @@ def _ingest(path, store: Path, staging: Path, m: dict, digest: str, cfg: Config,
         dst.parent.mkdir(parents=True, exist_ok=True)
         src.replace(dst)
     write_manifest(store, m)
-    remove_unlisted(store, m)  # the facts the new ones replace
+    # The facts the new ones replace stay until the next ingest: a reader that read the old manifest
+    # a moment ago still finds them.
     return s
 
 

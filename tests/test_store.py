@@ -121,6 +121,24 @@ def test_store_features_tiers_labels_equal_the_whole_log(world, store, hour):
     pd.testing.assert_frame_equal(label_table(st, cut, world.cfg), label_table(raw, cut, world.cfg))
 
 
+def test_store_training_table_equals_the_whole_log(world, store):
+    """siyu train --store builds the same multi-cutoff table (features + labels) from the store's facts."""
+    from events.loader import connect
+    from events.validate import load_valid_events
+    from features.windows import resolve
+    from training.table import training_cutoffs, training_table
+
+    root, _ = store
+    raw, st = connect(cfg=world.cfg), connect(cfg=world.cfg)
+    load_valid_events(raw, world.events, world.cfg)
+    load_valid_events(st, root, world.cfg)
+    cfg = resolve(world.cfg, raw)
+    assert resolve(world.cfg, st) == cfg
+    cutoffs = training_cutoffs(raw, cfg)
+    assert training_cutoffs(st, cfg) == cutoffs and len(cutoffs) > 1
+    pd.testing.assert_frame_equal(training_table(st, cutoffs, cfg), training_table(raw, cutoffs, cfg), atol=1e-9)
+
+
 def test_batches_duplicates_and_late_events(store):
     root, done = store
     assert all(not s.already for s in done.values())
@@ -166,12 +184,13 @@ def test_failed_ingest_leaves_the_store_as_it_was(world, store, tmp_path, monkey
         ing.ingest_file(shifted, root, world.cfg)
     assert (root / es.MANIFEST).read_text() == manifest  # readers see the store as before
     assert not (root / ".lock").exists() and not list(root.glob(".staging-*"))
+    left = {p for p in root.rglob("*.parquet") if "quarantine" not in str(p)} - set(files)
+    assert left  # the failure came after the new files were moved in: unlisted, so invisible
+    assert not {str(p.relative_to(root)) for p in left} & es.live_files(es.read_manifest(root))
     monkeypatch.undo()
-    s = ing.ingest_file(shifted, root, world.cfg)  # the retry cleans what the failure left
+    s = ing.ingest_file(shifted, root, world.cfg)  # the retry deletes what the failure left
     assert s.new_rows > 0 and not s.already
-    live = es.live_files(es.read_manifest(root))
-    assert all(str(p.relative_to(root)) in live for p in root.rglob("*.parquet") if "quarantine" not in str(p))
-    assert len(files) < len(list(root.rglob("*.parquet")))
+    assert not any(p.exists() for p in left)
 
 
 def test_batch_over_the_threshold_is_refused_whole(world, store, tmp_path):
