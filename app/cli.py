@@ -27,6 +27,20 @@ def cfg_from(path: Path | None) -> Config:
     return load_config(path)
 
 
+StoreOpt = typer.Option(None, "--store", help="an event store (`siyu ingest`) instead of EVENTS: reads its day facts")
+
+
+def events_or_store(events: Path | None, store: Path | None) -> Path:
+    """The log to read: EVENTS or --store DIR, exactly one of them."""
+    if (events is None) == (store is None):
+        raise SiyuError("give either EVENTS or --store DIR (one of them)")
+    if store is not None:
+        from events.store import read_manifest
+
+        read_manifest(store)  # a clear error when it is no store
+    return events if events is not None else store
+
+
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks on errors")) -> None:
     """siyu: private-domain relationship predictions."""
@@ -49,7 +63,10 @@ def validate(
 
 @app.command()
 def train(
-    events: Path = typer.Argument(..., help="event log (CSV, Parquet or folder); oracle.parquet beside it is used"),
+    events: Path | None = typer.Argument(
+        None, help="event log (CSV, Parquet or folder); oracle.parquet beside it is used"
+    ),
+    store: Path | None = StoreOpt,
     config: Path | None = ConfigOpt,
     experiment: str | None = typer.Option(None, "--experiment", help="MLflow experiment (default: config)"),
 ) -> None:
@@ -60,7 +77,7 @@ def train(
     from training.summary import print_train_result
     from training.train import train_all
 
-    result = train_all(events, cfg_from(config), experiment)
+    result = train_all(events_or_store(events, store), cfg_from(config), experiment)
     print_train_result(result, console)
     if not result.trained_any():
         raise SiyuError(
@@ -125,13 +142,20 @@ EngineOpt = typer.Option("duckdb", "--engine", help="duckdb (default, embedded) 
 
 
 def _table_command(
-    kind: str, events: Path, when: str, what: str, out: Path | None, config: Path | None, engine: str
+    kind: str,
+    events: Path | None,
+    when: str,
+    what: str,
+    out: Path | None,
+    config: Path | None,
+    engine: str,
+    store: Path | None = None,
 ) -> None:
     from features.export import build_table, parse_instant, summary_lines, write_parquet
 
     cfg = cfg_from(config)
     t = parse_instant(when, what, cfg.events.time_zone)
-    df = build_table(kind, events, t, cfg, engine)
+    df = build_table(kind, events_or_store(events, store), t, cfg, engine)
     console.print(f"{kind} at {t:%Y-%m-%d %H:%M} ({engine}):", highlight=False)
     for line in summary_lines(kind, df):
         console.print(f"  {line}", highlight=False)
@@ -142,40 +166,58 @@ def _table_command(
 
 @app.command()
 def labels(
-    events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
+    events: Path | None = typer.Argument(None, help="event log: CSV, Parquet, or folder of Parquet parts"),
     cutoff: str = typer.Option(..., "--cutoff", help="cutoff T, YYYY-MM-DD (00:00 brand-local) or ISO date-time"),
     out: Path | None = typer.Option(None, "--out", help="write the table to this Parquet file"),
     config: Path | None = ConfigOpt,
     engine: str = EngineOpt,
+    store: Path | None = StoreOpt,
 ) -> None:
     """Tier at T and T+H, populations and churn / promotion / KOC labels per user known at T."""
-    _table_command("labels", events, cutoff, "--cutoff", out, config, engine)
+    _table_command("labels", events, cutoff, "--cutoff", out, config, engine, store)
 
 
 @app.command()
 def features(
-    events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
+    events: Path | None = typer.Argument(None, help="event log: CSV, Parquet, or folder of Parquet parts"),
     asof: str = typer.Option(..., "--asof", help="as-of instant, YYYY-MM-DD (00:00 brand-local) or ISO date-time"),
     out: Path | None = typer.Option(None, "--out", help="write the table to this Parquet file"),
     config: Path | None = ConfigOpt,
     engine: str = EngineOpt,
+    store: Path | None = StoreOpt,
 ) -> None:
     """One feature row per user known at the as-of instant (the registry's features)."""
-    _table_command("features", events, asof, "--asof", out, config, engine)
+    _table_command("features", events, asof, "--asof", out, config, engine, store)
 
 
 @app.command()
 def score(
-    events: Path = typer.Argument(..., help="event log: CSV, Parquet, or folder of Parquet parts"),
+    events: Path | None = typer.Argument(None, help="event log: CSV, Parquet, or folder of Parquet parts"),
     asof: str = typer.Option(..., "--asof", help="cutoff, YYYY-MM-DD (00:00 brand-local) or ISO date-time"),
     out: Path = typer.Option(..., "--out", help="the scores snapshot to write (Parquet, atomically)"),
     engine: str = EngineOpt,
+    store: Path | None = StoreOpt,
     config: Path | None = ConfigOpt,
 ) -> None:
     """Batch-score every user with the champion models; the file is the snapshot the API serves."""
     from serving.batch import print_summary, score_pool
 
-    print_summary(score_pool(events, asof, out, cfg_from(config), engine=engine), console)
+    log = events_or_store(events, store)
+    print_summary(score_pool(log, asof, out, cfg_from(config), engine=engine), console)
+
+
+@app.command()
+def ingest(
+    events: Path = typer.Argument(..., help="one batch of events (a day's export): CSV, Parquet or folder"),
+    store: Path = typer.Option(..., "--store", help="the event store folder (created by the first ingest)"),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Validate a batch and append its new rows and their day facts to the event store (idempotent)."""
+    from features.ingest import ingest_file, print_ingest
+
+    with console.status("ingesting") as status:
+        summary = ingest_file(events, store, cfg_from(config), progress=lambda m: status.update(m))
+    print_ingest(summary, console)
 
 
 @app.command()

@@ -24,6 +24,11 @@ def events_fingerprint(con: duckdb.DuckDBPyConnection, table: str = "events") ->
     Returns:
         (16 hex digits, row count, earliest ts, latest ts) - ts brand-local, ISO.
     """
+    from events.store import attached_store, read_manifest, store_lineage
+
+    store = attached_store(con, table)
+    if store is not None:  # the store adds up each batch's fingerprint as it ingests
+        return store_lineage(read_manifest(store))
     cols = ", ".join(CANONICAL_COLUMNS)
     h, n, lo, hi = con.execute(f"SELECT bit_xor(hash({cols})), count(*), min(ts), max(ts) FROM {table}").fetchall()[0]
     return f"{int(h or 0):016x}", int(n), lo.isoformat() if lo else "", hi.isoformat() if hi else ""

@@ -178,8 +178,11 @@ def run_validation(
 
 def load_valid_events(
     con: duckdb.DuckDBPyConnection, path: str | Path, cfg: Config, out_dir: str | Path | None = None
-) -> ValidationReport:
+) -> ValidationReport | None:
     """Validate a log file into TEMP table `events`; optionally write outputs; refuse over the threshold.
+
+    An event store folder (events/store.py) is not validated again: `events` becomes a view of it
+    (and None is returned).
 
     Args:
         con: DuckDB connection that receives table `events` (canonical columns).
@@ -194,6 +197,12 @@ def load_valid_events(
     Raises:
         SiyuError: unreadable input, or more bad rows than `quarantine.max_fraction`.
     """
+    from events.store import attach, check_time_zone, is_store, read_manifest
+
+    if is_store(path):  # an event store (`siyu ingest`) holds validated rows: read them as they are
+        check_time_zone(read_manifest(path), cfg.events.time_zone, path)
+        attach(con, path)
+        return None
     report = run_validation(con, path, cfg)
     if out_dir is not None:
         write_outputs(con, report, Path(out_dir))

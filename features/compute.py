@@ -293,7 +293,12 @@ def feature_table(
 
 def present_families(con, events: str = "events") -> frozenset[str]:
     """Event families that occur in an events table (the `families` to pass for one-user tables)."""
+    from events.store import attached_store, read_manifest
     from siyu.contract import EVENT_FAMILY
 
-    evs = [r[0] for r in con.execute(f"SELECT DISTINCT event FROM {events}").fetchall()]
+    store = attached_store(con, events)
+    if store is not None:  # the manifest keeps every event name it stored
+        evs = read_manifest(store)["totals"]["events"]
+    else:
+        evs = [r[0] for r in con.execute(f"SELECT DISTINCT event FROM {events}").fetchall()]
     return frozenset(EVENT_FAMILY[e] for e in evs if e in EVENT_FAMILY)

@@ -87,6 +87,7 @@ def build_table(kind: str, events: Path, when: datetime, cfg: Config, engine: st
         engine: duckdb or spark.
     """
     from events.loader import connect
+    from events.store import is_store
     from events.validate import load_valid_events
 
     if engine not in ("duckdb", "spark"):
@@ -105,10 +106,13 @@ def build_table(kind: str, events: Path, when: datetime, cfg: Config, engine: st
     from features import spark as S
 
     with tempfile.TemporaryDirectory(prefix="siyu-spark-") as tmp:
-        path = Path(tmp) / "events.parquet"
-        con.execute(f"COPY events TO '{path}' (FORMAT parquet)")
         sp = S.session(cfg=cfg)
-        S.load_events(sp, path)
+        if is_store(events):  # Spark reads the store's files: its day facts, not a copy of the rows
+            S.load_store(sp, events)
+        else:
+            path = Path(tmp) / "events.parquet"
+            con.execute(f"COPY events TO '{path}' (FORMAT parquet)")
+            S.load_events(sp, path)
         fn = S.label_table if kind == "labels" else S.feature_table
         return fn(sp, when, cfg)
 

@@ -180,6 +180,11 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
     offsets = {o for _, o in split}
     if len(offsets) != 1:
         raise SiyuError("cutoffs in one call must share the same time of day")
+    from features.store_facts import facts_from_store  # it builds on this module
+
+    stored = facts_from_store(run, events, instants, bounds)  # `events` is an event store's view
+    if stored is not None:
+        return stored
     offset = offsets.pop()
     bs = sorted(set(bounds) | {d for d, _ in split})
     last = bs[-1]

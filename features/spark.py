@@ -116,6 +116,20 @@ def load_events(spark, source: pd.DataFrame | str | Path, name: str = "events") 
     df.selectExpr(*casts).createOrReplaceTempView(name)
 
 
+def load_store(spark, store: str | Path, name: str = "events") -> None:
+    """Register an event store's rows as the temp view `name`, marked so the facts come from its day facts.
+
+    Spark reads the store's own Parquet files (those its manifest lists); features.store_facts
+    then builds the fact tables on Spark from the day facts and month blocks.
+    """
+    from events.store import MARKER, event_files
+
+    files = event_files(store)
+    casts = [f"CAST({c} AS {_SPARK_TYPES[t]}) AS {c}" for c, t in CANONICAL_COLUMNS.items()]
+    spark.read.parquet(*files).selectExpr(*casts).createOrReplaceTempView(name)
+    spark.createDataFrame([(str(Path(store).resolve()),)], "store STRING").createOrReplaceTempView(name + MARKER)
+
+
 def tier_table(spark, asof: datetime, cfg: Config, events: str = "events") -> pd.DataFrame:
     """features.tiers.tier_table on Spark."""
     from features.tiers import tiers_on

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from serving.pool import load_champions, parse_asof, population_frame, progress_bar, score_frame
+from serving.pool import load_champions, parse_asof, populations_from_tiers, progress_bar, score_frame
 from serving.scoring import Scorer
 from serving.snapshot import record_latest, write_table_atomic
 from siyu.config import Config
@@ -81,29 +81,32 @@ def _snapshot_table(events_path, asof: datetime, out: Path, cfg: Config, engine:
     elif engine == "duckdb":
         from events.lineage import lineage
         from events.loader import connect
+        from events.store import is_store
         from events.validate import load_valid_events
         from features.catalog import feature_names
-        from features.compute import feature_table, present_families
+        from features.compute import present_families
         from features.windows import for_models
+        from features.with_tiers import features_and_tiers
         from serving.rules import fit_rules
 
         models = load_champions(cfg, require=False)  # fail fast (registry away), before the SQL
         cfg = for_models(cfg, models)  # `auto` windows: the ones the champions were trained with
         con = connect(cfg=cfg)
         with progress_bar(show_progress) as progress:
-            step = progress.add_task("validating and loading events", total=None)
+            step = progress.add_task(
+                f"{'reading the event store' if is_store(events_path) else 'validating and loading events'}", total=None
+            )
             load_valid_events(con, events_path, cfg)
             missing = [lab for lab in LABELS if lab not in models]
             if missing:  # thin data: those labels get the operator rule, marked `rule` (serving/rules.py)
                 progress.update(step, description=f"measuring the operator rule for {', '.join(missing)}")
                 models.update(fit_rules(con, asof, cfg, missing))
             scorer = Scorer(models, feature_names(cfg), cfg.scoring.reasons)
-            progress.update(step, description="computing features")
+            progress.update(step, description="computing features and tiers")
             families = sorted(present_families(con))
             origin = lineage(con, cfg, events_path)
-            feats = feature_table(con, asof, cfg)
-            progress.update(step, description="computing tiers and populations")
-            pop = population_frame(con, asof, cfg)
+            feats, tiers = features_and_tiers(con, asof, cfg)  # one build of the facts for both
+            pop = populations_from_tiers(tiers)
             if cfg.scoring.store_history:  # for /predict_events on known users (serving/history.py)
                 from serving.history import write_history
 

@@ -110,9 +110,9 @@ class Predictor:
         models.update({lab: RuleModel.from_meta(m) for lab, m in snap.rules.items() if lab not in models})
         pred = cls(cfg, Scorer(models, snap.feature_names, cfg.scoring.reasons), snap)
         if cfg.scoring.store_history:
-            from serving.history import History, history_paths
+            from serving.history import History, has_history
 
-            if history_paths(snap.path)[0].is_file():
+            if has_history(snap.path):  # copied beside it, or pointing into an event store
                 pred.history = History(snap.path)
         return pred
 

@@ -63,6 +63,7 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
     """
     from events.lineage import lineage
     from events.loader import connect
+    from events.store import is_store
     from events.validate import load_valid_events
     from features import spark as S
     from features.catalog import feature_names
@@ -88,10 +89,13 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
     origin = lineage(con, cfg, events_path)
     with tempfile.TemporaryDirectory(prefix="siyu-spark-") as tmp, progress_bar(show_progress) as progress:
         step = progress.add_task("features on Spark", total=None)
-        path = Path(tmp) / "events.parquet"
-        con.execute(f"COPY events TO '{path}' (FORMAT parquet)")
         spark = S.session(cfg=cfg)
-        S.load_events(spark, path)
+        if is_store(events_path):  # Spark reads the store's files: its day facts, not a copy of the rows
+            S.load_store(spark, events_path)
+        else:
+            path = Path(tmp) / "events.parquet"
+            con.execute(f"COPY events TO '{path}' (FORMAT parquet)")
+            S.load_events(spark, path)
         feats = S.feature_table(spark, asof, cfg)
         pop = populations_from_tiers(S.tier_table(spark, asof, cfg))
         progress.update(step, description="models on Spark (mlflow spark_udf)")
