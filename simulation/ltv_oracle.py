@@ -31,7 +31,9 @@ class _SpendEvents(DayEvents):
             self.spend[0] = np.concatenate([self.spend[0], np.zeros(max(top + 1, 2 * self.spend[0].size))])
         return self.spend[0]
 
-    def add(self, code, idx, ch=-1, amount=None, ref=None, rating=None, coupon=None, content=None, order=None, sec=None):
+    def add(
+        self, code, idx, ch=-1, amount=None, ref=None, rating=None, coupon=None, content=None, order=None, sec=None
+    ):
         """DayEvents.add, plus: purchases add their amount, refunds of horizon orders subtract theirs."""
         if code == E["purchase"] and idx.size:
             self._grow(int(idx.max()))[idx] += np.broadcast_to(amount, idx.shape)
