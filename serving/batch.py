@@ -98,6 +98,9 @@ def _snapshot_table(events_path, asof: datetime, out: Path, cfg: Config, engine:
                 progress.update(step, description=f"measuring the operator rule for {', '.join(missing)}")
                 models.update(fit_rules(con, asof, cfg, missing))
             scorer = Scorer(models, feature_names(cfg), cfg.scoring.reasons)
+            from serving.ltv_scores import load_ltv_scorer
+
+            ltv = load_ltv_scorer(cfg, scorer.feature_names)  # None: no LTV champion, columns stay null
             progress.update(step, description="computing features")
             families = sorted(present_families(con))
             origin = lineage(con, cfg, events_path)
@@ -110,7 +113,7 @@ def _snapshot_table(events_path, asof: datetime, out: Path, cfg: Config, engine:
                 progress.update(step, description="storing the history beside the snapshot")
                 write_history(con, asof, out)
             progress.remove_task(step)
-            return score_frame(feats, pop, scorer, cfg, asof, progress, families, lineage=origin)
+            return score_frame(feats, pop, scorer, cfg, asof, progress, families, lineage=origin, ltv=ltv)
     raise SiyuError(f"--engine must be duckdb or spark, not {engine!r}")
 
 

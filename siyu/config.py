@@ -221,6 +221,8 @@ class LtvConfig(_Strict):
     horizon_days: int = Field(gt=0, description="L: ltv labels look at (T, T+L]")
     tweedie_variance_power: float = Field(gt=1, lt=2, description="LightGBM Tweedie objective's variance power")
     tuning_timeout_s: float = Field(ge=0, description="LightGBM search for ltv: no new trial after this (0: none)")
+    learning_rate: float = Field(gt=0, le=1, description="the LTV boosters' starting learning rate")
+    fold_max_rows: int = Field(gt=0, description="fit / early-stopping / evaluation rows per LTV fold")
     segments: LtvSegments
 
 

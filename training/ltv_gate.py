@@ -4,7 +4,8 @@ The same rule as the classification gate (training/model_registry.judge) with no
 place of ROC AUC: the lower bound of the paired-bootstrap interval of (new - baseline) for every
 baseline, and of (new - current champion) on the same validation rows, must exceed
 `training.gate_margin`. The LTV baselines are not servable scorers, so a losing model stays a
-challenger and the champion (if any) keeps serving.
+challenger and the champion (if any) keeps serving (`training.serve_best_baseline: false`: the
+losing model is judged against the champion alone and may serve, loudly, as for the other labels).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def judge_ltv(cfg: Config, version: int, X_val: np.ndarray, names: list[str], y,
     """
     t = cfg.training
     new = lm.gini(y, p_new)
-    if not res.beats_baselines:
+    if not res.beats_baselines and t.serve_best_baseline:  # false: the losing model serves, loudly (as for labels)
         why = "; ".join(f"{b} [{lo:+.4f}, {hi:+.4f}]" for b, (lo, hi) in res.versus.items())
         return GateDecision(False, f"does not beat every baseline beyond noise (model - baseline: {why})", "gini", new)
     try:
@@ -39,7 +40,8 @@ def judge_ltv(cfg: Config, version: int, X_val: np.ndarray, names: list[str], y,
     except RegistryUnreachable:
         raise
     except SiyuError:
-        return GateDecision(True, "no champion yet; beats every baseline", "gini", new)
+        why = "beats every baseline" if res.beats_baselines else "LOSES to a baseline (serve_best_baseline off)"
+        return GateDecision(True, f"no champion yet; {why}", "gini", new)
     champ = load_version(cfg, "ltv", champ_v)
     missing = [f for f in champ.feature_names if f not in names]
     if missing:

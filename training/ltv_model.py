@@ -27,6 +27,7 @@ def tweedie_params(cfg: Config, overrides: dict | None = None) -> dict:
     t = cfg.training
     return {
         **t.lgbm_params,
+        "learning_rate": cfg.ltv.learning_rate,
         "objective": "tweedie",
         "tweedie_variance_power": cfg.ltv.tweedie_variance_power,
         "metric": "tweedie",

@@ -121,8 +121,9 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     Xtr[:, F + 1] = np.nan_to_num(Xtr[:, F + 1])  # no advocacy events: the referral target is unused
     total = Xtr[:, F] + Xtr[:, F + 1]
     cut_tr = ts[train_m].to_numpy().astype("datetime64[ns]")
-    folds = make_folds(Rows([Xtr], (total > 0).astype(int), cut_tr), t.folds, cfg.windows.cutoff_spacing_days,
-                       t.tuning.max_rows, t.seed)  # fmt: skip
+    cap = min(t.tuning.max_rows, cfg.ltv.fold_max_rows)
+    rows = Rows([Xtr], (total > 0).astype(int), cut_tr)
+    folds = make_folds(rows, t.folds, cfg.windows.cutoff_spacing_days, cap, t.seed)
     if not folds:
         raise SiyuError("ltv: no walk-forward fold (too few training cutoffs with value)")
 
@@ -133,7 +134,8 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
 
     # The search tunes the own-spend part; the referral part (sparser, cheaper to leave) keeps the
     # config's parameters and is fitted once per fold, so a trial costs one booster per fold.
-    ref_fold = {id(f): part(dict(t.lgbm_params), f, F + 1) for f in folds} if res.referral else {}
+    base = {**t.lgbm_params, "learning_rate": cfg.ltv.learning_rate}
+    ref_fold = {id(f): part(base, f, F + 1) for f in folds} if res.referral else {}
 
     def fit_fold(params: dict, f) -> tuple[np.ndarray, np.ndarray]:
         ev, es = part(params, f, F)
@@ -145,7 +147,7 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
         return f.X_eval[:, F] + f.X_eval[:, F + 1]
 
     trial = lambda n, s, best: bar.update(task, description=f"ltv: trial {n + 1} fold Gini {s:.4f} (best {best:.4f})")  # noqa: E731
-    tuned, raw, _, res.trials = tune(folds, fit_fold, dict(t.lgbm_params), t.tuning.n_trials, cfg.ltv.tuning_timeout_s,
+    tuned, raw, _, res.trials = tune(folds, fit_fold, base, t.tuning.n_trials, cfg.ltv.tuning_timeout_s,
                                      t.seed, trial, lambda f, p: lm.gini(fold_value(f), p))  # fmt: skip
     res.fold_gini["lightgbm"] = [lm.gini(fold_value(f), ev) for f, (ev, _) in zip(folds, raw)]
     cols = names + EXTRA
