@@ -125,6 +125,8 @@ def summarize(table: pa.Table, out: Path, asof: datetime, engine: str, seconds: 
 
     meta = json.loads(table.schema.metadata[META_KEY])
     versions = meta["versions"]
+    if meta.get("ltv"):  # lifetime value: every user known at asof
+        versions = {**versions, "ltv": meta["ltv"]["version"]}
     tiers = table.column("tier").value_counts().to_pylist()
     return ScoreSummary(
         out=out,
@@ -134,7 +136,11 @@ def summarize(table: pa.Table, out: Path, asof: datetime, engine: str, seconds: 
         scorers=meta.get("scorers") or {},
         engine=engine,
         seconds=round(seconds, 2),
-        scored={lab: table.num_rows - table.column(f"p_{lab}").null_count for lab in LABELS},
+        scored={
+            lab: table.num_rows - table.column(col).null_count
+            for lab, col in [*((lab, f"p_{lab}") for lab in LABELS), ("ltv", "ltv")]
+            if col in table.column_names
+        },
         tiers={d["values"]: d["counts"] for d in tiers},
     )
 
