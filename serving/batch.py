@@ -102,6 +102,9 @@ def _snapshot_table(events_path, asof: datetime, out: Path, cfg: Config, engine:
                 progress.update(step, description=f"measuring the operator rule for {', '.join(missing)}")
                 models.update(fit_rules(con, asof, cfg, missing))
             scorer = Scorer(models, feature_names(cfg), cfg.scoring.reasons)
+            from serving.ltv_scores import load_ltv_scorer
+
+            ltv = load_ltv_scorer(cfg, scorer.feature_names)  # None: no LTV champion, columns stay null
             progress.update(step, description="computing features and tiers")
             families = sorted(present_families(con))
             origin = lineage(con, cfg, events_path)
@@ -113,7 +116,7 @@ def _snapshot_table(events_path, asof: datetime, out: Path, cfg: Config, engine:
                 progress.update(step, description="storing the history beside the snapshot")
                 write_history(con, asof, out)
             progress.remove_task(step)
-            return score_frame(feats, pop, scorer, cfg, asof, progress, families, lineage=origin)
+            return score_frame(feats, pop, scorer, cfg, asof, progress, families, lineage=origin, ltv=ltv)
     raise SiyuError(f"--engine must be duckdb or spark, not {engine!r}")
 
 
@@ -125,6 +128,8 @@ def summarize(table: pa.Table, out: Path, asof: datetime, engine: str, seconds: 
 
     meta = json.loads(table.schema.metadata[META_KEY])
     versions = meta["versions"]
+    if meta.get("ltv"):  # lifetime value: every user known at asof
+        versions = {**versions, "ltv": meta["ltv"]["version"]}
     tiers = table.column("tier").value_counts().to_pylist()
     return ScoreSummary(
         out=out,
@@ -134,7 +139,11 @@ def summarize(table: pa.Table, out: Path, asof: datetime, engine: str, seconds: 
         scorers=meta.get("scorers") or {},
         engine=engine,
         seconds=round(seconds, 2),
-        scored={lab: table.num_rows - table.column(f"p_{lab}").null_count for lab in LABELS},
+        scored={
+            lab: table.num_rows - table.column(col).null_count
+            for lab, col in [*((lab, f"p_{lab}") for lab in LABELS), ("ltv", "ltv")]
+            if col in table.column_names
+        },
         tiers={d["values"]: d["counts"] for d in tiers},
     )
 

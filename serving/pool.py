@@ -94,6 +94,7 @@ def score_frame(
     families: list[str] | None = None,
     proba: dict[str, np.ndarray] | None = None,
     lineage: dict | None = None,
+    ltv=None,
 ) -> pa.Table:
     """Score a feature table and build the snapshot table (scores, percentiles, buckets, reasons, features).
 
@@ -109,6 +110,7 @@ def score_frame(
         proba: label -> probabilities computed elsewhere (the Spark engine's spark_udf) to
             store instead of the scorer's; reasons still come from the scorer.
         lineage: events.lineage.lineage of the scored log (kept in the metadata).
+        ltv: the LTV champion (serving.ltv_scores.LtvScorer) or None: the `ltv*` columns stay null.
 
     Returns:
         The snapshot table with its metadata.
@@ -151,11 +153,14 @@ def score_frame(
             pa.int32(),
             mask=np.full(n, versions[lab] is None),
         )
+    from serving.ltv_scores import add_meta, snapshot_columns
+
+    cols.update(snapshot_columns(ltv, X, names, cfg))  # lifetime value: every user known at asof
     for j, f in enumerate(names):
         cols[FEATURE_PREFIX + f] = pa.array(X[:, j], from_pandas=True)
     # The thin-data operator rule (serving/rules.py) carries its measured rates; a registered rule baseline does not.
     rules = {lab: m.to_meta() for lab, m in scorer.models.items() if hasattr(m, "to_meta")}
-    return with_meta(pa.table(cols), asof, versions, names, families, lineage, scorer.kinds, rules)
+    return add_meta(with_meta(pa.table(cols), asof, versions, names, families, lineage, scorer.kinds, rules), ltv)
 
 
 def population_frame(con, asof: datetime, cfg: Config, events: str = "events") -> pd.DataFrame:

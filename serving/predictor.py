@@ -60,6 +60,11 @@ def _field_of(reason: str) -> str:
     return "event"
 
 
+def _reasons(lv: dict, i: int) -> list[tuple[int, float]]:
+    """(feature position, contribution) of row i's LTV reasons."""
+    return [(j, lv["reason_contrib"][i, k]) for k, j in enumerate(lv["reason_idx"][i].tolist()) if j >= 0]
+
+
 class Predictor:
     """Answers /predict and /predict_events.
 
@@ -67,9 +72,10 @@ class Predictor:
         cfg: configuration (risk buckets, windows, event mapping).
         scorer: the champion models.
         snap: the loaded snapshot.
+        ltv: the LTV champion (serving.ltv_scores.LtvScorer), or None: answers carry no `ltv` fields.
     """
 
-    def __init__(self, cfg: Config, scorer: Scorer, snap: Snapshot):
+    def __init__(self, cfg: Config, scorer: Scorer, snap: Snapshot, ltv=None):
         if cfg.windows.feature_windows == "auto":  # the snapshot's columns are the champions' windows
             from features.windows import windows_of, with_windows
 
@@ -95,6 +101,13 @@ class Predictor:
         fresh = scorer.score(snap.X, snap.pops, reasons=False).proba if stale else {}
         for lab in LABELS:
             self.refs[lab] = reference(fresh[lab] if lab in fresh else snap.proba[lab])
+        self.ltv, self.ltv_refs = ltv, None
+        if ltv is not None:
+            from serving.ltv_scores import references, stored_references
+
+            self.ltv_refs = stored_references(snap.path, ltv.version) or references(ltv.score(snap.X, reasons=False))
+            self.versions = {**self.versions, "ltv": ltv.version}
+            self.scorers = {**self.scorers, "ltv": "ltv"}
 
     @classmethod
     def load(cls, cfg: Config, scores: str | None) -> Predictor:
@@ -108,7 +121,10 @@ class Predictor:
         # Labels without a champion are answered by the operator rule the snapshot was scored with.
         models = load_champions(cfg, require=not snap.rules)
         models.update({lab: RuleModel.from_meta(m) for lab, m in snap.rules.items() if lab not in models})
-        pred = cls(cfg, Scorer(models, snap.feature_names, cfg.scoring.reasons), snap)
+        from serving.ltv_scores import load_ltv_scorer
+
+        ltv = load_ltv_scorer(cfg, snap.feature_names)
+        pred = cls(cfg, Scorer(models, snap.feature_names, cfg.scoring.reasons), snap, ltv)
         if cfg.scoring.store_history:
             from serving.history import History, has_history
 
@@ -131,7 +147,9 @@ class Predictor:
         rows, ids, X, tier, pops = self._lookup(user_ids)
         cols = self.columns(X, pops) if len(ids) else {}
         pos = np.cumsum(np.asarray(rows) >= 0) - 1  # row of each known id within the scored rows
-        text = self.renderer.items(user_ids, [int(k) if r >= 0 else -1 for r, k in zip(rows, pos)], tier, X, cols)
+        text = self.renderer.items(
+            user_ids, [int(k) if r >= 0 else -1 for r, k in zip(rows, pos)], tier, X, cols, self.ltv_columns(X)
+        )
         return text, [str(t) for t in tier], {lab: c[0] for lab, c in cols.items()}
 
     def _lookup(self, user_ids: list[str]) -> tuple[list[int], list[str], np.ndarray, np.ndarray, dict]:
@@ -162,6 +180,16 @@ class Predictor:
                 )
         return cols
 
+    def ltv_columns(self, X: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Lifetime value of each row: ltv, own, referral, percentiles, segment, reasons (None: no LTV model)."""
+        if self.ltv is None or not len(X):
+            return None
+        from serving.ltv_scores import placed
+
+        s = self.ltv.score(X)
+        cols = {"ltv": s.ltv, "ltv_own": s.own, "ltv_referral": s.referral, **placed(s, self.ltv_refs, self.cfg)}
+        return {**cols, "reason_idx": s.reason_idx, "reason_contrib": s.reason_contrib}
+
     def predict_rows(
         self, user_ids: list[str], X: np.ndarray, tier: np.ndarray, pops: dict[str, np.ndarray]
     ) -> list[dict[str, Any]]:
@@ -185,6 +213,12 @@ class Predictor:
                     "bucket": bkt[i],
                     "reasons": [fmt(lab, j, X[i, j], con[i, k]) for k, j in enumerate(idx[i].tolist()) if j >= 0],
                 }
+        lv = self.ltv_columns(X)
+        if lv is not None:
+            from serving.render import ltv_item
+
+            for i, item in enumerate(out):
+                item.update(ltv_item(lv, i, [fmt("ltv", j, X[i, j], c) for j, c in _reasons(lv, i)]))
         return out
 
     def predict_events(

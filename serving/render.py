@@ -26,6 +26,9 @@ def _num(x: float) -> str:
     return repr(x)
 
 
+_LTV_VALUES = ("ltv", "ltv_own", "ltv_referral", "pct_ltv", "pct_ltv_own", "pct_ltv_referral")
+
+
 class JsonRenderer:
     """Pre-escaped JSON pieces of reasons, built once from a ReasonFormatter.
 
@@ -65,7 +68,13 @@ class JsonRenderer:
         )
 
     def items(
-        self, user_ids: list[str], rows: list[int], tier: np.ndarray, X: np.ndarray, cols: dict[str, tuple]
+        self,
+        user_ids: list[str],
+        rows: list[int],
+        tier: np.ndarray,
+        X: np.ndarray,
+        cols: dict[str, tuple],
+        ltv: dict[str, np.ndarray] | None = None,
     ) -> str:
         """JSON array text of the answer items.
 
@@ -74,6 +83,7 @@ class JsonRenderer:
             rows: per id its row in `tier`/`X`/`cols`, or -1 for an unknown user.
             tier, X: tier names and feature rows of the known users.
             cols: label -> (proba, percentile, bucket, reason idx, reason contrib) from `Predictor.columns`.
+            ltv: `Predictor.ltv_columns` of the same rows (None: no LTV model, no `ltv` fields).
         """
         per_label = []
         for lab in LABELS:
@@ -107,6 +117,45 @@ class JsonRenderer:
                 ps.append(pr)
             out.append(
                 '{"user_id":%s,"status":"ok","tier":%s,"p_churn":%s,"p_promotion":%s,"p_koc":%s,'
-                '"churn":%s,"promotion":%s,"koc":%s}' % (_q(u), _q(str(tier[r])), *ps, *objs)
+                '"churn":%s,"promotion":%s,"koc":%s'
+                % (_q(u), _q(str(tier[r])), *ps, *objs)
+                + (self._ltv(ltv, r, X) if ltv is not None else "")
+                + "}"
             )
         return "[" + ",".join(out) + "]"
+
+    def _ltv(self, lv: dict, r: int, X: np.ndarray) -> str:
+        """`,"ltv":...` fields of row r, the text of `ltv_item`."""
+        v = lambda x: "null" if x != x else _num(round(float(x), 2))  # noqa: E731 - NaN: missing
+        seg = lv["segment_ltv"][r]
+        reasons = ",".join(
+            self._reason("ltv", j, float(X[r, j]), float(lv["reason_contrib"][r, k]))
+            for k, j in enumerate(lv["reason_idx"][r].tolist())
+            if j >= 0
+        )
+        return (
+            ',"ltv":%s,"ltv_own":%s,"ltv_referral":%s,"lifetime_value":{"percentile":%s,"percentile_own":%s,'
+            '"percentile_referral":%s,"segment":%s,"reasons":[%s]}'
+            % (
+                *(v(lv[c][r]) for c in _LTV_VALUES),
+                "null" if seg is None else _q(seg),
+                reasons,
+            )
+        )
+
+
+def ltv_item(lv: dict, i: int, reasons: list[dict]) -> dict:
+    """The `ltv` fields of row i of `Predictor.ltv_columns` as dicts (the shape `JsonRenderer._ltv` writes)."""
+    v = lambda x: None if x != x else round(float(x), 2)  # noqa: E731 - NaN: missing (no referral part)
+    return {
+        "ltv": v(lv["ltv"][i]),
+        "ltv_own": v(lv["ltv_own"][i]),
+        "ltv_referral": v(lv["ltv_referral"][i]),
+        "lifetime_value": {
+            "percentile": v(lv["pct_ltv"][i]),
+            "percentile_own": v(lv["pct_ltv_own"][i]),
+            "percentile_referral": v(lv["pct_ltv_referral"][i]),
+            "segment": lv["segment_ltv"][i],
+            "reasons": reasons,
+        },
+    }

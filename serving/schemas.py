@@ -114,6 +114,18 @@ class LabelScore(BaseModel):
     reasons: list[Reason] = Field(description="top 3 reasons, strongest first")
 
 
+class LifetimeValue(BaseModel):
+    """Where a user's predicted lifetime value sits in the pool, their segment, and why."""
+
+    percentile: float | None = Field(description="share of the snapshot's users with at most this ltv (0-100)")
+    percentile_own: float | None = Field(description="the same for ltv_own")
+    percentile_referral: float | None = Field(description="the same for ltv_referral; null without advocacy events")
+    segment: str | None = Field(
+        description="champions (high spend and word of mouth), spenders, advocates or others (ltv.segments)"
+    )
+    reasons: list[Reason] = Field(description="top 3 reasons, strongest first (contribution on the log scale)")
+
+
 class UserPrediction(BaseModel):
     """The answer for one user; score fields are null outside that model's population."""
 
@@ -126,6 +138,12 @@ class UserPrediction(BaseModel):
     churn: LabelScore | None = None
     promotion: LabelScore | None = None
     koc: LabelScore | None = None
+    ltv: float | None = Field(None, description="predicted net spend over the LTV horizon: own + referred buyers'")
+    ltv_own: float | None = Field(None, description="predicted own net spend over the LTV horizon")
+    ltv_referral: float | None = Field(
+        None, description="predicted net spend of the buyers this user refers; null when the log has no advocacy"
+    )
+    lifetime_value: LifetimeValue | None = None
 
 
 class SnapshotInfo(BaseModel):

@@ -22,6 +22,7 @@ LABEL_PHRASE = {
     "churn": "the churn risk",
     "promotion": "the chance of moving up a tier",
     "koc": "the chance of becoming a KOC",
+    "ltv": "the predicted lifetime value",
 }
 # Units printed after a value; the rest ("count", "ratio", ...) read fine bare.
 _UNIT_SUFFIX = {"days": " days", "day": " days", "currency": " (currency)"}

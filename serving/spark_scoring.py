@@ -101,4 +101,7 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
         progress.update(step, description="models on Spark (mlflow spark_udf)")
         proba = spark_probabilities(spark, feats, registered, cfg)
         progress.remove_task(step)
-        return score_frame(feats, pop, scorer, cfg, asof, progress, families, proba=proba, lineage=origin)
+        from serving.ltv_scores import load_ltv_scorer  # LTV on the driver: the same numbers as the DuckDB path
+
+        ltv = load_ltv_scorer(cfg, scorer.feature_names)
+        return score_frame(feats, pop, scorer, cfg, asof, progress, families, proba=proba, lineage=origin, ltv=ltv)

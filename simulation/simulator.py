@@ -58,6 +58,13 @@ class _World:
         self.rng = np.random.default_rng(seed)
         self.next_order = 0
 
+    def replica_of(self, st, rng: np.random.Generator) -> _World:
+        """A world around a copied state (the LTV oracle's replicas): referred friends join it as here."""
+        w = _World.__new__(_World)
+        w.cfg, w.p, w.st, w.n, w.rng, w.next_order = self.cfg, self.p, st, st.n, rng, 0
+        w.join_day, w.source, w.referrer = np.full(st.n, -1, "i4"), np.zeros(st.n, "i1"), np.full(st.n, -1, "i8")
+        return w
+
     def add_users(self, k: int, d: int, source: int, ev: DayEvents) -> np.ndarray:
         """Make k new users join on day d (connection events emitted); returns their rows."""
         if self.n + k > self.st.n:
@@ -107,6 +114,7 @@ def simulate_world(
     oracle_cutoffs: list[date] | None = None,
     replicas: int | None = None,
     keep_snapshots: bool = False,
+    ltv_replicas: int | None = None,
 ) -> WorldSummary:
     """Simulate a private domain and write events.parquet, users.parquet and oracle.parquet.
 
@@ -120,6 +128,9 @@ def simulate_world(
         oracle_cutoffs: cutoff dates for the oracle; None: the default cutoff; []: no oracle.
         replicas: re-simulations per user (default: config `simulation.oracle_replicas`).
         keep_snapshots: keep each cutoff's bookkeeping (tiers, populations, labels) in the summary.
+        ltv_replicas: re-simulations behind oracle_ltv.parquet (expected own / referral spend at the LTV
+            validation cutoff, days - ltv.horizon_days; default `simulation.ltv_oracle_replicas`; 0 or no
+            oracle: none; a world too short for LTV training gets none either).
 
     Returns:
         The WorldSummary (realism figures, oracle AUC per label).
@@ -140,9 +151,12 @@ def simulate_world(
                 f"oracle cutoff {start + timedelta(days=c)} needs its {H}-day horizon inside the world "
                 f"({start} .. {start + timedelta(days=days)})"
             )
+    ltv_day = _ltv_day(cfg, days, 0 if R == 0 or not oracle_cutoffs else ltv_replicas)
+    R_ltv = cfg.simulation.ltv_oracle_replicas if ltv_replicas is None else ltv_replicas
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    t0, oracle_s = time.perf_counter(), 0.0
+    (out / "oracle_ltv.parquet").unlink(missing_ok=True)  # never a stale oracle beside new events
+    t0, oracle_s, ltv_oracle = time.perf_counter(), 0.0, None
     w = _World(cfg, users, seed)
     cal = Calendar(w.rng.random(days) < cfg.simulation.campaign_day_rate)
     arrivals = _arrivals(users, days, cal, cfg.simulation, w.rng)
@@ -163,6 +177,12 @@ def simulate_world(
                 probs = oracle_probs(w.st, snap, cal, cfg, R, seed) if R > 0 else {}
                 oracle_s += time.perf_counter() - o0
                 pending[d] = (snap, probs)
+            if d == ltv_day:
+                from simulation.ltv_oracle import ltv_expected
+
+                o0 = time.perf_counter()
+                ltv_oracle = ltv_expected(w, d, cal, cfg, R_ltv, seed)
+                oracle_s += time.perf_counter() - o0
             if d % MONTH == 0:
                 tracker.month_edge(w.st, w.n)
             if d == days:
@@ -196,9 +216,37 @@ def simulate_world(
     summary.realism = realism_figures(w.st, w.n, tracker, koc_share, n_events, days, int((w.source[: w.n] == 2).sum()))
     if results and R > 0:
         _write_oracle(results, out / "oracle.parquet", start, R, summary)
+    if ltv_oracle is not None:
+        _write_ltv_oracle(ltv_oracle, out / "oracle_ltv.parquet", start + timedelta(days=ltv_day), R_ltv)
     if keep_snapshots:
         summary.snapshots = {start + timedelta(days=s.t): (s, p, y) for s, p, y in results}
     return summary
+
+
+def _ltv_day(cfg: Config, days: int, replicas: int | None) -> int | None:
+    """The LTV validation cutoff day (days - L), or None: no LTV oracle, or fewer than 3 LTV training cutoffs fit."""
+    w = cfg.windows
+    d = days - cfg.ltv.horizon_days
+    if replicas == 0 or d - min(w.n_cutoffs - 1, 2) * w.cutoff_spacing_days < w.cutoff_spacing_days:
+        return None
+    return d
+
+
+def _write_ltv_oracle(o: dict, path: Path, cutoff: date, R: int) -> None:
+    rows = o["rows"]
+    _atomic_parquet(
+        pa.table(
+            {
+                "cutoff": pa.array(np.full(rows.size, np.datetime64(cutoff, "us"))),
+                "user_id": pc.binary_join_element_wise("u", pc.cast(pa.array(rows), pa.string()), ""),
+                "ltv_own": pa.array(o["ltv_own"]),
+                "ltv_referral": pa.array(o["ltv_referral"]),
+                "ltv": pa.array(o["ltv_own"] + o["ltv_referral"]),
+                "n_replicas": pa.array(np.full(rows.size, R, "i4")),
+            }
+        ),
+        path,
+    )
 
 
 def _atomic_parquet(table: pa.Table, path: Path) -> None:

@@ -210,6 +210,24 @@ class ScoringConfig(_Strict):
     )
 
 
+class LtvSegments(_Strict):
+    """Top shares of the pool that count as high on each axis of the CLV x referral-value segment."""
+
+    own_top_share: float = Field(gt=0, lt=1, description="high spender: predicted ltv_own in this top share")
+    referral_top_share: float = Field(gt=0, lt=1, description="high advocate: predicted ltv_referral in this top share")
+
+
+class LtvConfig(_Strict):
+    """Lifetime value (docs/design.md §4): own and referred buyers' net spend over the horizon L."""
+
+    horizon_days: int = Field(gt=0, description="L: ltv labels look at (T, T+L]")
+    tweedie_variance_power: float = Field(gt=1, lt=2, description="LightGBM Tweedie objective's variance power")
+    tuning_timeout_s: float = Field(ge=0, description="LightGBM search for ltv: no new trial after this (0: none)")
+    learning_rate: float = Field(gt=0, le=1, description="the LTV boosters' starting learning rate")
+    fold_max_rows: int = Field(gt=0, description="fit / early-stopping / evaluation rows per LTV fold")
+    segments: LtvSegments
+
+
 class RuntimeConfig(_Strict):
     """Where local state lives and how the engines run (each has an environment override)."""
 
@@ -274,6 +292,7 @@ class Config(_Strict):
     mlflow: MlflowConfig
     training: TrainingConfig
     scoring: ScoringConfig
+    ltv: LtvConfig
     simulation: SimulationConfig
     runtime: RuntimeConfig
     serving: ServingConfig

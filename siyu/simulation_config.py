@@ -136,6 +136,7 @@ class SimulationConfig(BaseModel):
     rejoin_rate: float = Field(ge=0.0, le=1.0, description="chance a lost user reconnects on a campaign day")
     # --- oracle ---
     oracle_replicas: int = Field(ge=1, description="re-simulations of each user's future behind p_oracle")
+    ltv_oracle_replicas: int = Field(ge=1, description="re-simulations behind the expected own / referral spend")
     chunk_rows: int = Field(ge=1000, description="events buffered before a Parquet row group is written")
 
     @field_validator("channel_probs", "pushes_per_week")

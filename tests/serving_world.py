@@ -38,6 +38,8 @@ def small_config(root: Path) -> Path:
     t["lgbm_params"].update(min_data_in_leaf=20, num_leaves=15, num_threads=1)
     # 400 users cannot separate LightGBM from the baselines beyond noise; the serving tests need its booster.
     t.update(candidates=["lightgbm"], serve_best_baseline=False, tuning={"n_trials": 2, "timeout_s": 0})
+    # A 60-day LTV horizon fits 6 LTV cutoffs into the 240 days, so the LTV champion serves too.
+    raw["ltv"].update(horizon_days=60, tuning_timeout_s=0)
     path = root / "mlproject.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

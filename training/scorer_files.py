@@ -161,3 +161,10 @@ def _load_candidate(folder: Path, spec: dict, name: str, version: int) -> Candid
 
 for _name in ("logistic", "rule", "blend", "btyd"):
     kind(_name)(_load_candidate)
+
+
+@kind("ltv")
+def _load_ltv(folder: Path, spec: dict, name: str, version: int):
+    from training.ltv_model import load_ltv  # the LTV regression (two Tweedie boosters)
+
+    return load_ltv(folder, spec, name, version)

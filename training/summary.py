@@ -56,6 +56,9 @@ def print_train_result(result: TrainResult, console) -> None:
                 f"model/oracle AUC {o['auc_ratio_to_oracle']:.3f} on {o['oracle_users']} users",
             )
     console.print(table)
+    from training.ltv_report import print_ltv
+
+    print_ltv(result.ltv, console)
     for n in result.notes:
         console.print(f"[bold]NOTE[/bold] {n}", highlight=False, soft_wrap=True)
     for w in result.warnings():

@@ -39,6 +39,7 @@ class TrainResult:
     rows: dict[str, int]
     labels: dict[str, LabelResult]
     notes: list[str] = field(default_factory=list)
+    ltv: object | None = None  # training.ltv_train.LtvResult (its own cutoffs, horizon and gate)
 
     def trained_any(self) -> bool:
         """Whether at least one label got a model (else a nightly job must fail: see app/cli.py train)."""
@@ -47,6 +48,8 @@ class TrainResult:
     def warnings(self) -> list[str]:
         """Loud messages: labels that lost to a baseline, labels skipped."""
         out = [f"{r.label}: {r.message}" for r in self.labels.values() if not r.trained]
+        if self.ltv is not None and self.ltv.trained and not self.ltv.beats_baselines:
+            out.append(f"ltv: MODEL DOES NOT BEAT THE BASELINES: champion unchanged ({self.ltv.message})")
         out += [
             f"{r.label}: MODEL DOES NOT BEAT THE BASELINES: "
             + (f"serving the best baseline '{r.scorer}'" if r.scorer in BASELINES else "serving it anyway")
@@ -110,9 +113,15 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     notes = churn_notes(present_families(con), cfg)
     info = {"events_path": str(events_path), "data_window_start": str(lo), "data_window_end": str(hi)}
     info.update(lineage(con, cfg, events_path))
+    from training.ltv_train import load_ltv_oracle, ltv_data, train_ltv
+
+    ltv_table, ltv_cuts, ltv_why = ltv_data(con, cfg)  # LTV has its own cutoffs (horizon ltv.horizon_days)
     con.close()  # DuckDB's memory goes back before LightGBM needs it
     features = features_of(cfg)
     result = train_table(table, cutoffs, cfg, features, experiment, baselines.load_oracle(Path(events_path)), info)
+    del table
+    ltv_oracle = load_ltv_oracle(events_path)
+    result.ltv = train_ltv(ltv_table, ltv_cuts, ltv_why, cfg, features, ltv_oracle, result.parent_run_id)
     result.notes.extend(notes)
     return result
 

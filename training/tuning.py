@@ -79,6 +79,7 @@ def tune(
     timeout_s: float,
     seed: int,
     on_trial: Callable[[int, float, float], None] | None = None,
+    score: Callable[[object, np.ndarray], float] | None = None,
 ) -> tuple[dict, list[np.ndarray], float, int]:
     """Search LightGBM parameters maximising mean fold ROC AUC.
 
@@ -90,6 +91,7 @@ def tune(
         timeout_s: stop starting trials after this many seconds.
         seed: TPE sampler seed.
         on_trial: called (trial number, its score, best score) after each trial (progress).
+        score: (fold, its evaluation scores) -> the fold's figure to maximise (default ROC AUC of `y_eval`).
 
     Returns:
         (best parameters, best trial's (eval, early-stopping) fold scores, best mean fold AUC, trials run).
@@ -104,12 +106,13 @@ def tune(
     def objective(trial) -> float:
         params = suggest(trial, space)
         preds = [fit_fold(rescale(params, n_fit, f.n_fit), f) for f in folds]
-        score = float(np.nanmean([point(f.y_eval, p[0])["roc_auc"] for f, p in zip(folds, preds)]))
-        if score > best["score"]:
-            best.update(score=score, preds=preds)
+        of = score or (lambda f, p: point(f.y_eval, p)["roc_auc"])
+        value = float(np.nanmean([of(f, p[0]) for f, p in zip(folds, preds)]))
+        if value > best["score"]:
+            best.update(score=value, preds=preds)
         if on_trial:
-            on_trial(trial.number, score, best["score"])
-        return score
+            on_trial(trial.number, value, best["score"])
+        return value
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     study.enqueue_trial(_clip_to(space, base))
