@@ -82,8 +82,10 @@ def _check_holdouts(con: duckdb.DuckDBPyConnection) -> None:
     """
     con.execute(f"""UPDATE _checked SET reason = s.bad FROM (
         SELECT user_id, ts, event, CASE
-            WHEN event = '{HOLDOUT_END}' AND prev IS DISTINCT FROM '{HOLDOUT_START}' THEN '{HOLDOUT_END} without {HOLDOUT_START}'
-            WHEN event = '{HOLDOUT_START}' AND prev = '{HOLDOUT_START}' THEN '{HOLDOUT_START} inside a holdout' END AS bad
+            WHEN event = '{HOLDOUT_END}' AND prev IS DISTINCT FROM '{HOLDOUT_START}'
+                THEN '{HOLDOUT_END} without {HOLDOUT_START}'
+            WHEN event = '{HOLDOUT_START}' AND prev = '{HOLDOUT_START}'
+                THEN '{HOLDOUT_START} inside a holdout' END AS bad
         FROM (SELECT *, lag(event) OVER (PARTITION BY user_id ORDER BY ts, event = '{HOLDOUT_START}') AS prev
               FROM (SELECT DISTINCT user_id, ts, event FROM _checked
                     WHERE reason IS NULL AND event IN ('{HOLDOUT_START}', '{HOLDOUT_END}')))) s

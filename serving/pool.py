@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from serving.advice import advice_columns, arrow_columns
 from serving.scoring import N_REASONS, Scorer, buckets, percentiles, reference
 from serving.snapshot import FEATURE_PREFIX, with_meta
 from siyu.config import Config
@@ -94,6 +95,7 @@ def score_frame(
     families: list[str] | None = None,
     proba: dict[str, np.ndarray] | None = None,
     lineage: dict | None = None,
+    push_effect=None,
 ) -> pa.Table:
     """Score a feature table and build the snapshot table (scores, percentiles, buckets, reasons, features).
 
@@ -109,6 +111,7 @@ def score_frame(
         proba: label -> probabilities computed elsewhere (the Spark engine's spark_udf) to
             store instead of the scorer's; reasons still come from the scorer.
         lineage: events.lineage.lineage of the scored log (kept in the metadata).
+        push_effect: the push-effect champion (serving/advice.py), or None: the advice columns stay null.
 
     Returns:
         The snapshot table with its metadata.
@@ -150,6 +153,7 @@ def score_frame(
             pa.int32(),
             mask=np.full(n, versions[lab] is None),
         )
+    cols.update(arrow_columns(advice_columns(push_effect, X, pops["churn"], names, cfg)))
     for j, f in enumerate(names):
         cols[FEATURE_PREFIX + f] = pa.array(X[:, j], from_pandas=True)
     # The thin-data operator rule (serving/rules.py) carries its measured rates; a registered rule baseline does not.

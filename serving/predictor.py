@@ -69,7 +69,7 @@ class Predictor:
         snap: the loaded snapshot.
     """
 
-    def __init__(self, cfg: Config, scorer: Scorer, snap: Snapshot):
+    def __init__(self, cfg: Config, scorer: Scorer, snap: Snapshot, push_effect=None):
         if cfg.windows.feature_windows == "auto":  # the snapshot's columns are the champions' windows
             from features.windows import windows_of, with_windows
 
@@ -81,7 +81,10 @@ class Predictor:
         reg = _registry()
         self.reasons = ReasonFormatter([reg.get(f) or _Feat(f, f.replace("_", " ")) for f in snap.feature_names])
         self.renderer = JsonRenderer(self.reasons)
+        self.push_effect = push_effect  # the push-effect champion (serving/advice.py), or None: null advice
         self.versions = scorer.versions
+        if push_effect is not None:
+            self.versions = {**scorer.versions, "push_effect": push_effect.version}
         self.scorers = scorer.kinds
         # Lineage in every answer: which snapshot (and the log it was scored from) served it.
         origin = snap.lineage or {}
@@ -99,6 +102,7 @@ class Predictor:
     @classmethod
     def load(cls, cfg: Config, scores: str | None) -> Predictor:
         """Load the champions from the registry and a snapshot (default: the latest recorded one)."""
+        from serving.advice import load_push_effect
         from serving.pool import load_champions
         from serving.rules import RuleModel
         from serving.snapshot import latest_snapshot
@@ -108,7 +112,7 @@ class Predictor:
         # Labels without a champion are answered by the operator rule the snapshot was scored with.
         models = load_champions(cfg, require=not snap.rules)
         models.update({lab: RuleModel.from_meta(m) for lab, m in snap.rules.items() if lab not in models})
-        pred = cls(cfg, Scorer(models, snap.feature_names, cfg.scoring.reasons), snap)
+        pred = cls(cfg, Scorer(models, snap.feature_names, cfg.scoring.reasons), snap, load_push_effect(cfg))
         if cfg.scoring.store_history:
             from serving.history import History, history_paths
 
@@ -130,8 +134,9 @@ class Predictor:
         """
         rows, ids, X, tier, pops = self._lookup(user_ids)
         cols = self.columns(X, pops) if len(ids) else {}
+        adv = self.advice(X, pops)
         pos = np.cumsum(np.asarray(rows) >= 0) - 1  # row of each known id within the scored rows
-        text = self.renderer.items(user_ids, [int(k) if r >= 0 else -1 for r, k in zip(rows, pos)], tier, X, cols)
+        text = self.renderer.items(user_ids, [int(k) if r >= 0 else -1 for r, k in zip(rows, pos)], tier, X, cols, adv)
         return text, [str(t) for t in tier], {lab: c[0] for lab, c in cols.items()}
 
     def _lookup(self, user_ids: list[str]) -> tuple[list[int], list[str], np.ndarray, np.ndarray, dict]:
@@ -162,6 +167,12 @@ class Predictor:
                 )
         return cols
 
+    def advice(self, X: np.ndarray, pops: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """serving.advice.FIELDS per row (null without a push-effect model or outside the churn population)."""
+        from serving.advice import advice_columns
+
+        return advice_columns(self.push_effect, X, pops["churn"], self.snap.feature_names, self.cfg)
+
     def predict_rows(
         self, user_ids: list[str], X: np.ndarray, tier: np.ndarray, pops: dict[str, np.ndarray]
     ) -> list[dict[str, Any]]:
@@ -173,6 +184,7 @@ class Predictor:
         # Keys in reading order: the three probabilities first, then their details.
         blank = {"p_churn": None, "p_promotion": None, "p_koc": None, "churn": None, "promotion": None, "koc": None}
         out = [{"user_id": u, "status": "ok", "tier": str(t), **blank} for u, t in zip(user_ids, tier)]
+        adv = self.advice(X, pops)
         for lab, (p, pct, bkt, idx, con) in cols.items():
             key = f"p_{lab}"
             for i, item in enumerate(out):
@@ -185,6 +197,9 @@ class Predictor:
                     "bucket": bkt[i],
                     "reasons": [fmt(lab, j, X[i, j], con[i, k]) for k, j in enumerate(idx[i].tolist()) if j >= 0],
                 }
+        for i, item in enumerate(out):  # after the scores, in serving.advice.FIELDS order
+            for f, v in adv.items():
+                item[f] = None if v[i] is None or v[i] != v[i] else (float(v[i]) if f.startswith("push_") else v[i])
         return out
 
     def predict_events(

@@ -26,6 +26,22 @@ def _num(x: float) -> str:
     return repr(x)
 
 
+def _advice_json(advice: dict[str, np.ndarray] | None, n: int) -> list[str]:
+    """Per row: the advice fields as `,"key":value` JSON text (null where there is none)."""
+    from serving.advice import FIELDS
+
+    if advice is None:
+        return ["".join(f',"{f}":null' for f in FIELDS)] * n
+    parts = []
+    for f in FIELDS:
+        v = advice[f]
+        if f.startswith("push_"):
+            parts.append([f',"{f}":' + ("null" if x != x else _num(float(x))) for x in v.tolist()])
+        else:
+            parts.append([f',"{f}":' + ("null" if x is None else _q(x)) for x in v.tolist()])
+    return ["".join(p) for p in zip(*parts)] if parts and n else [""] * n
+
+
 class JsonRenderer:
     """Pre-escaped JSON pieces of reasons, built once from a ReasonFormatter.
 
@@ -65,7 +81,13 @@ class JsonRenderer:
         )
 
     def items(
-        self, user_ids: list[str], rows: list[int], tier: np.ndarray, X: np.ndarray, cols: dict[str, tuple]
+        self,
+        user_ids: list[str],
+        rows: list[int],
+        tier: np.ndarray,
+        X: np.ndarray,
+        cols: dict[str, tuple],
+        advice: dict[str, np.ndarray] | None = None,
     ) -> str:
         """JSON array text of the answer items.
 
@@ -74,7 +96,9 @@ class JsonRenderer:
             rows: per id its row in `tier`/`X`/`cols`, or -1 for an unknown user.
             tier, X: tier names and feature rows of the known users.
             cols: label -> (proba, percentile, bucket, reason idx, reason contrib) from `Predictor.columns`.
+            advice: serving.advice.FIELDS -> value per known user (`Predictor.advice`); None: all null.
         """
+        adv = _advice_json(advice, len(X))
         per_label = []
         for lab in LABELS:
             if lab not in cols:
@@ -107,6 +131,6 @@ class JsonRenderer:
                 ps.append(pr)
             out.append(
                 '{"user_id":%s,"status":"ok","tier":%s,"p_churn":%s,"p_promotion":%s,"p_koc":%s,'
-                '"churn":%s,"promotion":%s,"koc":%s}' % (_q(u), _q(str(tier[r])), *ps, *objs)
+                '"churn":%s,"promotion":%s,"koc":%s%s}' % (_q(u), _q(str(tier[r])), *ps, *objs, adv[r])
             )
         return "[" + ",".join(out) + "]"

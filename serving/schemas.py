@@ -126,6 +126,16 @@ class UserPrediction(BaseModel):
     churn: LabelScore | None = None
     promotion: LabelScore | None = None
     koc: LabelScore | None = None
+    push_effect_churn: float | None = Field(
+        None,
+        description="P(churn | pushed as usual) - P(churn | held out of pushes) over the horizon; null: no estimate",
+    )
+    push_effect_spend: float | None = Field(None, description="expected net spend pushed minus held over the horizon")
+    contact: Literal["push", "hold"] | None = Field(None, description="the contact advice (config uplift.policy)")
+    contact_reason: str | None = Field(None, description="why, in words")
+    fatigue: Literal["rested", "tiring", "fatigued"] | None = Field(
+        None, description="from pushes per response over the last 30 days"
+    )
 
 
 class SnapshotInfo(BaseModel):

@@ -68,10 +68,12 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
     from features.catalog import feature_names
     from features.compute import present_families
     from features.windows import for_models
+    from serving.advice import load_push_effect
     from serving.pool import load_champions, populations_from_tiers, progress_bar, score_frame
     from serving.scoring import Scorer
 
     models = load_champions(cfg)
+    push_effect = load_push_effect(cfg)  # scored beside Spark's probabilities, on the driver
     cfg = for_models(cfg, models)  # `auto` windows: the ones the champions were trained with
     scorer = Scorer(models, feature_names(cfg), cfg.scoring.reasons)
     con = connect(cfg=cfg)
@@ -91,4 +93,6 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
         progress.update(step, description="models on Spark (mlflow spark_udf)")
         proba = spark_probabilities(spark, feats, scorer.models, cfg)
         progress.remove_task(step)
-        return score_frame(feats, pop, scorer, cfg, asof, progress, families, proba=proba, lineage=origin)
+        return score_frame(
+            feats, pop, scorer, cfg, asof, progress, families, proba=proba, lineage=origin, push_effect=push_effect
+        )

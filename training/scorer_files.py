@@ -161,3 +161,10 @@ def _load_candidate(folder: Path, spec: dict, name: str, version: int) -> Candid
 
 for _name in ("logistic", "rule", "blend", "btyd"):
     kind(_name)(_load_candidate)
+
+
+@kind("uplift")
+def _load_uplift(folder: Path, spec: dict, name: str, version: int):
+    from training.uplift import load_push_effect  # the push-effect model (weighted boosters)
+
+    return load_push_effect(folder, spec, name, version)

@@ -39,6 +39,7 @@ class TrainResult:
     rows: dict[str, int]
     labels: dict[str, LabelResult]
     notes: list[str] = field(default_factory=list)
+    push_effect: object | None = None  # training.push_effect.PushEffectResult (uplift.enabled, holdouts in the log)
 
     def trained_any(self) -> bool:
         """Whether at least one label got a model (else a nightly job must fail: see app/cli.py train)."""
@@ -106,15 +107,31 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     cfg = resolve(cfg, con)  # `auto` windows from this log; the models store the feature list
     cutoffs = training_cutoffs(con, cfg)
     table = training_table(con, cutoffs, cfg)
+    arms = _arms(con, cutoffs, cfg)
     lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
     notes = churn_notes(present_families(con), cfg)
     info = {"events_path": str(events_path), "data_window_start": str(lo), "data_window_end": str(hi)}
     info.update(lineage(con, cfg, events_path))
     con.close()  # DuckDB's memory goes back before LightGBM needs it
     features = features_of(cfg)
-    result = train_table(table, cutoffs, cfg, features, experiment, baselines.load_oracle(Path(events_path)), info)
+    result = train_table(
+        table, cutoffs, cfg, features, experiment, baselines.load_oracle(Path(events_path)), info, arms
+    )
     result.notes.extend(notes)
     return result
+
+
+def _arms(con, cutoffs, cfg: Config) -> pd.DataFrame | None:
+    """The control-group arms and horizon spend of every (user, cutoff) when the push effect is on (else None)."""
+    from siyu.contract import HOLDOUT_START
+
+    if not cfg.uplift.enabled:
+        return None
+    if not con.execute(f"SELECT count(*) FROM events WHERE event = '{HOLDOUT_START}'").fetchone()[0]:
+        return None
+    from training.uplift import arms_frame
+
+    return arms_frame(con, cutoffs, cfg)
 
 
 def churn_notes(families: frozenset[str], cfg: Config) -> list[str]:
@@ -143,6 +160,7 @@ def train_table(
     experiment: str | None = None,
     oracle: pd.DataFrame | None = None,
     info: dict | None = None,
+    arms: pd.DataFrame | None = None,
 ) -> TrainResult:
     """Train every label on a ready training table (the part of `train_all` after the features).
 
@@ -154,6 +172,7 @@ def train_table(
         experiment: MLflow experiment name.
         oracle: `baselines.load_oracle` output, or None.
         info: extra run params (events path, data window).
+        arms: training.uplift.arms_frame() of the cutoffs: fit the push-effect model too (None: not).
 
     Returns:
         The TrainResult.
@@ -200,6 +219,11 @@ def train_table(
                 results[label] = _train_label(label, data, cfg, features, oracle, cutoffs[-1], trial)
                 del data  # free this label's matrices before the next one is built
                 bar.advance(task)
+            if arms is not None:
+                from training.push_effect import train_push_effect
+
+                bar.update(task, description="push effect: meta-learner on the control groups")
+                push = train_push_effect(table, arms, cutoffs, cfg, features, oracle)
         # Aliases move only now, all together (milliseconds): a run killed before this point leaves
         # every challenger and champion where it was, even for labels it already registered.
         for r in results.values():
@@ -222,7 +246,9 @@ def train_table(
                 "siyu.scorer": ",".join(f"{r.label}={r.scorer}" for r in results.values() if r.trained),
             }
         )
-    return TrainResult(parent.info.run_id, experiment or cfg.mlflow.experiment, uri, cutoffs, rows, results)
+    out = TrainResult(parent.info.run_id, experiment or cfg.mlflow.experiment, uri, cutoffs, rows, results)
+    out.push_effect = push if arms is not None else None
+    return out
 
 
 def _train_label(
