@@ -206,6 +206,7 @@ class PolicyConfig(_Strict):
 class UpliftConfig(_Strict):
     enabled: bool = Field(description="fit the push-effect model in `siyu train`")
     learner: Literal["s", "t", "x"] = Field(description="meta-learner: s, t or x (S-, T-, X-learner)")
+    extra_cutoffs: int = Field(ge=0, description="earlier cutoffs whose control groups the model also learns from")
     min_held_share: float = Field(gt=0, le=1, description="share of the horizon a holdout must cover to count as held")
     min_held_rows: int = Field(ge=1, description="fewer held training rows: no push-effect model")
     num_boost_round: int = Field(ge=1, description="trees per LightGBM model")

@@ -41,7 +41,13 @@ class PushEffectResult:
 
 
 def train_push_effect(
-    table: pd.DataFrame, arms: pd.DataFrame, cutoffs: Sequence, cfg: Config, features: Sequence[Feature], oracle=None
+    table: pd.DataFrame,
+    arms: pd.DataFrame,
+    cutoffs: Sequence,
+    cfg: Config,
+    features: Sequence[Feature],
+    oracle=None,
+    earlier: pd.DataFrame | None = None,
 ) -> PushEffectResult:
     """Fit, evaluate, log (a nested MLflow run of the active one) and register the push-effect model.
 
@@ -52,12 +58,15 @@ def train_push_effect(
         cfg: the config (uplift.*).
         features: the model's features (column order).
         oracle: baselines.load_oracle() output, or None.
+        earlier: the training table of earlier cutoffs (uplift.extra_cutoffs) whose control groups it also fits on.
 
     Returns:
         The PushEffectResult (trained False with the reason when the control groups are too small).
     """
     u, names = cfg.uplift, [f.name for f in features]
     d = attach_arms(table, arms, u.min_held_share)
+    if earlier is not None and len(earlier):
+        d = pd.concat([attach_arms(earlier, arms, u.min_held_share), d], ignore_index=True)
     val_cut = pd.Timestamp(sorted(pd.Timestamp(c) for c in cutoffs)[-1])
     cut = pd.to_datetime(d["cutoff"])
     fit, val = d[cut < val_cut], d[cut == val_cut]

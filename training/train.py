@@ -121,17 +121,24 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     return result
 
 
-def _arms(con, cutoffs, cfg: Config) -> pd.DataFrame | None:
-    """The control-group arms and horizon spend of every (user, cutoff) when the push effect is on (else None)."""
+def _arms(con, cutoffs, cfg: Config):
+    """The push effect's inputs when it is on and the log has control groups (else None).
+
+    Returns:
+        (arms_frame of every cutoff, training table of the `uplift.extra_cutoffs` earlier cutoffs or None).
+    """
     from siyu.contract import HOLDOUT_START
+    from training.table import training_table
+    from training.uplift import arms_frame, earlier_cutoffs
 
     if not cfg.uplift.enabled:
         return None
-    if not con.execute(f"SELECT count(*) FROM events WHERE event = '{HOLDOUT_START}'").fetchone()[0]:
+    first, n = con.execute(f"SELECT min(ts), count(*) FILTER (event = '{HOLDOUT_START}') FROM events").fetchone()
+    if not n:
         return None
-    from training.uplift import arms_frame
-
-    return arms_frame(con, cutoffs, cfg)
+    extra = earlier_cutoffs(cutoffs, first, cfg)
+    table = training_table(con, extra, cfg) if extra else None
+    return arms_frame(con, [*extra, *cutoffs], cfg), table
 
 
 def churn_notes(families: frozenset[str], cfg: Config) -> list[str]:
@@ -160,7 +167,7 @@ def train_table(
     experiment: str | None = None,
     oracle: pd.DataFrame | None = None,
     info: dict | None = None,
-    arms: pd.DataFrame | None = None,
+    arms: tuple | None = None,
 ) -> TrainResult:
     """Train every label on a ready training table (the part of `train_all` after the features).
 
@@ -172,7 +179,8 @@ def train_table(
         experiment: MLflow experiment name.
         oracle: `baselines.load_oracle` output, or None.
         info: extra run params (events path, data window).
-        arms: training.uplift.arms_frame() of the cutoffs: fit the push-effect model too (None: not).
+        arms: `_arms` output (the cutoffs' control-group arms, the earlier cutoffs' table): fit the push-effect
+            model too (None: not).
 
     Returns:
         The TrainResult.
@@ -223,7 +231,7 @@ def train_table(
                 from training.push_effect import train_push_effect
 
                 bar.update(task, description="push effect: meta-learner on the control groups")
-                push = train_push_effect(table, arms, cutoffs, cfg, features, oracle)
+                push = train_push_effect(table, arms[0], cutoffs, cfg, features, oracle, arms[1])
         # Aliases move only now, all together (milliseconds): a run killed before this point leaves
         # every challenger and champion where it was, even for labels it already registered.
         for r in results.values():

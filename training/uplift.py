@@ -19,6 +19,7 @@ weighted sum of boosters, stored as plain files (scorer.json + one booster.txt e
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,16 @@ def arms_frame(con, cutoffs: list, cfg: Config, events: str = "events") -> pd.Da
     return df
 
 
+def earlier_cutoffs(cutoffs: list, first_ts, cfg: Config) -> list:
+    """Up to `uplift.extra_cutoffs` cutoffs before the labels' (same spacing), a spacing or more into the log."""
+    from datetime import timedelta
+
+    step = timedelta(days=cfg.windows.cutoff_spacing_days)
+    oldest = pd.Timestamp(min(cutoffs)).to_pydatetime()
+    out = [oldest - k * step for k in range(cfg.uplift.extra_cutoffs, 0, -1)]
+    return [c for c in out if first_ts is not None and c >= first_ts + step]
+
+
 def attach_arms(table: pd.DataFrame, arms: pd.DataFrame, min_held_share: float) -> pd.DataFrame:
     """The churn population of `table` with `arm` (1 held, 0 pushed; partly held rows dropped) and `spend`.
 
@@ -83,8 +94,10 @@ def attach_arms(table: pd.DataFrame, arms: pd.DataFrame, min_held_share: float) 
     got = keys.merge(arms, on=["user_id", "cutoff"], how="left")
     share = got["held_share"].fillna(0.0).to_numpy()
     arm = np.where(share >= min_held_share, 1, np.where(share <= 0, 0, -1))
-    out = pop.assign(arm=arm, spend=got["spend"].fillna(0.0).to_numpy())
-    return out[out["arm"] >= 0]
+    keep = arm >= 0
+    with warnings.catch_warnings():  # the training table is built column by column; no copy of it here
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+        return pop[keep].assign(arm=arm[keep], spend=got["spend"].fillna(0.0).to_numpy()[keep])
 
 
 @dataclass

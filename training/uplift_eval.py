@@ -146,5 +146,6 @@ def compare_policies(est_churn, est_spend, truth: pd.DataFrame, p: PolicyConfig)
     out["spearman_spend"] = float(spearmanr(s, true_s).statistic)
     gain = out["push_all_churn"] - out["oracle_advice_churn"]
     out["share_of_oracle_churn_reduction"] = (out["push_all_churn"] - out["advice_churn"]) / gain if gain else np.nan
-    out["spend_change_vs_push_all"] = out["advice_spend"] / out["push_all_spend"] - 1.0
+    base = out["push_all_spend"]
+    out["spend_change_vs_push_all"] = out["advice_spend"] / base - 1.0 if base else np.nan
     return out
