@@ -11,6 +11,7 @@ brand's usual practice (push everyone) stands, and the snapshot carries no advic
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,7 @@ def train_push_effect(
         )
     X_fit, X_val = matrix(fit, names), matrix(val, names)
     with mlflow.start_run(run_name="push_effect", nested=True):
+        t0 = time.perf_counter()
         model = fit_push_effect(
             X_fit,
             fit["churn"].to_numpy(float),
@@ -91,6 +93,7 @@ def train_push_effect(
         eff = model.effects(X_val)
         held = val["arm"].to_numpy() == 1
         res = PushEffectResult(True, metrics=_metrics(eff, val, held, model, cfg, names))
+        res.metrics["fit_seconds"] = time.perf_counter() - t0
         truth = oracle_contrast(oracle, val_cut, val["user_id"])
         true_c = None
         if truth is not None:
