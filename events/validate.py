@@ -14,7 +14,7 @@ import pandas as pd
 from events.loader import connect, event_sql, refuse_bare_carriage_return, stage_raw, ts_sql
 from events.report import ValidationReport, print_report, write_outputs
 from siyu.config import Config
-from siyu.contract import AMOUNT_REQUIRED, CANONICAL_COLUMNS, EVENTS, REQUIRED_COLUMNS
+from siyu.contract import AMOUNT_REQUIRED, CANONICAL_COLUMNS, EVENTS, HOLDOUT_END, HOLDOUT_START, REQUIRED_COLUMNS
 from siyu.errors import SiyuError
 
 # (reason, SQL condition on the parsed columns), checked in this order; a row's
@@ -72,6 +72,25 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
         con.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS SELECT *, {reason} AS reason FROM ({parsed})")
     except duckdb.Error as e:
         raise SiyuError(f"cannot read event log: {str(e).splitlines()[0]}") from e
+
+
+def _check_holdouts(con: duckdb.DuckDBPyConnection) -> None:
+    """Quarantine control-group markers out of sequence: an end with no open start, a start inside a holdout.
+
+    A user's valid markers are read in time order (at one instant an end comes before a start, so a
+    holdout can end and the next begin together); exact duplicates share one verdict, as they count once.
+    """
+    con.execute(f"""UPDATE _checked SET reason = s.bad FROM (
+        SELECT user_id, ts, event, CASE
+            WHEN event = '{HOLDOUT_END}' AND prev IS DISTINCT FROM '{HOLDOUT_START}'
+                THEN '{HOLDOUT_END} without {HOLDOUT_START}'
+            WHEN event = '{HOLDOUT_START}' AND prev = '{HOLDOUT_START}'
+                THEN '{HOLDOUT_START} inside a holdout' END AS bad
+        FROM (SELECT *, lag(event) OVER (PARTITION BY user_id ORDER BY ts, event = '{HOLDOUT_START}') AS prev
+              FROM (SELECT DISTINCT user_id, ts, event FROM _checked
+                    WHERE reason IS NULL AND event IN ('{HOLDOUT_START}', '{HOLDOUT_END}')))) s
+        WHERE s.bad IS NOT NULL AND _checked.reason IS NULL
+          AND _checked.user_id = s.user_id AND _checked.ts = s.ts AND _checked.event = s.event""")
 
 
 def _set_aside_malformed(con: duckdb.DuckDBPyConnection, source) -> int:
@@ -143,6 +162,7 @@ def run_validation(
     for t in ("reject_errors", "reject_scans"):  # DuckDB keeps adding to them: count this read only
         con.execute(f"DROP TABLE IF EXISTS {t}")
     _classify(con, cfg, raw, ts_kind)
+    _check_holdouts(con)
     n_malformed = _set_aside_malformed(con, source)
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {table} AS "

@@ -61,6 +61,11 @@ def _trend(a: str, b: str) -> str:
     return f"CASE WHEN {a} + {b} = 0 THEN 0.0 ELSE CAST({a} - {b} AS DOUBLE) / ({a} + {b}) END"
 
 
+def _family_spec(fam: str) -> str:
+    """The events a family feature counts: exposure counts pushes only, never the control-group markers."""
+    return "message_sent" if fam == "exposure" else f"@{fam}"
+
+
 def features_for(windows: tuple[int, ...], period: int, horizon: int, rhythm: int) -> list[Feature]:
     """Declare every feature for the given RFM windows (shortest..longest), period P, horizon H and rhythm lookback."""
     ws = tuple(sorted(windows))
@@ -78,7 +83,7 @@ def features_for(windows: tuple[int, ...], period: int, horizon: int, rhythm: in
             "recency",
             f"days since the last {fam} event",
             "days",
-            f"{{d}} - {{last:@{fam}}}",
+            f"{{d}} - {{last:{_family_spec(fam)}}}",
             (fam,),
             # a recent complaint or mute raises the churn risk: days since friction may only lower it
             churn_up if fam in ("engagement", "commerce") else churn_down if fam == "friction" else (),
@@ -106,7 +111,12 @@ def features_for(windows: tuple[int, ...], period: int, horizon: int, rhythm: in
     for fam in FAMILIES:
         for w in ws:
             add(
-                f"n_{fam}_{w}d", "frequency", f"{fam} events in the last {w} days", "count", f"{{n:@{fam}:{w}}}", (fam,)
+                f"n_{fam}_{w}d",
+                "frequency",
+                f"{fam} events in the last {w} days",
+                "count",
+                f"{{n:{_family_spec(fam)}:{w}}}",
+                (fam,),
             )
     for w in ws:
         add(

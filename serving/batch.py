@@ -87,9 +87,11 @@ def _snapshot_table(events_path, asof: datetime, out: Path, cfg: Config, engine:
         from features.compute import present_families
         from features.windows import for_models
         from features.with_tiers import features_and_tiers
+        from serving.advice import load_push_effect
         from serving.rules import fit_rules
 
         models = load_champions(cfg, require=False)  # fail fast (registry away), before the SQL
+        push_effect = load_push_effect(cfg)
         cfg = for_models(cfg, models)  # `auto` windows: the ones the champions were trained with
         con = connect(cfg=cfg)
         with progress_bar(show_progress) as progress:
@@ -116,7 +118,9 @@ def _snapshot_table(events_path, asof: datetime, out: Path, cfg: Config, engine:
                 progress.update(step, description="storing the history beside the snapshot")
                 write_history(con, asof, out)
             progress.remove_task(step)
-            return score_frame(feats, pop, scorer, cfg, asof, progress, families, lineage=origin, ltv=ltv)
+            return score_frame(
+                feats, pop, scorer, cfg, asof, progress, families, lineage=origin, ltv=ltv, push_effect=push_effect
+            )
     raise SiyuError(f"--engine must be duckdb or spark, not {engine!r}")
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from serving.advice import advice_columns, arrow_columns
 from serving.scoring import N_REASONS, Scorer, buckets, percentiles, reference
 from serving.snapshot import FEATURE_PREFIX, with_meta
 from siyu.config import Config
@@ -95,6 +96,7 @@ def score_frame(
     proba: dict[str, np.ndarray] | None = None,
     lineage: dict | None = None,
     ltv=None,
+    push_effect=None,
 ) -> pa.Table:
     """Score a feature table and build the snapshot table (scores, percentiles, buckets, reasons, features).
 
@@ -111,6 +113,7 @@ def score_frame(
             store instead of the scorer's; reasons still come from the scorer.
         lineage: events.lineage.lineage of the scored log (kept in the metadata).
         ltv: the LTV champion (serving.ltv_scores.LtvScorer) or None: the `ltv*` columns stay null.
+        push_effect: the push-effect champion (serving/advice.py), or None: the advice columns stay null.
 
     Returns:
         The snapshot table with its metadata.
@@ -156,6 +159,7 @@ def score_frame(
     from serving.ltv_scores import add_meta, snapshot_columns
 
     cols.update(snapshot_columns(ltv, X, names, cfg))  # lifetime value: every user known at asof
+    cols.update(arrow_columns(advice_columns(push_effect, X, pops["churn"], names, cfg)))
     for j, f in enumerate(names):
         cols[FEATURE_PREFIX + f] = pa.array(X[:, j], from_pandas=True)
     # The thin-data operator rule (serving/rules.py) carries its measured rates; a registered rule baseline does not.

@@ -73,9 +73,10 @@ class Predictor:
         scorer: the champion models.
         snap: the loaded snapshot.
         ltv: the LTV champion (serving.ltv_scores.LtvScorer), or None: answers carry no `ltv` fields.
+        push_effect: the push-effect champion (serving/advice.py), or None: the advice fields are null.
     """
 
-    def __init__(self, cfg: Config, scorer: Scorer, snap: Snapshot, ltv=None):
+    def __init__(self, cfg: Config, scorer: Scorer, snap: Snapshot, ltv=None, push_effect=None):
         if cfg.windows.feature_windows == "auto":  # the snapshot's columns are the champions' windows
             from features.windows import windows_of, with_windows
 
@@ -87,7 +88,10 @@ class Predictor:
         reg = _registry()
         self.reasons = ReasonFormatter([reg.get(f) or _Feat(f, f.replace("_", " ")) for f in snap.feature_names])
         self.renderer = JsonRenderer(self.reasons)
+        self.push_effect = push_effect  # the push-effect champion (serving/advice.py), or None: null advice
         self.versions = scorer.versions
+        if push_effect is not None:
+            self.versions = {**scorer.versions, "push_effect": push_effect.version}
         self.scorers = scorer.kinds
         # Lineage in every answer: which snapshot (and the log it was scored from) served it.
         origin = snap.lineage or {}
@@ -112,6 +116,7 @@ class Predictor:
     @classmethod
     def load(cls, cfg: Config, scores: str | None) -> Predictor:
         """Load the champions from the registry and a snapshot (default: the latest recorded one)."""
+        from serving.advice import load_push_effect
         from serving.pool import load_champions
         from serving.rules import RuleModel
         from serving.snapshot import latest_snapshot
@@ -124,7 +129,7 @@ class Predictor:
         from serving.ltv_scores import load_ltv_scorer
 
         ltv = load_ltv_scorer(cfg, snap.feature_names)
-        pred = cls(cfg, Scorer(models, snap.feature_names, cfg.scoring.reasons), snap, ltv)
+        pred = cls(cfg, Scorer(models, snap.feature_names, cfg.scoring.reasons), snap, ltv, load_push_effect(cfg))
         if cfg.scoring.store_history:
             from serving.history import History, has_history
 
@@ -146,9 +151,10 @@ class Predictor:
         """
         rows, ids, X, tier, pops = self._lookup(user_ids)
         cols = self.columns(X, pops) if len(ids) else {}
+        adv = self.advice(X, pops)
         pos = np.cumsum(np.asarray(rows) >= 0) - 1  # row of each known id within the scored rows
         text = self.renderer.items(
-            user_ids, [int(k) if r >= 0 else -1 for r, k in zip(rows, pos)], tier, X, cols, self.ltv_columns(X)
+            user_ids, [int(k) if r >= 0 else -1 for r, k in zip(rows, pos)], tier, X, cols, self.ltv_columns(X), adv
         )
         return text, [str(t) for t in tier], {lab: c[0] for lab, c in cols.items()}
 
@@ -190,6 +196,12 @@ class Predictor:
         cols = {"ltv": s.ltv, "ltv_own": s.own, "ltv_referral": s.referral, **placed(s, self.ltv_refs, self.cfg)}
         return {**cols, "reason_idx": s.reason_idx, "reason_contrib": s.reason_contrib}
 
+    def advice(self, X: np.ndarray, pops: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """serving.advice.FIELDS per row (null without a push-effect model or outside the churn population)."""
+        from serving.advice import advice_columns
+
+        return advice_columns(self.push_effect, X, pops["churn"], self.snap.feature_names, self.cfg)
+
     def predict_rows(
         self, user_ids: list[str], X: np.ndarray, tier: np.ndarray, pops: dict[str, np.ndarray]
     ) -> list[dict[str, Any]]:
@@ -201,6 +213,7 @@ class Predictor:
         # Keys in reading order: the three probabilities first, then their details.
         blank = {"p_churn": None, "p_promotion": None, "p_koc": None, "churn": None, "promotion": None, "koc": None}
         out = [{"user_id": u, "status": "ok", "tier": str(t), **blank} for u, t in zip(user_ids, tier)]
+        adv = self.advice(X, pops)
         for lab, (p, pct, bkt, idx, con) in cols.items():
             key = f"p_{lab}"
             for i, item in enumerate(out):
@@ -219,6 +232,9 @@ class Predictor:
 
             for i, item in enumerate(out):
                 item.update(ltv_item(lv, i, [fmt("ltv", j, X[i, j], c) for j, c in _reasons(lv, i)]))
+        for i, item in enumerate(out):  # after the scores, in serving.advice.FIELDS order
+            for f, v in adv.items():
+                item[f] = None if v[i] is None or v[i] != v[i] else (float(v[i]) if f.startswith("push_") else v[i])
         return out
 
     def predict_events(

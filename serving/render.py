@@ -29,6 +29,22 @@ def _num(x: float) -> str:
 _LTV_VALUES = ("ltv", "ltv_own", "ltv_referral", "pct_ltv", "pct_ltv_own", "pct_ltv_referral")
 
 
+def _advice_json(advice: dict[str, np.ndarray] | None, n: int) -> list[str]:
+    """Per row: the advice fields as `,"key":value` JSON text (null where there is none)."""
+    from serving.advice import FIELDS
+
+    if advice is None:
+        return ["".join(f',"{f}":null' for f in FIELDS)] * n
+    parts = []
+    for f in FIELDS:
+        v = advice[f]
+        if f.startswith("push_"):
+            parts.append([f',"{f}":' + ("null" if x != x else _num(float(x))) for x in v.tolist()])
+        else:
+            parts.append([f',"{f}":' + ("null" if x is None else _q(x)) for x in v.tolist()])
+    return ["".join(p) for p in zip(*parts)] if parts and n else [""] * n
+
+
 class JsonRenderer:
     """Pre-escaped JSON pieces of reasons, built once from a ReasonFormatter.
 
@@ -75,6 +91,7 @@ class JsonRenderer:
         X: np.ndarray,
         cols: dict[str, tuple],
         ltv: dict[str, np.ndarray] | None = None,
+        advice: dict[str, np.ndarray] | None = None,
     ) -> str:
         """JSON array text of the answer items.
 
@@ -84,7 +101,9 @@ class JsonRenderer:
             tier, X: tier names and feature rows of the known users.
             cols: label -> (proba, percentile, bucket, reason idx, reason contrib) from `Predictor.columns`.
             ltv: `Predictor.ltv_columns` of the same rows (None: no LTV model, no `ltv` fields).
+            advice: serving.advice.FIELDS -> value per known user (`Predictor.advice`); None: all null.
         """
+        adv = _advice_json(advice, len(X))
         per_label = []
         for lab in LABELS:
             if lab not in cols:
@@ -120,6 +139,7 @@ class JsonRenderer:
                 '"churn":%s,"promotion":%s,"koc":%s'
                 % (_q(u), _q(str(tier[r])), *ps, *objs)
                 + (self._ltv(ltv, r, X) if ltv is not None else "")
+                + adv[r]
                 + "}"
             )
         return "[" + ",".join(out) + "]"

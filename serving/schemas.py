@@ -144,6 +144,16 @@ class UserPrediction(BaseModel):
         None, description="predicted net spend of the buyers this user refers; null when the log has no advocacy"
     )
     lifetime_value: LifetimeValue | None = None
+    push_effect_churn: float | None = Field(
+        None,
+        description="P(churn | pushed as usual) - P(churn | held out of pushes) over the horizon; null: no estimate",
+    )
+    push_effect_spend: float | None = Field(None, description="expected net spend pushed minus held over the horizon")
+    contact: Literal["push", "hold"] | None = Field(None, description="the contact advice (config uplift.policy)")
+    contact_reason: str | None = Field(None, description="why, in words")
+    fatigue: Literal["rested", "tiring", "fatigued"] | None = Field(
+        None, description="from pushes per response over the last 30 days"
+    )
 
 
 class SnapshotInfo(BaseModel):

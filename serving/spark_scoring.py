@@ -69,12 +69,14 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
     from features.catalog import feature_names
     from features.compute import present_families
     from features.windows import for_models
+    from serving.advice import load_push_effect
     from serving.pool import load_champions, populations_from_tiers, progress_bar, score_frame
     from serving.rules import fit_rules
     from serving.scoring import Scorer
     from siyu.contract import LABELS
 
     models = load_champions(cfg, require=False)  # fail fast (registry away), before the SQL
+    push_effect = load_push_effect(cfg)  # scored beside Spark's probabilities, on the driver
     cfg = for_models(cfg, models)  # `auto` windows: the ones the champions were trained with
     con = connect(cfg=cfg)
     load_valid_events(con, events_path, cfg)
@@ -104,4 +106,16 @@ def score_pool_spark(events_path: str | Path, asof: datetime, cfg: Config, show_
         from serving.ltv_scores import load_ltv_scorer  # LTV on the driver: the same numbers as the DuckDB path
 
         ltv = load_ltv_scorer(cfg, scorer.feature_names)
-        return score_frame(feats, pop, scorer, cfg, asof, progress, families, proba=proba, lineage=origin, ltv=ltv)
+        return score_frame(
+            feats,
+            pop,
+            scorer,
+            cfg,
+            asof,
+            progress,
+            families,
+            proba=proba,
+            lineage=origin,
+            ltv=ltv,
+            push_effect=push_effect,
+        )

@@ -4,7 +4,8 @@ Mechanisms, in the order they act within a day:
 1. Lost users may reconnect on campaign days; refunds fall due (cancelling orders).
 2. The brand pushes on each open channel (rate per week x the user's targeting
    intensity; every channel on campaign days; a policy change from
-   `policy_change_day` on multiplies the rates). Fatigue is a decaying count of
+   `policy_change_day` on multiplies the rates), except to users in a no-push
+   control group (`hold_until`). Fatigue is a decaying count of
    recent pushes; above the threshold it erodes trust and opens.
 3. Users open pushes (more with trust and need, less when fatigued or muted),
    click relevant ones and sometimes reply. Relevant opened pushes and replies
@@ -98,6 +99,7 @@ def step(
         st.cnt_p[due[live]] -= 1
         st.total_nc[due] -= 1
         st.trust[due] -= p.trust_loss_refund * st.trust[due]
+        st.net_spend[due] -= st.refund_amount[due]
         st.refund_day[due] = -1
 
     # 2-3. pushes, fatigue, opens, clicks, replies (drawn per push, not per user x channel)
@@ -105,6 +107,7 @@ def step(
     if p.policy_change_day is not None and d >= p.policy_change_day:  # the brand's new push policy
         rate *= F4(p.policy_change_push_factor)
     pushed = st.ch if camp else st.ch & (rand(3, N) < rate[:, None] * st.intensity)
+    pushed = pushed & (st.hold_until <= d)  # a user in a control group gets no push at all (same draws)
     npush = pushed.sum(axis=0, dtype="i4")
     st.fatigue *= F4(np.exp(-1.0 / p.fatigue_days))
     st.fatigue += npush
@@ -226,6 +229,7 @@ def _purchases(
     order = ev.new_orders(k)
     ev.add(E["purchase"], buy, ch=MINI, amount=amount, coupon=coupon, order=order)
     record_purchase(st, buy, d, slot)
+    st.net_spend[buy] += amount
     st.need[buy] *= F4(1 - p.need_satiation)
     st.coupon_until[buy[coupon]] = -1
     st.hunter_done[buy[coupon & hunter]] = True

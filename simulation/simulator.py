@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from simulation.dynamics import CONNECT_CODES, Calendar, record_purchase, step
-from simulation.oracle import KOC_RANK, Snapshot, oracle_probs, outcomes, snapshot
+from simulation.oracle import KOC_RANK, Snapshot, oracle_probs, outcomes, push_contrast, snapshot
 from simulation.report import MONTH, RealismTracker, WorldSummary, realism_figures, roc_auc
 from simulation.state import SEGMENTS, SOURCES, alloc, grow, init_users, tier_ranks, view
 from simulation.writer import MINI, SLOT, DayEvents, E, EventWriter, day_seconds
@@ -91,10 +91,33 @@ class _World:
         order = ev.new_orders(rows.size)
         ev.add(E["purchase"], rows, ch=MINI, amount=amounts, coupon=False, order=order)
         record_purchase(st, rows, d, d % st.P)
+        st.net_spend[rows] += amounts
         st.need[rows] *= np.float32(1 - self.p.need_satiation)
         st.last_sat[rows] = True
         sec = day_seconds(rows, d) + SLOT[E["purchase"]] + MINI * 60 + 30  # just after the friend's order
         ev.add(E["referral_purchase"], refs, ch=MINI, amount=amounts, ref=rows, order=order, sec=sec)
+
+
+class _Holdouts:
+    """The brand's control groups: every `holdout_days`, a fresh random share of connected users gets no pushes.
+
+    The periods tile the world so that one starts at `anchor` (the last oracle cutoff), where the
+    holdout contrast is read. Draws come from their own stream, so the rest of the world does not move.
+    """
+
+    def __init__(self, cfg: Config, seed: int, anchor: int):
+        self.share, self.days, self.anchor = cfg.simulation.holdout_share, cfg.simulation.holdout_days, anchor
+        self.rng = np.random.default_rng([seed, 0x40])
+
+    def draw(self, w: _World, d: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """On a period's first day: (rows whose holdout ends today, rows held from today); else None."""
+        if self.share <= 0 or (self.anchor - d) % self.days:
+            return None
+        st, n = w.st, w.n
+        ending = np.flatnonzero(st.hold_until[:n] == d)
+        starting = np.flatnonzero(st.ch[:, :n].any(axis=0) & (self.rng.random(n) < self.share))
+        st.hold_until[starting] = d + self.days
+        return ending, starting
 
 
 def _arrivals(users: int, days: int, cal: Calendar, p, rng: np.random.Generator) -> np.ndarray:
@@ -166,15 +189,21 @@ def simulate_world(
     writer = EventWriter(
         out / "events.parquet", datetime.combine(start, datetime.min.time()), cfg.simulation.chunk_rows
     )
+    holdouts = _Holdouts(cfg, seed, cut_days[-1] if cut_days else max(0, days - H))
     try:
         for d in range(days + 1):
             if d - H in pending:  # realised labels of a cutoff whose horizon just ended
                 snap, probs = pending.pop(d - H)
-                results.append((snap, probs, outcomes(w.st, snap.rows, snap.t, snap.tier, cfg)))
+                y = outcomes(w.st, snap.rows, snap.t, snap.tier, cfg)
+                y["spend"] = w.st.net_spend[snap.rows] - snap.spend0
+                results.append((snap, probs, y))
+            held = holdouts.draw(w, d) if d < days else None  # before the oracle: its replicas keep them
             if d in cut_days:
                 snap = snapshot(w.st, d, cfg)
                 o0 = time.perf_counter()
                 probs = oracle_probs(w.st, snap, cal, cfg, R, seed) if R > 0 else {}
+                if R > 0:
+                    probs.update(push_contrast(w.st, snap, cal, cfg, R, seed))
                 oracle_s += time.perf_counter() - o0
                 pending[d] = (snap, probs)
             if d == ltv_day:
@@ -188,6 +217,9 @@ def simulate_world(
             if d == days:
                 break
             ev = DayEvents(w.st, d, emit=True, next_order=w.next_order)
+            if held is not None:
+                ev.add(E["holdout_end"], held[0])
+                ev.add(E["holdout_start"], held[1])
             src = 1 if cal.campaign[d] and d > 0 else 0
             w.add_users(int(arrivals[d]), d, src, ev)
             refs, amounts = step(view(w.st, w.n), d, cal, cfg.simulation, w.rng, ev)
@@ -283,10 +315,45 @@ def _write_users(w: _World, path: Path, start: date) -> None:
     )
 
 
+def _contrast_parts(snap: Snapshot, probs: dict, y: dict, cutoff, R: int) -> list[pa.Table]:
+    """oracle.parquet rows of the push contrast: churn_pushed / churn_held (p_oracle a probability; y the
+    realised churn where the user's own arm matches, else null) and spend_pushed / spend_held (p_oracle the
+    expected net spend over the horizon; y null); with `_a` / `_b`: the same from each half of the replicas."""
+    if "churn_pushed" not in probs:
+        return []
+    m = snap.churn_pop
+    rows = snap.rows[m]
+    ids = pc.binary_join_element_wise("u", pc.cast(pa.array(rows), pa.string()), "")
+    out = []
+    labels = [
+        (f"{o}_{a}{h}", i if o == "churn" else None)
+        for o in ("churn", "spend")
+        for i, a in enumerate(("pushed", "held"))
+        for h in ("", "_a", "_b")
+    ]
+    for lab, arm in labels:
+        yv = y["churn"][m].astype("i4")
+        mask = np.ones(rows.size, bool) if arm is None else snap.arm[m] != arm
+        out.append(
+            pa.table(
+                {
+                    "cutoff": pa.array(np.full(rows.size, cutoff)),
+                    "user_id": ids,
+                    "label": pa.array(np.full(rows.size, lab)),
+                    "p_oracle": pa.array(probs[lab][m]),
+                    "y": pa.array(yv, mask=mask),
+                    "n_replicas": pa.array(np.full(rows.size, R, "i4")),
+                }
+            )
+        )
+    return out
+
+
 def _write_oracle(results, path: Path, start: date, R: int, summary: WorldSummary) -> None:
     parts = []
     for snap, probs, y in results:
         cutoff = np.datetime64(start + timedelta(days=snap.t), "us")
+        parts.extend(_contrast_parts(snap, probs, y, cutoff, R))
         for lab in LABELS:
             m = snap.churn_pop if lab == "churn" else snap.up_pop
             rows = snap.rows[m]

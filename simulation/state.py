@@ -41,7 +41,8 @@ _FIELDS: dict[str, tuple[str, object, str]] = {
     "segment": ("i1", 0, ""),
     "ch": ("?", False, "3"),
     **{k: ("?", False, "") for k in ("member", "muted", "hunter_done", "last_sat", "joined")},
-    **{k: ("i4", -1, "") for k in ("coupon_until", "refund_day", "refund_pday", "ref_day")},
+    **{k: ("i4", -1, "") for k in ("coupon_until", "refund_day", "refund_pday", "ref_day", "hold_until")},
+    "net_spend": ("f8", 0.0, ""),  # own purchases minus refunds, ever (the oracle's spend outcomes)
     "refund_order": ("i8", -1, ""),
     **{k: ("i4", NEVER, "") for k in ("last_user_day", "last_buy_day")},
     **{k: ("i4", 0, "") for k in ("n_buys", "total_nc", "cnt_p", "cnt_r", "cnt_a")},

@@ -19,16 +19,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from simulation.state import State
-from siyu.contract import ACTIONS, CANONICAL_COLUMNS, CHANNELS, EVENTS
+from siyu.contract import ACTIONS, BRAND_EVENTS, CANONICAL_COLUMNS, CHANNELS, EVENTS
 
 E = {name: i for i, name in enumerate(EVENTS)}
 CHANNEL_NAMES: tuple[str, ...] = CHANNELS + ("mini_program", "live")
 MINI, LIVE = 3, 4
 _ACTION_CODES = frozenset(E[a] for a in ACTIONS)
+_BRAND_CODES = frozenset(E[b] for b in BRAND_EVENTS)
 # Within a user's day, events keep a plausible order (join, push, open, ..., buy, leave)
 # and distinct timestamps: each event kind has its own 300-second slot.
 _SLOT_ORDER = (
-    "follow add_contact join_group member_join message_sent message_open click message_reply "
+    "follow add_contact join_group member_join holdout_end holdout_start message_sent message_open click message_reply "
     "visit like group_message live_watch coupon_claim purchase review share referral_purchase "
     "refund mute complaint unfollow delete_contact leave_group member_leave"
 ).split()
@@ -89,7 +90,7 @@ class DayEvents:
         if idx.size == 0:
             return
         st = self.st
-        if code != E["message_sent"]:
+        if code not in _BRAND_CODES:
             st.last_user_day[idx] = self.day
         if code in _ACTION_CODES:
             st.buf_a[self.slot, idx] += 1

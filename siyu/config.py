@@ -198,6 +198,25 @@ class TrainingConfig(_Strict):
     )
 
 
+class PolicyConfig(_Strict):
+    hold_above: float = Field(description="hold when pushes raise the churn probability by more than this ...")
+    churn_cost: float = Field(ge=0, description="... unless their spend gain per unit of churn probability exceeds it")
+    fatigue_feature: str = Field(description="feature behind the fatigue state (pushes per response)")
+    fatigue: dict[Literal["tiring", "fatigued"], float] = Field(description="lower bounds of the fatigue states")
+
+
+class UpliftConfig(_Strict):
+    enabled: bool = Field(description="fit the push-effect model in `siyu train`")
+    learner: Literal["s", "t", "x"] = Field(description="meta-learner: s, t or x (S-, T-, X-learner)")
+    extra_cutoffs: int = Field(ge=0, description="earlier cutoffs whose control groups the model also learns from")
+    min_held_share: float = Field(gt=0, le=1, description="share of the horizon a holdout must cover to count as held")
+    min_held_rows: int = Field(ge=1, description="fewer held training rows: no push-effect model")
+    num_boost_round: int = Field(ge=1, description="trees per LightGBM model")
+    lgbm_params: dict[str, Any] = Field(description="LightGBM parameters of every meta-learner model")
+    deciles: int = Field(ge=2, description="bins of the uplift-decile table")
+    policy: PolicyConfig
+
+
 class ScoringConfig(_Strict):
     buckets: dict[str, float] = Field(
         description="percentile lower bounds (0-1) of each risk bucket",
@@ -293,6 +312,7 @@ class Config(_Strict):
     training: TrainingConfig
     scoring: ScoringConfig
     ltv: LtvConfig
+    uplift: UpliftConfig
     simulation: SimulationConfig
     runtime: RuntimeConfig
     serving: ServingConfig

@@ -17,7 +17,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "member_join",
         "member_leave",
     ),
-    "exposure": ("message_sent",),
+    "exposure": ("message_sent", "holdout_start", "holdout_end"),
     "engagement": (
         "message_open",
         "message_reply",
@@ -49,8 +49,10 @@ DISCONNECT_EVENTS: dict[str, str] = {
 CHANNELS: tuple[str, ...] = ("official_account", "wecom", "group")
 MEMBERSHIP_EVENTS: dict[str, bool] = {"member_join": True, "member_leave": False}
 
-# Everything but brand pushes is something the user did.
-BRAND_EVENTS: frozenset[str] = frozenset({"message_sent"})
+# A no-push control group (docs/design.md §2): between the two the brand sends the user nothing.
+HOLDOUT_START, HOLDOUT_END = "holdout_start", "holdout_end"
+# Everything but the brand's pushes and control-group markers is something the user did.
+BRAND_EVENTS: frozenset[str] = frozenset({"message_sent", HOLDOUT_START, HOLDOUT_END})
 USER_EVENTS: tuple[str, ...] = tuple(e for e in EVENTS if e not in BRAND_EVENTS)
 
 # Actions that make a connected user `engaged` (docs/design.md §3).

@@ -134,6 +134,11 @@ class SimulationConfig(BaseModel):
         ge=1.0, description="leave hazard multiplier for a coupon hunter who used a coupon"
     )
     rejoin_rate: float = Field(ge=0.0, le=1.0, description="chance a lost user reconnects on a campaign day")
+    # --- control groups (docs/design.md §2) ---
+    holdout_share: float = Field(
+        ge=0.0, le=1.0, description="share of connected users drawn into each period's no-push control group"
+    )
+    holdout_days: int = Field(ge=1, description="length of a holdout period; one starts at the oracle cutoff")
     # --- oracle ---
     oracle_replicas: int = Field(ge=1, description="re-simulations of each user's future behind p_oracle")
     ltv_oracle_replicas: int = Field(ge=1, description="re-simulations behind the expected own / referral spend")

@@ -74,6 +74,7 @@ def test_predict_example(client, world):
     items = body["predictions"]
     assert [i["status"] for i in items] == ["ok", "ok", "unknown_user"]
     for item in items[:2]:
+        assert {"push_effect_churn", "push_effect_spend", "contact", "contact_reason", "fatigue"} <= set(item)
         for lab in ("churn", "promotion", "koc"):
             score = item[lab]
             assert (score is None) == (item[f"p_{lab}"] is None)

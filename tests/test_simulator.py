@@ -183,7 +183,9 @@ def test_oracle_table(world):
     cfg, s, ev = world
     orc = pd.read_parquet(s.out_dir / "oracle.parquet")
     assert list(orc.columns) == ["cutoff", "user_id", "label", "p_oracle", "y", "n_replicas"]
-    assert set(orc["label"]) == {"churn", "promotion", "koc"} and (orc["n_replicas"] == 4).all()
+    contrast = {f"{o}_{a}{h}" for o in ("churn", "spend") for a in ("pushed", "held") for h in ("", "_a", "_b")}
+    assert set(orc["label"]) == {"churn", "promotion", "koc"} | contrast and (orc["n_replicas"] == 4).all()
+    orc = orc[orc["label"].isin(["churn", "promotion", "koc"])]  # the push contrast: tests/test_holdout_world.py
     assert orc["p_oracle"].between(0, 1).all() and set(orc["y"]) <= {0, 1}
     assert not orc.duplicated(["cutoff", "user_id", "label"]).any()
     assert sorted(orc["cutoff"].dt.date.unique()) == CUTS

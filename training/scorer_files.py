@@ -168,3 +168,10 @@ def _load_ltv(folder: Path, spec: dict, name: str, version: int):
     from training.ltv_model import load_ltv  # the LTV regression (two Tweedie boosters)
 
     return load_ltv(folder, spec, name, version)
+
+
+@kind("uplift")
+def _load_uplift(folder: Path, spec: dict, name: str, version: int):
+    from training.uplift import load_push_effect  # the push-effect model (weighted boosters)
+
+    return load_push_effect(folder, spec, name, version)

@@ -59,6 +59,20 @@ def print_train_result(result: TrainResult, console) -> None:
     from training.ltv_report import print_ltv
 
     print_ltv(result.ltv, console)
+    push = getattr(result, "push_effect", None)
+    if push is not None:
+        console.print(f"[bold]push effect[/bold] {push.message}", highlight=False, soft_wrap=True)
+        m = push.metrics
+        if "oracle_advice_churn" in m:
+            console.print(
+                f"  expected churn under the oracle: advice {m['oracle_advice_churn']:.4f}, push everyone "
+                f"{m['oracle_push_all_churn']:.4f}, hold everyone {m['oracle_hold_all_churn']:.4f}, oracle's advice "
+                f"{m['oracle_oracle_advice_churn']:.4f} ({m['oracle_share_of_oracle_churn_reduction']:.0%} of its "
+                f"reduction; spend {m['oracle_spend_change_vs_push_all']:+.2%}); Spearman with the true effect "
+                f"{m['oracle_spearman_churn']:.3f}",
+                highlight=False,
+                soft_wrap=True,
+            )
     for n in result.notes:
         console.print(f"[bold]NOTE[/bold] {n}", highlight=False, soft_wrap=True)
     for w in result.warnings():

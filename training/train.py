@@ -40,6 +40,7 @@ class TrainResult:
     labels: dict[str, LabelResult]
     notes: list[str] = field(default_factory=list)
     ltv: object | None = None  # training.ltv_train.LtvResult (its own cutoffs, horizon and gate)
+    push_effect: object | None = None  # training.push_effect.PushEffectResult (uplift.enabled, holdouts in the log)
 
     def trained_any(self) -> bool:
         """Whether at least one label got a model (else a nightly job must fail: see app/cli.py train)."""
@@ -109,6 +110,7 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     cfg = resolve(cfg, con)  # `auto` windows from this log; the models store the feature list
     cutoffs = training_cutoffs(con, cfg)
     table = training_table(con, cutoffs, cfg)
+    arms = _arms(con, cutoffs, cfg)
     lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
     notes = churn_notes(present_families(con), cfg)
     info = {"events_path": str(events_path), "data_window_start": str(lo), "data_window_end": str(hi)}
@@ -118,12 +120,34 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     ltv_table, ltv_cuts, ltv_why = ltv_data(con, cfg)  # LTV has its own cutoffs (horizon ltv.horizon_days)
     con.close()  # DuckDB's memory goes back before LightGBM needs it
     features = features_of(cfg)
-    result = train_table(table, cutoffs, cfg, features, experiment, baselines.load_oracle(Path(events_path)), info)
+    result = train_table(
+        table, cutoffs, cfg, features, experiment, baselines.load_oracle(Path(events_path)), info, arms
+    )
     del table
     ltv_oracle = load_ltv_oracle(events_path)
     result.ltv = train_ltv(ltv_table, ltv_cuts, ltv_why, cfg, features, ltv_oracle, result.parent_run_id)
     result.notes.extend(notes)
     return result
+
+
+def _arms(con, cutoffs, cfg: Config):
+    """The push effect's inputs when it is on and the log has control groups (else None).
+
+    Returns:
+        (arms_frame of every cutoff, training table of the `uplift.extra_cutoffs` earlier cutoffs or None).
+    """
+    from siyu.contract import HOLDOUT_START
+    from training.table import training_table
+    from training.uplift import arms_frame, earlier_cutoffs
+
+    if not cfg.uplift.enabled:
+        return None
+    first, n = con.execute(f"SELECT min(ts), count(*) FILTER (event = '{HOLDOUT_START}') FROM events").fetchone()
+    if not n:
+        return None
+    extra = earlier_cutoffs(cutoffs, first, cfg)
+    table = training_table(con, extra, cfg) if extra else None
+    return arms_frame(con, [*extra, *cutoffs], cfg), table
 
 
 def churn_notes(families: frozenset[str], cfg: Config) -> list[str]:
@@ -152,6 +176,7 @@ def train_table(
     experiment: str | None = None,
     oracle: pd.DataFrame | None = None,
     info: dict | None = None,
+    arms: tuple | None = None,
 ) -> TrainResult:
     """Train every label on a ready training table (the part of `train_all` after the features).
 
@@ -163,6 +188,8 @@ def train_table(
         experiment: MLflow experiment name.
         oracle: `baselines.load_oracle` output, or None.
         info: extra run params (events path, data window).
+        arms: `_arms` output (the cutoffs' control-group arms, the earlier cutoffs' table): fit the push-effect
+            model too (None: not).
 
     Returns:
         The TrainResult.
@@ -209,6 +236,11 @@ def train_table(
                 results[label] = _train_label(label, data, cfg, features, oracle, cutoffs[-1], trial)
                 del data  # free this label's matrices before the next one is built
                 bar.advance(task)
+            if arms is not None:
+                from training.push_effect import train_push_effect
+
+                bar.update(task, description="push effect: meta-learner on the control groups")
+                push = train_push_effect(table, arms[0], cutoffs, cfg, features, oracle, arms[1])
         # Aliases move only now, all together (milliseconds): a run killed before this point leaves
         # every challenger and champion where it was, even for labels it already registered.
         for r in results.values():
@@ -231,7 +263,9 @@ def train_table(
                 "siyu.scorer": ",".join(f"{r.label}={r.scorer}" for r in results.values() if r.trained),
             }
         )
-    return TrainResult(parent.info.run_id, experiment or cfg.mlflow.experiment, uri, cutoffs, rows, results)
+    out = TrainResult(parent.info.run_id, experiment or cfg.mlflow.experiment, uri, cutoffs, rows, results)
+    out.push_effect = push if arms is not None else None
+    return out
 
 
 def _train_label(
