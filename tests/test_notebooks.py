@@ -26,6 +26,7 @@ def trained_world(tmp_path_factory):
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["training"]["min_class_count"] = 5
     raw["mlflow"]["experiment"] = "notebooks"
+    raw["ltv"]["horizon_days"] = 60  # the LTV section gets a run (and the simulator its LTV oracle) in 240 days
     (d / "siyu.yaml").write_text(yaml.safe_dump(raw))
     cfg = load_config(d / "siyu.yaml")
     simulate_world(cfg, users=600, days=240, out_dir=d / "world", replicas=8)
@@ -58,6 +59,7 @@ def test_notebook_runs_top_to_bottom(name, trained_world, monkeypatch, tmp_path)
     assert not errors
     if name == "model_report.ipynb":
         assert result.parent_run_id in text and "because" in text  # the latest run, and users' reasons
+        assert result.ltv.trained and "model / oracle Gini" in text  # the LTV table beside baselines and oracle
     else:
         assert "events" in text and any(
             o.get("data", {}).get("image/png") for c in nb.cells for o in c.get("outputs", [])
