@@ -29,6 +29,7 @@ class ScoreSummary:
     tiers: dict[str, int] = field(default_factory=dict)
     engine: str = "duckdb"
     seconds: float = 0.0
+    contact: dict[str, int] = field(default_factory=dict)  # the advice: push / hold counts (empty: no model)
 
 
 def score_pool(
@@ -149,6 +150,11 @@ def summarize(table: pa.Table, out: Path, asof: datetime, engine: str, seconds: 
             if col in table.column_names
         },
         tiers={d["values"]: d["counts"] for d in tiers},
+        contact={
+            d["values"]: d["counts"]
+            for d in (table.column("contact").value_counts().to_pylist() if "contact" in table.column_names else [])
+            if d["values"] is not None
+        },
     )
 
 
@@ -170,3 +176,7 @@ def print_summary(s: ScoreSummary, console) -> None:
     )
     console.print("  in population: " + ", ".join(f"{k} {v:,}" for k, v in s.scored.items()), highlight=False)
     console.print("  tiers: " + ", ".join(f"{k} {v:,}" for k, v in sorted(s.tiers.items())), highlight=False)
+    if s.contact:
+        console.print(
+            "  contact advice: " + ", ".join(f"{k} {v:,}" for k, v in sorted(s.contact.items())), highlight=False
+        )

@@ -33,8 +33,8 @@ def _advice_json(advice: dict[str, np.ndarray] | None, n: int) -> list[str]:
     """Per row: the advice fields as `,"key":value` JSON text (null where there is none)."""
     from serving.advice import FIELDS
 
-    if advice is None:
-        return ["".join(f',"{f}":null' for f in FIELDS)] * n
+    if advice is None:  # the caller renders no advice fields (Predictor always passes them)
+        return [""] * n
     parts = []
     for f in FIELDS:
         v = advice[f]
@@ -101,7 +101,7 @@ class JsonRenderer:
             tier, X: tier names and feature rows of the known users.
             cols: label -> (proba, percentile, bucket, reason idx, reason contrib) from `Predictor.columns`.
             ltv: `Predictor.ltv_columns` of the same rows (None: no LTV model, no `ltv` fields).
-            advice: serving.advice.FIELDS -> value per known user (`Predictor.advice`); None: all null.
+            advice: serving.advice.FIELDS -> value per known user (`Predictor.advice`); None: no such fields.
         """
         adv = _advice_json(advice, len(X))
         per_label = []

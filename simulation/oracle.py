@@ -133,7 +133,7 @@ def _rerun(
     """
     H = cfg.windows.horizon_days
     out = {lab: np.zeros((3, rows.size)) for lab in ("churn", "promotion", "koc", "spend")}
-    cut = max(1, replicas // 2)
+    cut = replicas // 2  # one replica: both halves are it (a split needs two)
     per = max(1, batch_rows // replicas)
     for b, lo in enumerate(range(0, rows.size, per)):
         sub = take(st, rows[lo : lo + per], replicas)
@@ -147,5 +147,6 @@ def _rerun(
         lab["spend"] = sub.net_spend - spend0
         for k, v in lab.items():
             v = v.reshape(-1, replicas)
-            out[k][:, lo : lo + per] = v.mean(axis=1), v[:, :cut].mean(axis=1), v[:, cut:].mean(axis=1)
+            a, b = (v[:, :cut], v[:, cut:]) if cut else (v, v)
+            out[k][:, lo : lo + per] = v.mean(axis=1), a.mean(axis=1), b.mean(axis=1)
     return out if halves else {k: v[0] for k, v in out.items()}

@@ -101,8 +101,10 @@ class _World:
 class _Holdouts:
     """The brand's control groups: every `holdout_days`, a fresh random share of connected users gets no pushes.
 
-    The periods tile the world so that one starts at `anchor` (the last oracle cutoff), where the
-    holdout contrast is read. Draws come from their own stream, so the rest of the world does not move.
+    The periods tile the world so that one starts at `anchor`, the default cutoff (the validation
+    cutoff of training, where the oracle's contrast is read by default); the periods before it start
+    at the training cutoffs when `windows.cutoff_spacing_days` equals `simulation.holdout_days`.
+    Draws come from their own stream, so the rest of the world does not move.
     """
 
     def __init__(self, cfg: Config, seed: int, anchor: int):
@@ -189,7 +191,7 @@ def simulate_world(
     writer = EventWriter(
         out / "events.parquet", datetime.combine(start, datetime.min.time()), cfg.simulation.chunk_rows
     )
-    holdouts = _Holdouts(cfg, seed, cut_days[-1] if cut_days else max(0, days - H))
+    holdouts = _Holdouts(cfg, seed, max(0, days - H))  # never the oracle's cutoffs: the oracle changes nothing
     try:
         for d in range(days + 1):
             if d - H in pending:  # realised labels of a cutoff whose horizon just ended

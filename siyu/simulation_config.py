@@ -138,7 +138,7 @@ class SimulationConfig(BaseModel):
     holdout_share: float = Field(
         ge=0.0, le=1.0, description="share of connected users drawn into each period's no-push control group"
     )
-    holdout_days: int = Field(ge=1, description="length of a holdout period; one starts at the oracle cutoff")
+    holdout_days: int = Field(ge=1, description="holdout period length; one starts at the default cutoff (days - H)")
     # --- oracle ---
     oracle_replicas: int = Field(ge=1, description="re-simulations of each user's future behind p_oracle")
     ltv_oracle_replicas: int = Field(ge=1, description="re-simulations behind the expected own / referral spend")

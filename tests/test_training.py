@@ -334,7 +334,9 @@ def test_more_friction_in_the_log_never_lowers_churn_risk(event):
     pred = Predictor.load(w.cfg, str(w.scores))
     ev = pd.read_parquet(w.events)
     ev = ev[ev.ts <= w.asof]
-    last = ev[ev.event != "message_sent"].groupby("user_id").ts.max()
+    from siyu.contract import BRAND_EVENTS
+
+    last = ev[~ev.event.isin(BRAND_EVENTS)].groupby("user_id").ts.max()  # user-side: not pushes nor holdout markers
     users = sorted(np.random.default_rng(3).choice(last.index.to_numpy(), size=80, replace=False))
     base = ev[ev.user_id.isin(users)]
     before = {i["user_id"]: i["p_churn"] for i in pred.predict_events(_rows(base), w.asof)[0]}
