@@ -1,4 +1,4 @@
-"""The LTV gate: a version becomes champion only if it beats every baseline and the champion beyond noise.
+"""The LTV gate and registration: champion only if it beats every baseline and the champion beyond noise.
 
 The same rule as the classification gate (training/model_registry.judge) with normalized Gini in
 place of ROC AUC: the lower bound of the paired-bootstrap interval of (new - baseline) for every
@@ -10,7 +10,13 @@ losing model is judged against the champion alone and may serve, loudly, as for 
 
 from __future__ import annotations
 
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
 import numpy as np
+import pandas as pd
 
 from siyu.config import Config
 from siyu.errors import SiyuError
@@ -57,3 +63,66 @@ def judge_ltv(cfg: Config, version: int, X_val: np.ndarray, names: list[str], y,
         f"{'>' if d.promoted else 'not >'} margin {t.gate_margin}"
     )
     return d
+
+
+def log_and_register(res, model, X_val, y, plot: dict, cfg: Config, tuned: dict) -> None:
+    """Log the LTV run (params, metrics, decile plot and table), register the version, judge it, move aliases.
+
+    Args:
+        res: the LtvResult (filled in: version, gate, trained, message).
+        model: the fitted training.ltv_model.LTVModel.
+        X_val: validation rows.
+        y: their realised ltv.
+        plot: scorer -> predictions for the decile plot (None: not plotted).
+        cfg: the config.
+        tuned: the tuned LightGBM parameters.
+    """
+    from training.model_registry import apply_gate, log_scoring_model
+
+    mlflow.log_params(
+        {
+            "label": "ltv",
+            "ltv_horizon_days": cfg.ltv.horizon_days,
+            "ltv_cutoffs": ",".join(f"{pd.Timestamp(c):%Y-%m-%d}" for c in res.cutoffs),
+            "ltv_referral_part": res.referral,
+            "candidate": res.chosen,
+            "tuning_trials": res.trials,
+            **{f"rows_{k}": v for k, v in res.rows.items()},
+            **{f"lgbm_{k}": v for k, v in tuned.items()},
+        }
+    )
+    mlflow.log_metrics(
+        {
+            **{f"{s}_{k}": v for s, m in res.metrics.items() for k, v in m.items() if np.isfinite(v)},
+            **{f"model_minus_{b}_gini_{k}": v for b, ci in res.versus.items() for k, v in zip(("lo", "hi"), ci)},
+            **{f"cv_{k}_gini_fold{i}": v for k, vs in res.fold_gini.items() for i, v in enumerate(vs)},
+            **(res.oracle or {}),
+        }
+    )
+    with tempfile.TemporaryDirectory() as d:
+        lm.calibration_plot(Path(d) / "ltv_calibration_deciles.png", y, plot)
+        table = {k: dict(zip(("predicted", "realised"), (a.tolist() for a in lm.deciles(y, p))))
+                 for k, p in plot.items() if p is not None}  # fmt: skip
+        (Path(d) / "ltv_deciles.json").write_text(json.dumps(table, indent=1))
+        mlflow.log_artifacts(d, "evaluation")
+    example = pd.DataFrame(X_val[:5], columns=model.feature_names)
+    res.version = log_scoring_model(model, example)
+    res.gate = g = judge_ltv(cfg, res.version, X_val, model.feature_names, y, model.predict_proba(X_val), res)
+    apply_gate(cfg, "ltv", res.version, g)
+    res.trained = True
+    m = res.metrics["model"]
+    res.message = f"{res.chosen} gini {m['gini']:.4f}; " + "; ".join(
+        f"{b} gini {res.metrics[b]['gini']:.4f} (model - {b}: CI [{lo:+.4f}, {hi:+.4f}])"
+        for b, (lo, hi) in res.versus.items()
+    )
+    warn = "" if res.beats_baselines else f"ltv model does not beat the baselines: champion unchanged; {res.message}"
+    mlflow.set_tags(
+        {
+            "siyu.beats_baselines": str(res.beats_baselines).lower(),
+            "siyu.gate": "promoted" if g.promoted else "kept_champion",
+            "siyu.gate_reason": g.reason,
+            "siyu.model_version": str(res.version),
+            "siyu.scorer": "ltv",
+            **({"siyu.warning": warn} if warn else {}),
+        }
+    )

@@ -11,8 +11,6 @@ spacing, as the classification folds embargo H: rows are out of time, targets ma
 
 from __future__ import annotations
 
-import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -202,7 +200,9 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
                       "gini_ratio_to_oracle": mg / om["gini"] if om["gini"] > 0 else float("nan")}  # fmt: skip
         plot["oracle"] = po if ok.all() else None
     bar.update(task, description="ltv: logging and registering")
-    _log_and_register(res, model, X_val, y, plot, cfg, tuned)
+    from training.ltv_gate import log_and_register
+
+    log_and_register(res, model, X_val, y, plot, cfg, tuned)
 
 
 def oracle_values(oracle: pd.DataFrame | None, cutoff, val: pd.DataFrame, referral: bool) -> np.ndarray | None:
@@ -226,59 +226,6 @@ def load_ltv_oracle(events_path) -> pd.DataFrame | None:
     df = pd.read_parquet(path, columns=["cutoff", "user_id", "ltv_own", "ltv_referral", "ltv"])
     df["cutoff"], df["user_id"] = pd.to_datetime(df["cutoff"]), df["user_id"].astype(str)
     return df
-
-
-def _log_and_register(res: LtvResult, model: LTVModel, X_val, y, plot: dict, cfg: Config, tuned: dict) -> None:
-    from training.ltv_gate import judge_ltv
-    from training.model_registry import apply_gate, log_scoring_model
-
-    mlflow.log_params(
-        {
-            "label": "ltv",
-            "ltv_horizon_days": cfg.ltv.horizon_days,
-            "ltv_cutoffs": ",".join(f"{pd.Timestamp(c):%Y-%m-%d}" for c in res.cutoffs),
-            "ltv_referral_part": res.referral,
-            "candidate": res.chosen,
-            "tuning_trials": res.trials,
-            **{f"rows_{k}": v for k, v in res.rows.items()},
-            **{f"lgbm_{k}": v for k, v in tuned.items()},
-        }
-    )
-    mlflow.log_metrics(
-        {
-            **{f"{s}_{k}": v for s, m in res.metrics.items() for k, v in m.items() if np.isfinite(v)},
-            **{f"model_minus_{b}_gini_{k}": v for b, ci in res.versus.items() for k, v in zip(("lo", "hi"), ci)},
-            **{f"cv_{k}_gini_fold{i}": v for k, vs in res.fold_gini.items() for i, v in enumerate(vs)},
-            **(res.oracle or {}),
-        }
-    )
-    with tempfile.TemporaryDirectory() as d:
-        lm.calibration_plot(Path(d) / "ltv_calibration_deciles.png", y, plot)
-        table = {k: dict(zip(("predicted", "realised"), (a.tolist() for a in lm.deciles(y, p))))
-                 for k, p in plot.items() if p is not None}  # fmt: skip
-        (Path(d) / "ltv_deciles.json").write_text(json.dumps(table, indent=1))
-        mlflow.log_artifacts(d, "evaluation")
-    example = pd.DataFrame(X_val[:5], columns=model.feature_names)
-    res.version = log_scoring_model(model, example)
-    res.gate = g = judge_ltv(cfg, res.version, X_val, model.feature_names, y, model.predict_proba(X_val), res)
-    apply_gate(cfg, "ltv", res.version, g)
-    res.trained = True
-    m = res.metrics["model"]
-    res.message = f"{res.chosen} gini {m['gini']:.4f}; " + "; ".join(
-        f"{b} gini {res.metrics[b]['gini']:.4f} (model - {b}: CI [{lo:+.4f}, {hi:+.4f}])"
-        for b, (lo, hi) in res.versus.items()
-    )
-    warn = "" if res.beats_baselines else f"ltv model does not beat the baselines: champion unchanged; {res.message}"
-    mlflow.set_tags(
-        {
-            "siyu.beats_baselines": str(res.beats_baselines).lower(),
-            "siyu.gate": "promoted" if g.promoted else "kept_champion",
-            "siyu.gate_reason": g.reason,
-            "siyu.model_version": str(res.version),
-            "siyu.scorer": "ltv",
-            **({"siyu.warning": warn} if warn else {}),
-        }
-    )
 
 
 __all__ = ["BASELINES", "LtvResult", "ltv_data", "train_ltv", "load_ltv_oracle", "oracle_values"]
