@@ -79,7 +79,13 @@ def _check_holdouts(con: duckdb.DuckDBPyConnection) -> None:
 
     A user's valid markers are read in time order (at one instant an end comes before a start, so a
     holdout can end and the next begin together); exact duplicates share one verdict, as they count once.
+    Markers accepted earlier (a temp table `_prior_markers` of user_id, ts, event: the event store's,
+    features/ingest.py) are read as context, so a day's batch may end a holdout an earlier batch began.
     """
+    has_prior = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = '_prior_markers' AND temporary"
+    ).fetchone()[0]
+    prior = " UNION SELECT user_id, ts, event FROM _prior_markers" if has_prior else ""
     con.execute(f"""UPDATE _checked SET reason = s.bad FROM (
         SELECT user_id, ts, event, CASE
             WHEN event = '{HOLDOUT_END}' AND prev IS DISTINCT FROM '{HOLDOUT_START}'
@@ -88,7 +94,7 @@ def _check_holdouts(con: duckdb.DuckDBPyConnection) -> None:
                 THEN '{HOLDOUT_START} inside a holdout' END AS bad
         FROM (SELECT *, lag(event) OVER (PARTITION BY user_id ORDER BY ts, event = '{HOLDOUT_START}') AS prev
               FROM (SELECT DISTINCT user_id, ts, event FROM _checked
-                    WHERE reason IS NULL AND event IN ('{HOLDOUT_START}', '{HOLDOUT_END}')))) s
+                    WHERE reason IS NULL AND event IN ('{HOLDOUT_START}', '{HOLDOUT_END}'){prior}))) s
         WHERE s.bad IS NOT NULL AND _checked.reason IS NULL
           AND _checked.user_id = s.user_id AND _checked.ts = s.ts AND _checked.event = s.event""")
 

@@ -135,6 +135,14 @@ def _ingest(path, store: Path, staging: Path, m: dict, digest: str, cfg: Config,
     from events.validate import run_validation
 
     con = connect(cfg=cfg)
+    stored_all = event_files(store, m)
+    if stored_all:  # control-group markers already stored: the batch's markers continue their sequence
+        from siyu.contract import HOLDOUT_END, HOLDOUT_START
+
+        con.execute(
+            f"CREATE TEMP TABLE _prior_markers AS SELECT user_id, ts, event FROM {parquet_list(stored_all)} "
+            f"WHERE event IN ('{HOLDOUT_START}', '{HOLDOUT_END}')"
+        )
     say("validating the batch")
     report = run_validation(con, path, cfg)
     _write_quarantine(con, report, staging / "quarantine" / f"batch={digest[:12]}")

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from serving_world import serving_world
 
 from serving.advice import FIELDS
-from tests.serving_world import serving_world
 
 
 @pytest.fixture(scope="module")

@@ -285,3 +285,26 @@ def test_cli_ingest_twice_then_features_from_the_store(tmp_path):
     load_valid_events(con, DATA / "messy_events.csv", cfg)
     want = feature_table(con, datetime(2026, 3, 1), cfg)
     pd.testing.assert_frame_equal(pd.read_parquet(out), want, atol=1e-9, check_dtype=False)
+
+
+def test_a_holdout_may_end_in_a_later_batch(tmp_path):
+    """The day a holdout ends is not the day it began: the store's markers are the batch's context."""
+    from features.ingest import ingest_file
+    from siyu.config import load_config
+
+    cfg, store = load_config(), tmp_path / "store"
+    cfg = cfg.model_copy(update={"quarantine": cfg.quarantine.model_copy(update={"max_fraction": 0.5})})  # 3 rows
+    day1, day2 = tmp_path / "d1.csv", tmp_path / "d2.csv"
+    day1.write_text(
+        "user_id,ts,event,channel\nu1,2025-03-01 09:00:00,follow,official_account\n"
+        "u1,2025-03-01 10:00:00,holdout_start,\nu2,2025-03-01 09:00:00,follow,official_account\n"
+    )
+    day2.write_text(
+        "user_id,ts,event,channel\nu1,2025-03-02 10:00:00,holdout_end,\nu2,2025-03-02 10:00:00,holdout_end,\n"
+        "u1,2025-03-02 11:00:00,visit,\n"
+    )
+    ingest_file(day1, store, cfg)
+    s = ingest_file(day2, store, cfg)
+    assert (s.accepted, s.quarantined) == (2, 1)  # u1's end continues its start; u2 never began one
+    q = pd.read_parquet(max((store / "quarantine").rglob("quarantine.parquet"), key=lambda p: p.stat().st_mtime))
+    assert q.user_id.tolist() == ["u2"] and q.reason.str.contains("holdout_end without holdout_start").all()
