@@ -21,6 +21,7 @@ import pandas as pd
 from siyu.config import Config
 from siyu.errors import SiyuError
 from training import ltv_metrics as lm
+from training.bootstrap import interval
 from training.model_registry import GateDecision, RegistryUnreachable, load_version, resolve_alias
 
 
@@ -55,7 +56,7 @@ def judge_ltv(cfg: Config, version: int, X_val: np.ndarray, names: list[str], y,
         return GateDecision(False, why, "gini", new, None, champ_v)
     p_champ = champ.predict_proba(X_val[:, [names.index(f) for f in champ.feature_names]])
     boot = lm.gini_resamples(y, {"new": p_new, "champion": p_champ}, t.bootstrap_resamples, t.seed)
-    lo, hi = lm.interval(boot["new"] - boot["champion"], t.ci_level)
+    lo, hi = interval(boot["new"] - boot["champion"], t.ci_level)
     old = lm.gini(y, p_champ)
     d = GateDecision(lo > t.gate_margin, "", "gini", new, old, champ_v, (lo, hi))
     d.reason = (

@@ -88,15 +88,6 @@ def value_metrics(y: np.ndarray, p: np.ndarray, top: float = 0.1) -> dict[str, f
     }
 
 
-def interval(samples: np.ndarray, level: float) -> tuple[float, float]:
-    """Percentile interval of bootstrap samples (NaN ignored)."""
-    s = samples[~np.isnan(samples)]
-    if not len(s):
-        return float("nan"), float("nan")
-    a = (1 - level) / 2
-    return float(np.quantile(s, a)), float(np.quantile(s, 1 - a))
-
-
 def deciles(y: np.ndarray, p: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Mean predicted and mean realised value per prediction decile (lowest first)."""
     order = np.argsort(np.asarray(p, dtype=float), kind="stable")

@@ -21,6 +21,7 @@ import pandas as pd
 from siyu.config import Config
 from siyu.errors import SiyuError
 from training import ltv_metrics as lm
+from training.bootstrap import interval
 from training.ltv_baselines import BASELINES, baseline_predictions
 from training.ltv_model import LTVModel, fit_part, tweedie_params
 
@@ -181,11 +182,11 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     boot = lm.gini_resamples(y, scores, t.bootstrap_resamples, t.seed)
     for k, s in scores.items():
         res.metrics[k] = lm.value_metrics(y, s)
-        res.metrics[k]["gini_lo"], res.metrics[k]["gini_hi"] = lm.interval(boot[k], t.ci_level)
+        res.metrics[k]["gini_lo"], res.metrics[k]["gini_hi"] = interval(boot[k], t.ci_level)
     res.metrics["model_own"] = lm.value_metrics(val["ltv_own"].to_numpy(dtype=float), pred["own"])
     if res.referral:
         res.metrics["model_referral"] = lm.value_metrics(val["ltv_referral"].to_numpy(dtype=float), pred["referral"])
-    res.versus = {b: lm.interval(boot["model"] - boot[b], t.ci_level) for b in bases}
+    res.versus = {b: interval(boot["model"] - boot[b], t.ci_level) for b in bases}
     res.beats_baselines = res.chosen == "lightgbm" and all(lo > t.gate_margin for lo, _ in res.versus.values())
     po = oracle_values(oracle, cuts[-1], val, res.referral)
     plot = {**scores}
@@ -193,7 +194,7 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
         ok = ~np.isnan(po)
         ob = lm.gini_resamples(y[ok], {"oracle": po[ok], "model": pred["ltv"][ok]}, t.bootstrap_resamples, t.seed)
         om = lm.value_metrics(y[ok], po[ok])
-        lo, hi = lm.interval(ob["oracle"], t.ci_level)
+        lo, hi = interval(ob["oracle"], t.ci_level)
         res.metrics["oracle"] = {**om, "gini_lo": lo, "gini_hi": hi}
         mg = lm.gini(y[ok], pred["ltv"][ok])
         res.oracle = {"oracle_gini": om["gini"], "model_gini_on_oracle_users": mg, "oracle_users": int(ok.sum()),
