@@ -160,6 +160,31 @@ def interval_sql(bounds: list[int]) -> str:
     return "CASE " + " ".join(f"WHEN b <= {x} THEN {x}" for x in bounds) + " END"
 
 
+def orders_sql(purchases: str, refunds: str) -> str:
+    """SQL of the orders fact table from purchase rows (user_id, order_id, ts, cday, b, amount, coupon) and
+    refund rows (user_id, order_id, b, amount): an order is cancelled from the bucket where its refunds
+    add up to its amount. Shared by the raw-log build and the event store's (features/store_facts.py)."""
+    return f"""
+        WITH pur AS ({purchases}),
+             ref AS (SELECT user_id, order_id, b,
+                            sum(sum(amount)) OVER (PARTITION BY user_id, order_id ORDER BY b
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
+                     FROM {refunds}
+                     GROUP BY user_id, order_id, b)
+        SELECT pur.user_id, pur.cday, pur.b, pur.amount, pur.coupon, min(ref.b) AS cancel_b
+        FROM pur LEFT JOIN ref ON ref.user_id = pur.user_id AND ref.order_id = pur.order_id
+                               AND ref.cum >= pur.amount
+        GROUP BY pur.user_id, pur.order_id, pur.ts, pur.cday, pur.b, pur.amount, pur.coupon"""
+
+
+def users_sql(iv: str) -> str:
+    """SQL of the users fact table (first bucket, first user-side bucket) from the interval facts `iv`."""
+    return f"""
+        SELECT user_id, min(min_b) AS first_b,
+               min(CASE WHEN ev NOT IN {codes_list(BRAND_EVENTS)} THEN min_b END) AS first_user_b
+        FROM {iv} GROUP BY user_id"""
+
+
 def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[int]) -> Facts:
     """Aggregate the log once into the fact tables the given interval boundaries need.
 
@@ -234,29 +259,13 @@ def build_facts(run: Runner, events: str, instants: list[datetime], bounds: set[
         WHERE rn = 1""",
     )
     # An order is cancelled from the bucket where refunds with its order_id add up to its amount.
-    run.table(
-        f.orders,
-        f"""
-        WITH pur AS (SELECT user_id, order_id, ts, {day_sql("ts")} AS cday, b, amount,
-                            CASE WHEN coupon THEN 1 ELSE 0 END AS coupon
-                     FROM {ev("event = 'purchase'")}),
-             ref AS (SELECT user_id, order_id, b,
-                            sum(sum(amount)) OVER (PARTITION BY user_id, order_id ORDER BY b
-                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
-                     FROM {ev("event = 'refund' AND order_id IS NOT NULL")}
-                     GROUP BY user_id, order_id, b)
-        SELECT pur.user_id, pur.cday, pur.b, pur.amount, pur.coupon, min(ref.b) AS cancel_b
-        FROM pur LEFT JOIN ref ON ref.user_id = pur.user_id AND ref.order_id = pur.order_id
-                               AND ref.cum >= pur.amount
-        GROUP BY pur.user_id, pur.order_id, pur.ts, pur.cday, pur.b, pur.amount, pur.coupon""",
+    bought = ev("event = 'purchase'")
+    pur = (
+        f"SELECT user_id, order_id, ts, {day_sql('ts')} AS cday, b, amount, "
+        f"CASE WHEN coupon THEN 1 ELSE 0 END AS coupon FROM {bought}"
     )
-    run.table(
-        f.users,
-        f"""
-        SELECT user_id, min(min_b) AS first_b,
-               min(CASE WHEN ev NOT IN {codes_list(BRAND_EVENTS)} THEN min_b END) AS first_user_b
-        FROM {f.iv} GROUP BY user_id""",
-    )
+    run.table(f.orders, orders_sql(pur, ev("event = 'refund' AND order_id IS NOT NULL")))
+    run.table(f.users, users_sql(f.iv))
     return f
 
 

@@ -30,15 +30,16 @@ from features.facts import (
     Facts,
     Runner,
     bucket_sql,
-    codes_list,
     day_sql,
     event_code,
     interval_sql,
+    orders_sql,
     split_instant,
     sql_array,
     sql_list,
+    users_sql,
 )
-from siyu.contract import BRAND_EVENTS, CONNECT_EVENTS, DISCONNECT_EVENTS, MEMBERSHIP_EVENTS
+from siyu.contract import CONNECT_EVENTS, DISCONNECT_EVENTS, MEMBERSHIP_EVENTS
 
 KINDS = ("iv", "states", "orders", "refunds")
 SCHEMAS = {
@@ -208,25 +209,9 @@ def facts_from_store(run: Runner, events: str, instants, bounds: set[int]) -> Fa
         )
         run.table(
             f.orders,
-            f"""
-            WITH pur AS (SELECT * FROM {src["orders"]} WHERE b <= {last}),
-                 ref AS (SELECT user_id, order_id, b,
-                                sum(sum(amount)) OVER (PARTITION BY user_id, order_id ORDER BY b
-                                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
-                         FROM {src["refunds"]} WHERE b <= {last}
-                         GROUP BY user_id, order_id, b)
-            SELECT pur.user_id, pur.cday, pur.b, pur.amount, pur.coupon, min(ref.b) AS cancel_b
-            FROM pur LEFT JOIN ref ON ref.user_id = pur.user_id AND ref.order_id = pur.order_id
-                                   AND ref.cum >= pur.amount
-            GROUP BY pur.user_id, pur.order_id, pur.ts, pur.cday, pur.b, pur.amount, pur.coupon""",
+            orders_sql(f"SELECT * FROM {src['orders']} WHERE b <= {last}", f"{src['refunds']} WHERE b <= {last}"),
         )
-        run.table(
-            f.users,
-            f"""
-            SELECT user_id, min(min_b) AS first_b,
-                   min(CASE WHEN ev NOT IN {codes_list(BRAND_EVENTS)} THEN min_b END) AS first_user_b
-            FROM {f.iv} GROUP BY user_id""",
-        )
+        run.table(f.users, users_sql(f.iv))
     finally:
         for name in src.values():
             _drop_source(run, name)
