@@ -1,7 +1,8 @@
 """The floor for the API benchmark: a bare ASGI app under uvicorn doing the same lookup + booster predict.
 
-No framework, no validation, no reasons: parse the JSON body, find the user's
-feature row in the snapshot, run each champion's raw predict on it (a blend: its members'), answer JSON.
+No framework, no validation, no reasons, percentiles or policy: parse the JSON body, find the
+user's feature row in the snapshot, compute every number the answer gets from a model (each
+champion's probability, a blend through its members; the LTV parts; the push effects), answer JSON.
 Started by bench_api.py as `uvicorn --app-dir benchmarks bare_api:app` with
 SIYU_SCORES / SIYU_HOME set like the real service.
 """
@@ -28,7 +29,25 @@ def _load() -> None:
     # (OpenMP start-up dwarfs one row), a blend through its members' single-row leaves
     # (serving/blendpath.py, no reasons), any other candidate through its own closed form.
     _STATE["predict"] = {lab: _raw_predict(m) for lab, m in models.items()}
+    _STATE["values"] = _value_models(cfg, snap)
     _STATE.update(snap=snap, models=models)
+
+
+def _value_models(cfg, snap) -> list:
+    """(name, row -> value) for the LTV parts and the push effects, when those champions exist."""
+    from serving.advice import load_push_effect
+    from serving.ltv_scores import load_ltv_scorer
+
+    out = []
+    ltv = load_ltv_scorer(cfg, snap.feature_names)
+    if ltv is not None:
+        out.append(("ltv", lambda row: float(ltv.score(row, reasons=False).ltv[0])))
+    push = load_push_effect(cfg)  # its boosters behind the single-row API, as siyu serves them
+    if push is not None:
+        pos = {f: i for i, f in enumerate(snap.feature_names)}
+        cols = [pos[f] for f in push.feature_names]
+        out.append(("push_effect_churn", lambda row: float(push.effects(row[:, cols])["churn"][0])))
+    return out
 
 
 def _raw_predict(m):
@@ -61,6 +80,8 @@ async def app(scope, receive, send):
             if i is not None:
                 for lab in _STATE["models"]:
                     item[f"p_{lab}"] = float(_STATE["predict"][lab](snap.X[i : i + 1, _STATE["cols"][lab]])[0])
+                for name, value in _STATE["values"]:
+                    item[name] = value(snap.X[i : i + 1])
             out_items.append(item)
         out, status = json.dumps({"predictions": out_items}).encode(), 200
     await send(

@@ -6,6 +6,8 @@ population, every advice field is null (the brand's usual practice stands).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 
@@ -25,11 +27,20 @@ def load_push_effect(cfg: Config, alias: str = "champion"):
     from training.uplift import LABEL
 
     try:
-        return load_model(cfg, LABEL, alias=alias)
+        model = load_model(cfg, LABEL, alias=alias)
     except RegistryUnreachable:
         raise
     except SiyuError:
         return None
+    return native_terms(model)
+
+
+def native_terms(model):
+    """`model` with each term's booster behind serving.native.NativeBooster (same effects, no per-call set-up)."""
+    from serving.native import NativeBooster
+
+    terms = {o: [(NativeBooster(b), w, a) for b, w, a in t] for o, t in model.terms.items()}
+    return dataclasses.replace(model, terms=terms)
 
 
 def advice_columns(model, X: np.ndarray, churn_pop: np.ndarray, names: list[str], cfg: Config) -> dict[str, np.ndarray]:

@@ -28,6 +28,19 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def _contributions_sum(scorer, n: int) -> bool:
+    """Whether `scorer`'s contributions add up to its log-odds on probe rows (then one call gives both)."""
+    rng = np.random.default_rng(1)
+    probe = np.abs(rng.normal(scale=3.0, size=(32, n)) * rng.choice([1, 10, 100], size=(32, 1)))
+    probe[::5] = np.nan
+    try:
+        c = np.asarray(scorer.predict(probe, pred_contrib=True), dtype=float)
+        p = scorer.predict(probe)
+        return c.shape == (32, n + 1) and np.allclose(_sigmoid(c.sum(axis=1)), p, rtol=0, atol=1e-12)
+    except Exception:  # noqa: BLE001 - no contributions of that shape: keep the two calls
+        return False
+
+
 class BlendPath:
     """Probabilities and decision-path contributions of one blend model.
 
@@ -44,6 +57,9 @@ class BlendPath:
             a, b = (cal.params["a"], cal.params["b"]) if cal.method == "platt" else (1.0, 0.0)
             ex = PathExplainer(scorer.booster) if getattr(scorer, "kind", "") == "lightgbm" else None
             self.members.append((ex, scorer, cal, w * a, w * b))
+        # Closed-form members whose contributions sum to their log-odds give both from one call.
+        n = len(model.feature_names)
+        self.sums = [ex is None and _contributions_sum(scorer, n) for ex, scorer, *_ in self.members]
 
     @classmethod
     def create(cls, model) -> BlendPath | None:
@@ -72,11 +88,14 @@ class BlendPath:
         """
         z = np.zeros(len(X))
         contrib = np.zeros((len(X), X.shape[1] + 1)) if reasons else None
-        for (ex, scorer, cal, scale, shift), w in zip(self.members, self.weights):
+        for (ex, scorer, cal, scale, shift), w, sums in zip(self.members, self.weights, self.sums):
             if ex is not None:
                 leaves = ex.leaves(X, num_threads)
                 p = _sigmoid(ex.raw(leaves))
                 c = ex.contributions(leaves=leaves) if reasons else None
+            elif reasons and sums:
+                c = np.asarray(scorer.predict(X, pred_contrib=True), dtype=float)
+                p = _sigmoid(c.sum(axis=1))
             else:
                 p = scorer.predict(X)
                 c = np.asarray(scorer.predict(X, pred_contrib=True), dtype=float) if reasons else None

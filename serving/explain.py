@@ -15,14 +15,10 @@ Config `scoring.reasons: shap` switches back to TreeSHAP where that is affordabl
 
 from __future__ import annotations
 
-import ctypes
-import threading
-
 import numpy as np
 import scipy.sparse as sp
 
-SMALL_N = 16  # up to this many rows a dense gather beats building a sparse matrix (and rows go one by one)
-_PREDICT_LEAF_INDEX, _DTYPE_FLOAT64 = 2, 1  # LightGBM C API constants (c_api.h)
+from serving.native import PREDICT_LEAF_INDEX, SMALL_N, SingleRow
 
 
 class PathExplainer:
@@ -51,12 +47,12 @@ class PathExplainer:
         self.M = np.vstack(rows).astype(np.float32)
         self.leaf_values = np.array(values, dtype=np.float64)
         self.bias = bias
-        self._single = _SingleRowLeaves.create(booster, self.n_features, len(self.offsets))
+        self._single = SingleRow.create(booster, self.n_features, PREDICT_LEAF_INDEX, len(self.offsets))
 
     def leaves(self, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
         """n x trees global leaf indices (one LightGBM `pred_leaf` call, or the single-row API for a few rows)."""
         if self._single is not None and len(X) <= SMALL_N:
-            return self._single(X) + self.offsets
+            return self._single(X).astype(np.int64) + self.offsets
         leaves = self.booster.predict(X, pred_leaf=True, num_threads=num_threads).astype(np.int64)
         return leaves.reshape(len(X), -1) + self.offsets
 
@@ -105,68 +101,3 @@ def _walk(node: dict, acc: np.ndarray, leaves: dict[int, tuple[np.ndarray, float
         acc[f] += _value(child) - here
         _walk(child, acc, leaves)
         acc[f] -= _value(child) - here
-
-
-class _SingleRowLeaves:
-    """Leaf indices of one row at a time through LightGBM's `PredictForMatSingleRowFast` C API.
-
-    `Booster.predict` spends ~80 µs per call building a predictor and parsing parameters
-    before a one-row prediction of a few µs; the fast API does that set-up once. One
-    handle serves every thread under a lock (calls are µs long, the API's state is shared).
-    """
-
-    def __init__(self, booster, n_features: int, n_trees: int) -> None:
-        from lightgbm.basic import _LIB, _safe_call
-
-        self._lib, self._check, self._booster = _LIB, _safe_call, booster  # the booster must outlive the handle
-        self.n_features, self.n_trees = n_features, n_trees
-        self._handle = ctypes.c_void_p()
-        self._check(
-            _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-                booster._handle,
-                ctypes.c_int(_PREDICT_LEAF_INDEX),
-                ctypes.c_int(0),
-                ctypes.c_int(booster.best_iteration),
-                ctypes.c_int(_DTYPE_FLOAT64),
-                ctypes.c_int32(n_features),
-                ctypes.c_char_p(b"num_threads=1"),
-                ctypes.byref(self._handle),
-            )
-        )
-        self._out = np.empty(n_trees, dtype=np.float64)
-        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
-        self._out_len = ctypes.c_int64()
-        self._lock = threading.Lock()
-
-    @classmethod
-    def create(cls, booster, n_features: int, n_trees: int) -> _SingleRowLeaves | None:
-        """The fast path when it reproduces `predict(pred_leaf=True)` on probe rows, else None."""
-        try:
-            fast = cls(booster, n_features, n_trees)
-        except Exception:  # noqa: BLE001 - an unusual model or build: keep the always-right path
-            return None
-        rng = np.random.default_rng(0)
-        probe = rng.normal(scale=3.0, size=(8, n_features)) * rng.choice([1, 10, 100], size=(8, 1))
-        probe[::3, ::2] = np.nan
-        ref = booster.predict(probe, pred_leaf=True, num_threads=1).astype(np.int64).reshape(len(probe), -1)
-        return fast if ref.shape == (len(probe), n_trees) and np.array_equal(fast(probe), ref) else None
-
-    def __call__(self, X: np.ndarray) -> np.ndarray:
-        X = np.ascontiguousarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(f"expected rows of {self.n_features} features, got shape {X.shape}")
-        out = np.empty((len(X), self.n_trees), dtype=np.int64)
-        base, step = X.ctypes.data, X.strides[0]
-        with self._lock:
-            for i in range(len(X)):
-                self._check(
-                    self._lib.LGBM_BoosterPredictForMatSingleRowFast(
-                        self._handle, ctypes.c_void_p(base + i * step), ctypes.byref(self._out_len), self._out_ptr
-                    )
-                )
-                out[i] = self._out
-        return out
-
-    def __del__(self) -> None:
-        if getattr(self, "_handle", None) and self._handle.value:
-            self._lib.LGBM_FastConfigFree(self._handle)

@@ -10,7 +10,11 @@ these keep it within 2x of a bare endpoint (benchmarks/bench_api.py):
    (serving.render.JsonRenderer via `Predictor.predict_ids_json`) and `json_answer` wraps them
    without a second pass through the response model. Parity:
    tests/test_scoring.py::test_json_answer_is_byte_identical_to_the_dict_answer.
-3. Native LightGBM calls: one-row leaf indices from LightGBM's single-row C API, probability and
+3. Batching: small requests that arrive together (one event-loop turn) are scored as one batch
+   (`Batcher`): most of a one-user answer is fixed per-call cost of array operations, which a batch
+   shares. Each request still gets exactly its answer alone. Parity:
+   tests/test_service.py::test_concurrent_requests_get_their_own_answers.
+4. Native LightGBM calls: one-row leaf indices from LightGBM's single-row C API, probability and
    decision-path reasons from the same leaves (serving.explain.PathExplainer, used by
    serving.scoring.Scorer when it reproduces `predict_proba`). Parity:
    tests/test_scoring.py::test_single_row_leaves_match_lightgbm, ::test_api_scores_equal_batch_scores.
@@ -18,6 +22,7 @@ these keep it within 2x of a bare endpoint (benchmarks/bench_api.py):
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 
@@ -50,10 +55,56 @@ def json_answer(p, items: list[dict] | str, asof: datetime) -> Response:
 
 def predict_ids(p, user_ids: list[str]) -> Response:
     """The /predict answer of predictor `p` for validated ids (counted in the metrics)."""
-    text, tiers, scores = p.predict_ids_json(user_ids)
+    return _answer(p, user_ids, p.predict_ids_json(user_ids))
+
+
+def _answer(p, user_ids: list[str], scored: tuple) -> Response:
+    text, tiers, scores = scored
     count("predict", tiers, scores)
     count_outcomes(p, scores, {"ok": len(tiers), "unknown_user": len(user_ids) - len(tiers)})
     return json_answer(p, text, p.snap.asof)
+
+
+class Batcher:
+    """Scores the small /predict requests waiting in one event-loop turn together, up to `max_rows` ids a batch."""
+
+    def __init__(self, max_rows: int = 16) -> None:
+        self.max_rows = max_rows  # serving.native.SMALL_N: the per-row paths, so a batch changes no answer
+        self.pending: list[tuple] = []
+
+    async def answer(self, p, user_ids: list[str]) -> Response:
+        """The response for `user_ids`, scored with whatever else is waiting."""
+        if len(user_ids) > self.max_rows:
+            return predict_ids(p, user_ids)
+        fut = asyncio.get_running_loop().create_future()
+        if not self.pending:
+            asyncio.get_running_loop().call_soon(self._run)
+        self.pending.append((p, user_ids, fut))
+        return await fut
+
+    def _run(self) -> None:
+        batch, self.pending = self.pending, []
+        while batch:
+            p, n, take = batch[0][0], 0, 0
+            while take < len(batch) and batch[take][0] is p and n + len(batch[take][1]) <= self.max_rows:
+                n += len(batch[take][1])
+                take += 1
+            chunk, batch = batch[: max(take, 1)], batch[max(take, 1) :]
+            try:
+                scored = p.predict_many_json([ids for _, ids, _ in chunk])
+                answers = [(fut, _answer(p, ids, s)) for (_, ids, fut), s in zip(chunk, scored)]
+            except Exception as e:  # noqa: BLE001 - each waiting request fails as it would alone
+                answers = [(fut, e) for _, _, fut in chunk]
+            for fut, a in answers:
+                if fut.done():  # the client went away or the request timed out
+                    continue
+                if isinstance(a, Exception):
+                    fut.set_exception(a)
+                else:
+                    fut.set_result(a)
+
+
+BATCHER = Batcher()
 
 
 class FastPredictMiddleware:
@@ -90,7 +141,7 @@ class FastPredictMiddleware:
             except ValidationError:
                 user_ids = None
             if user_ids is not None:
-                await predict_ids(p, user_ids)(scope, receive, send)
+                await (await BATCHER.answer(p, user_ids))(scope, receive, send)
                 return
         await self.app(scope, _replay(body, None, receive), send)
 

@@ -21,6 +21,7 @@ from siyu.errors import SiyuError
 
 SEGMENTS = ("champions", "spenders", "advocates", "others")
 COLUMNS = ("ltv", "ltv_own", "ltv_referral")
+_SEGMENT_NAMES = np.array(SEGMENTS, dtype=object)
 
 
 @dataclass
@@ -70,7 +71,7 @@ class LtvScorer:
                 contrib[k] = ex.contributions(Xm, num_threads=threads) if reasons else None
         own = vals["own"]
         ref = vals.get("referral", np.full(len(own), np.nan))
-        out = LtvScored(own + np.nan_to_num(ref), own, ref)
+        out = LtvScored(own + np.where(np.isnan(ref), 0.0, ref), own, ref)
         if reasons:
             c = contrib["own"]
             if self.has_referral:  # each part's log-scale contributions, weighted by its share of the value
@@ -84,10 +85,9 @@ class LtvScorer:
 def segments(pct_own: np.ndarray, pct_ref: np.ndarray, cfg: Config) -> np.ndarray:
     """CLV x referral-value segment per user from the percentiles (0-100) of predicted own / referral value."""
     s = cfg.ltv.segments
-    high_own = np.nan_to_num(pct_own, nan=-1.0) > 100.0 * (1 - s.own_top_share)
-    high_ref = np.nan_to_num(pct_ref, nan=-1.0) > 100.0 * (1 - s.referral_top_share)
-    names = np.array(SEGMENTS, dtype=object)
-    return names[np.where(high_own, np.where(high_ref, 0, 1), np.where(high_ref, 2, 3))]
+    high_own = np.asarray(pct_own, dtype=float) > 100.0 * (1 - s.own_top_share)  # NaN compares False: low
+    high_ref = np.asarray(pct_ref, dtype=float) > 100.0 * (1 - s.referral_top_share)
+    return _SEGMENT_NAMES[np.where(high_own, np.where(high_ref, 0, 1), np.where(high_ref, 2, 3))]
 
 
 def placed(scored: LtvScored, refs: dict[str, np.ndarray], cfg: Config) -> dict[str, np.ndarray]:

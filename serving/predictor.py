@@ -149,14 +149,35 @@ class Predictor:
         Returns:
             (JSON text of the items, tier of each known user, label -> scores of the known users).
         """
+        return self.predict_many_json([user_ids])[0]
+
+    def predict_many_json(self, requests: list[list[str]]) -> list[tuple[str, list[str], dict[str, np.ndarray]]]:
+        """`predict_ids_json` of several requests scored as one batch (serving.fastpath batches concurrent ones).
+
+        Each request's answer is what it gets alone: rows are scored independently, and API-sized
+        batches take the same per-row paths (single-row leaves, per-row reason sort).
+        """
+        user_ids = [u for r in requests for u in r]
         rows, ids, X, tier, pops = self._lookup(user_ids)
         cols = self.columns(X, pops) if len(ids) else {}
         adv = self.advice(X, pops)
         pos = np.cumsum(np.asarray(rows) >= 0) - 1  # row of each known id within the scored rows
-        text = self.renderer.items(
+        texts = self.renderer.item_texts(
             user_ids, [int(k) if r >= 0 else -1 for r, k in zip(rows, pos)], tier, X, cols, self.ltv_columns(X), adv
         )
-        return text, [str(t) for t in tier], {lab: c[0] for lab, c in cols.items()}
+        out, start, known = [], 0, 0
+        for r in requests:
+            n = sum(1 for x in rows[start : start + len(r)] if x >= 0)
+            sl = slice(known, known + n)
+            out.append(
+                (
+                    "[" + ",".join(texts[start : start + len(r)]) + "]",
+                    [str(t) for t in tier[sl]],
+                    {lab: c[0][sl] for lab, c in cols.items()},
+                )
+            )
+            start, known = start + len(r), known + n
+        return out
 
     def _lookup(self, user_ids: list[str]) -> tuple[list[int], list[str], np.ndarray, np.ndarray, dict]:
         """Snapshot rows of the ids (-1: unknown) and the known users' ids, features, tiers, populations."""

@@ -93,7 +93,20 @@ class JsonRenderer:
         ltv: dict[str, np.ndarray] | None = None,
         advice: dict[str, np.ndarray] | None = None,
     ) -> str:
-        """JSON array text of the answer items.
+        """JSON array text of the answer items (the arguments of `item_texts`)."""
+        return "[" + ",".join(self.item_texts(user_ids, rows, tier, X, cols, ltv, advice)) + "]"
+
+    def item_texts(
+        self,
+        user_ids: list[str],
+        rows: list[int],
+        tier: np.ndarray,
+        X: np.ndarray,
+        cols: dict[str, tuple],
+        ltv: dict[str, np.ndarray] | None = None,
+        advice: dict[str, np.ndarray] | None = None,
+    ) -> list[str]:
+        """The JSON text of each answer item, in request order.
 
         Args:
             user_ids: the requested ids, in order.
@@ -142,7 +155,7 @@ class JsonRenderer:
                 + adv[r]
                 + "}"
             )
-        return "[" + ",".join(out) + "]"
+        return out
 
     def _ltv(self, lv: dict, r: int, X: np.ndarray) -> str:
         """`,"ltv":...` fields of row r, the text of `ltv_item`."""

@@ -7,6 +7,7 @@ for one row per request, batch scoring for chunks of a million.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -200,9 +201,9 @@ def top_reasons(contrib: np.ndarray, k: int = N_REASONS) -> tuple[np.ndarray, np
     c = contrib[:, :-1]
     k = min(k, c.shape[1])
     a = np.abs(c)
-    if len(c) == 1:  # the API's common case: a plain sort beats the vectorised machinery
-        idx = np.argsort(-a[0], kind="stable")[:k][None, :]
-        return idx, c[:, idx[0]]
+    if len(c) <= 16:  # API-sized: a plain stable sort per row, so a row's reasons never depend on its batch
+        idx = np.argsort(-a, axis=1, kind="stable")[:, :k]
+        return idx, np.take_along_axis(c, idx, axis=1)
     part = np.argpartition(-a, k - 1, axis=1)[:, :k] if c.shape[1] > k else np.tile(np.arange(k), (len(c), 1))
     order = np.argsort(-np.take_along_axis(a, part, axis=1), axis=1, kind="stable")
     idx = np.take_along_axis(part, order, axis=1)
@@ -236,13 +237,18 @@ def buckets(pct: np.ndarray, bounds: dict[str, float]) -> np.ndarray:
         pct: percentiles 0-100 (NaN -> None).
         bounds: bucket name -> lower bound as a share (cfg.scoring.buckets).
     """
-    names = sorted(bounds, key=bounds.get)
-    edges = np.array([bounds[b] for b in names]) * 100.0
+    edges, labels = _bucket_edges(tuple(bounds.items()))
     pct = np.asarray(pct, dtype=float)
     nan = np.isnan(pct)
     pos = np.searchsorted(edges, np.where(nan, -1.0, pct), side="right")
-    labels = np.array([None, *names], dtype=object)
     return np.where(nan, None, labels[pos])
+
+
+@functools.lru_cache(maxsize=8)
+def _bucket_edges(bounds: tuple[tuple[str, float], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(percentile edges, None + bucket names) of `buckets`, built once per bucket setting."""
+    names = [b for b, _ in sorted(bounds, key=lambda kv: kv[1])]
+    return np.array([dict(bounds)[b] for b in names]) * 100.0, np.array([None, *names], dtype=object)
 
 
 def format_value(value: float | None, unit: str = "") -> str:

@@ -217,6 +217,21 @@ def test_single_row_leaves_match_lightgbm(scorer, world):
         assert np.array_equal(np.vstack([ex.leaves(X[i : i + 3]) for i in range(0, len(X), 3)]), want)
 
 
+def test_native_booster_predicts_what_lightgbm_does(scorer, world):
+    """serving.native.NativeBooster (single-row API for a few rows, one thread beyond) equals `Booster.predict`."""
+    from serving.native import NativeBooster
+    from serving.snapshot import load_snapshot
+
+    X = load_snapshot(world.scores).X[:40]
+    for lab, ex in scorer._explainers.items():
+        nb = NativeBooster(ex.booster)
+        assert nb._single is not None, lab
+        want = ex.booster.predict(X)
+        got = np.concatenate([nb.predict(X[i : i + 3]) for i in range(0, len(X), 3)])
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(nb.predict(X), want, rtol=1e-12, atol=0)  # 40 rows: the booster's own path
+
+
 def test_score_pool_is_atomic(world, tmp_path, monkeypatch):
     """A crash while writing leaves neither the output nor a temp file behind."""
     import serving.snapshot as snapshot

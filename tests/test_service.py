@@ -156,6 +156,29 @@ def test_fast_path_answers_exactly_like_the_bentoml_route(client, monkeypatch):
     assert fast.headers["content-type"] == routed.headers["content-type"]
 
 
+def test_concurrent_requests_get_their_own_answers(client, monkeypatch):
+    """Requests batched in one event-loop turn get, byte for byte, what each gets alone."""
+    import asyncio
+
+    from serving import fastpath
+
+    p = fastpath.LIVE["live"].predictor
+    ids = list(p.snap.user_ids[:40])
+    reqs = [[ids[0]], [ids[1], "nobody"], [ids[2]], ids[3:20], [ids[20]], *[[u] for u in ids[21:40]]]
+    alone = [fastpath.predict_ids(p, r).body for r in reqs]
+    calls = []
+    many = p.predict_many_json
+    monkeypatch.setattr(p, "predict_many_json", lambda rs: calls.append(len(rs)) or many(rs))
+    batcher = fastpath.Batcher(max_rows=16)
+
+    async def together():
+        return await asyncio.gather(*(batcher.answer(p, r) for r in reqs))
+
+    got = asyncio.run(together())
+    assert [g.body for g in got] == alone
+    assert max(calls) > 1 and sum(calls) == len(reqs) and 1 in calls  # batched; the 17-id request went alone
+
+
 @pytest.mark.parametrize("body", [b'{"user_ids": []}', b'{"user_ids": ["u1"], "x": 1}', b"not json", b""])
 def test_fast_path_hands_invalid_bodies_to_the_route_intact(body):
     import asyncio

@@ -16,9 +16,15 @@ CONTACTS = ("push", "hold")
 FATIGUE_STATES = ("rested", "tiring", "fatigued")
 
 
+def _fill(x, value: float) -> np.ndarray:
+    """x as floats with NaN replaced by `value` (np.nan_to_num costs more for the API's one-row arrays)."""
+    x = np.asarray(x, dtype=float)
+    return np.where(np.isnan(x), value, x)
+
+
 def fatigue_state(ratio: np.ndarray, p: PolicyConfig) -> np.ndarray:
     """rested / tiring / fatigued per row from pushes per response (plus one); NaN (no pushes): rested."""
-    r = np.nan_to_num(np.asarray(ratio, dtype=float), nan=0.0)
+    r = _fill(ratio, 0.0)
     idx = (r >= p.fatigue["tiring"]).astype(int) + (r >= p.fatigue["fatigued"]).astype(int)
     return np.asarray(FATIGUE_STATES, dtype=object)[idx]
 
@@ -26,8 +32,8 @@ def fatigue_state(ratio: np.ndarray, p: PolicyConfig) -> np.ndarray:
 def hold_mask(effect_churn: np.ndarray, effect_spend: np.ndarray, p: PolicyConfig) -> np.ndarray:
     """True where the rule says hold (NaN effects: push, the brand's usual practice)."""
     c, s = np.asarray(effect_churn, dtype=float), np.asarray(effect_spend, dtype=float)
-    raises = np.nan_to_num(c, nan=-np.inf) > p.hold_above
-    worth_it = np.nan_to_num(s, nan=0.0) > p.churn_cost * np.nan_to_num(c, nan=0.0)
+    raises = c > p.hold_above  # NaN compares False: no estimate, no hold
+    worth_it = _fill(s, 0.0) > p.churn_cost * _fill(c, 0.0)
     return raises & ~worth_it
 
 
@@ -48,7 +54,7 @@ def advise(
     c, s = np.asarray(effect_churn, dtype=float), np.asarray(effect_spend, dtype=float)
     hold = hold_mask(c, s, p)
     state = fatigue_state(fatigue_ratio, p)
-    ratio = np.nan_to_num(np.asarray(fatigue_ratio, dtype=float), nan=0.0)
+    ratio = _fill(fatigue_ratio, 0.0)
     reasons = []
     for i in range(c.size):
         if not np.isfinite(c[i]):

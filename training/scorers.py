@@ -135,6 +135,7 @@ class RuleScorer(_Scorer):
         if self.column not in names:
             raise SiyuError(f"{self.label} rule: feature '{self.column}' is not in the table")
         self.s = {"idx": list(names).index(self.column)}
+        self._rate_cache = self._bias_cache = None  # built from the new state on first use
         x = X[:, self.s["idx"]]
         if self.label == "churn":
             from sklearn.linear_model import LogisticRegression
@@ -155,15 +156,27 @@ class RuleScorer(_Scorer):
         if self.label == "churn":
             z = self.s["a"] * self._gap(X) + self.s["b"]
         else:
-            rate = dict(zip(self.s["tiers"], self.s["rates"]))
-            key = np.nan_to_num(X[:, self.s["idx"]], nan=-1.0)
-            z = logit(np.array([rate.get(k, self.s["overall"]) for k in key.tolist()]))
+            rate, overall = self._rates()
+            x = X[:, self.s["idx"]]
+            z = logit(np.array([rate.get(k, overall) for k in np.where(np.isnan(x), -1.0, x).tolist()]))
         if not pred_contrib:
             return sigmoid(z)
         out = np.zeros((len(X), X.shape[1] + 1))
-        bias = float(logit(np.array([self.s.get("overall", sigmoid(self.s.get("b", 0.0)))]))[0])
+        bias = self._bias()
         out[:, self.s["idx"]], out[:, -1] = z - bias, bias
         return out
+
+    def _rates(self) -> tuple[dict, float]:
+        """(tier -> rate, overall rate), built once: a one-user request should not rebuild them."""
+        if getattr(self, "_rate_cache", None) is None:
+            self._rate_cache = (dict(zip(self.s["tiers"], self.s["rates"])), self.s["overall"])
+        return self._rate_cache
+
+    def _bias(self) -> float:
+        """The contributions' bias (log-odds of the overall rate), computed once."""
+        if getattr(self, "_bias_cache", None) is None:
+            self._bias_cache = float(logit(np.array([self.s.get("overall", sigmoid(self.s.get("b", 0.0)))]))[0])
+        return self._bias_cache
 
     def to_json(self) -> dict:
         """JSON-ready state."""
