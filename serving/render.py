@@ -128,6 +128,7 @@ class JsonRenderer:
                 raise ValueError(f"non-finite percentile or contribution in the {lab} answer")
             vals = X[np.arange(len(X))[:, None], np.maximum(idx, 0)]  # just the reasons' values, not all of X
             per_label.append((lab, p.tolist(), pct.tolist(), bkt.tolist(), idx.tolist(), con.tolist(), vals.tolist()))
+        lv = self._ltv_texts(ltv, X) if ltv is not None else None
         out = []
         for u, r in zip(user_ids, rows):
             if r < 0:
@@ -151,30 +152,28 @@ class JsonRenderer:
                 '{"user_id":%s,"status":"ok","tier":%s,"p_churn":%s,"p_promotion":%s,"p_koc":%s,'
                 '"churn":%s,"promotion":%s,"koc":%s'
                 % (_q(u), _q(str(tier[r])), *ps, *objs)
-                + (self._ltv(ltv, r, X) if ltv is not None else "")
+                + (lv[r] if lv is not None else "")
                 + adv[r]
                 + "}"
             )
         return out
 
-    def _ltv(self, lv: dict, r: int, X: np.ndarray) -> str:
-        """`,"ltv":...` fields of row r, the text of `ltv_item`."""
-        v = lambda x: "null" if x != x else _num(round(float(x), 2))  # noqa: E731 - NaN: missing
-        seg = lv["segment_ltv"][r]
-        reasons = ",".join(
-            self._reason("ltv", j, float(X[r, j]), float(lv["reason_contrib"][r, k]))
-            for k, j in enumerate(lv["reason_idx"][r].tolist())
-            if j >= 0
-        )
-        return (
-            ',"ltv":%s,"ltv_own":%s,"ltv_referral":%s,"lifetime_value":{"percentile":%s,"percentile_own":%s,'
-            '"percentile_referral":%s,"segment":%s,"reasons":[%s]}'
-            % (
-                *(v(lv[c][r]) for c in _LTV_VALUES),
-                "null" if seg is None else _q(seg),
-                reasons,
+    def _ltv_texts(self, lv: dict, X: np.ndarray) -> list[str]:
+        """`,"ltv":...` fields of every row, the text of `ltv_item` (columns turned into lists once)."""
+        v = lambda x: "null" if x != x else _num(round(x, 2))  # noqa: E731 - NaN: missing
+        values = [[v(x) for x in np.asarray(lv[c], dtype=float).tolist()] for c in _LTV_VALUES]
+        segs = ["null" if s is None else _q(s) for s in lv["segment_ltv"].tolist()]
+        idx = lv["reason_idx"]
+        rx = X[np.arange(len(X))[:, None], np.maximum(idx, 0)].tolist()  # the reasons' values
+        con, idx = lv["reason_contrib"].tolist(), idx.tolist()
+        out = []
+        for r in range(len(X)):
+            reasons = ",".join(self._reason("ltv", j, rx[r][k], con[r][k]) for k, j in enumerate(idx[r]) if j >= 0)
+            out.append(
+                ',"ltv":%s,"ltv_own":%s,"ltv_referral":%s,"lifetime_value":{"percentile":%s,"percentile_own":%s,'
+                '"percentile_referral":%s,"segment":%s,"reasons":[%s]}' % (*(c[r] for c in values), segs[r], reasons)
             )
-        )
+        return out
 
 
 def ltv_item(lv: dict, i: int, reasons: list[dict]) -> dict:
