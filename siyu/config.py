@@ -179,6 +179,9 @@ class TrainingConfig(_Strict):
     lgbm_params: dict[str, Any] = Field(description="LightGBM parameters")
     num_boost_round: int = Field(gt=0)
     early_stopping_rounds: int = Field(gt=0)
+    refit_all_cutoffs: bool = Field(
+        description="refit LightGBM (classes and LTV) on fit + holdout cutoffs with the early-stopped rounds"
+    )
     class_weight: Literal["balanced", "sqrt", "none"] = Field(
         description="positive weight: negatives/positives (balanced), its square root, or none"
     )

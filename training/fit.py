@@ -149,6 +149,21 @@ def train_booster(params: dict, X_fit, y_fit, X_es, y_es, names, cats, cfg: Conf
     )
 
 
+_ROUND_KEYS = {"num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees", "num_round", "num_rounds",
+               "nrounds", "num_boost_round", "n_estimators", "max_iter", "early_stopping_round",
+               "early_stopping_rounds", "early_stopping", "n_iter_no_change"}  # fmt: skip
+
+
+def refit_booster(booster, X, y, names, cats):
+    """`booster`'s parameters and early-stopped rounds, refitted on (X, y) (e.g. fit + holdout rows)."""
+    import lightgbm as lgb
+
+    rounds = max(int(booster.best_iteration or booster.current_iteration()), 1)
+    params = {k: v for k, v in booster.params.items() if k not in _ROUND_KEYS}
+    data = lgb.Dataset(X, y, feature_name=list(names), categorical_feature=cats or "auto", free_raw_data=True)
+    return lgb.train(params, data, num_boost_round=rounds)
+
+
 def fit_label(label: str, d: LabelData, cfg: Config, features: Sequence[Feature], overrides: dict | None = None):
     """Fit on the older cutoffs, early-stop and calibrate on the held-back cutoff.
 
@@ -169,5 +184,7 @@ def fit_label(label: str, d: LabelData, cfg: Config, features: Sequence[Feature]
     booster = train_booster(params, d.X_fit, y_fit, d.X_holdout, y_hold, names, cats, cfg)
     method = "platt" if cfg.training.calibration == "auto" else cfg.training.calibration  # auto: see select.py
     cal: Calibrator = fit_calibrator(booster.predict(d.X_holdout), y_hold, method, cfg.training.seed)
+    if cfg.training.refit_all_cutoffs:  # the calibrator keeps the early-stopped model's out-of-sample holdout fit
+        booster = refit_booster(booster, np.vstack([d.X_fit, d.X_holdout]), np.r_[y_fit, y_hold], names, cats)
     raw_val = booster.predict(d.X_val)
     return booster, cal, raw_val, cal.apply(raw_val)

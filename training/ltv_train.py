@@ -169,6 +169,13 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     if res.referral:
         boost["ltv_referral"] = fit_part(tweedie_params(cfg), X_fit, tgt(parts["fit"], "ltv_referral"), X_hold,
                                          tgt(parts["holdout"], "ltv_referral"), names, cats, cfg)  # fmt: skip
+    if t.refit_all_cutoffs:  # the holdout cutoff is the nearest to the validation one: its rows tell most
+        from training.fit import refit_booster
+
+        X_both = np.vstack([X_fit, X_hold])
+        for c, b in boost.items():
+            y_both = np.maximum(np.r_[tgt(parts["fit"], c), tgt(parts["holdout"], c)], 0.0)  # as fit_part clips
+            boost[c] = refit_booster(b, X_both, y_both, names, cats)
     from training.model_registry import model_name
 
     model = LTVModel("ltv", model_name(cfg, "ltv"), 0, names, boost["ltv_own"], boost.get("ltv_referral"))
