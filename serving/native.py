@@ -99,6 +99,12 @@ class NativeBooster:
         self.booster = booster
         self._single = SingleRow.create(booster, booster.num_feature(), PREDICT_NORMAL, 1)
 
+    def __getstate__(self) -> dict:
+        return {"booster": self.booster}  # the C handle does not pickle (Spark ships scorers to its workers)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["booster"])
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         """What `booster.predict(X)` returns (one value per row)."""
         if self._single is not None and len(X) <= SMALL_N:

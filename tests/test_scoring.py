@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -230,6 +232,8 @@ def test_native_booster_predicts_what_lightgbm_does(scorer, world):
         got = np.concatenate([nb.predict(X[i : i + 3]) for i in range(0, len(X), 3)])
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
         np.testing.assert_allclose(nb.predict(X), want, rtol=1e-12, atol=0)  # 40 rows: the booster's own path
+        again = pickle.loads(pickle.dumps(nb))  # Spark ships it to its workers
+        np.testing.assert_allclose(again.predict(X[:2]), want[:2], rtol=1e-12, atol=0)
 
 
 def test_score_pool_is_atomic(world, tmp_path, monkeypatch):
