@@ -28,7 +28,7 @@ TASKS = {
     "demo": ("the main job: simulate, validate, features, train, score, serve, one request", ["siyu", "demo"]),
     "test": (
         "ruff (lint + format check), then the default test suite (not the slow ones); what CI runs",
-        ["pytest", "-m", "not slow", "-q"],
+        ["pytest", "-m", "not slow", "-q", "--durations=15"],
     ),
     "lint": ("ruff lint and format check (part of `test`)", None),
     "test-all": ("every test, the slow ones too", ["pytest", "-q"]),
