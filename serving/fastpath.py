@@ -71,14 +71,19 @@ class Batcher:
     def __init__(self, max_rows: int = 16) -> None:
         self.max_rows = max_rows  # serving.native.SMALL_N: the per-row paths, so a batch changes no answer
         self.pending: list[tuple] = []
+        self._loop = None  # the event loop whose turn will score `pending`
 
     async def answer(self, p, user_ids: list[str]) -> Response:
         """The response for `user_ids`, scored with whatever else is waiting."""
         if len(user_ids) > self.max_rows:
             return predict_ids(p, user_ids)
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if self.pending and self._loop is not loop:  # left by a loop that closed before its turn ran
+            self.pending = []
+        fut = loop.create_future()
         if not self.pending:
-            asyncio.get_running_loop().call_soon(self._run)
+            self._loop = loop
+            loop.call_soon(self._run)
         self.pending.append((p, user_ids, fut))
         return await fut
 
