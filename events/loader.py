@@ -61,6 +61,20 @@ def connect(threads: int | None = None, cfg: Config | None = None) -> duckdb.Duc
     return con
 
 
+def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A new session on the database of a `connect` connection: its own temp tables, the same settings.
+
+    One per request lets threads share one database (its memory cap, no connect per request);
+    the session time zone is per session, so it is set again.
+
+    Args:
+        con: a connection from `connect`.
+    """
+    cur = con.cursor()
+    cur.execute("SET TimeZone = 'UTC'")
+    return cur
+
+
 def _source_sql(source: str | Path) -> str:
     path = Path(source)
     if not path.exists():
