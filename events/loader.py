@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from siyu.config import Config, EventsConfig, load_config
 from siyu.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS
@@ -225,7 +226,7 @@ def _adapt(cols: dict[str, tuple[str, str]], events: EventsConfig, source) -> di
 
 
 def stage_raw(
-    con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame, events: EventsConfig | None = None
+    con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame | pa.Table, events: EventsConfig | None = None
 ) -> tuple[str, str]:
     """Expose the log as view `_raw` with every contract column (missing optional ones NULL) and `_row`.
 
@@ -236,7 +237,7 @@ def stage_raw(
 
     Args:
         con: DuckDB connection.
-        source: a path or a DataFrame.
+        source: a path, a DataFrame or an Arrow table (in-memory rows: the API's).
         events: the `events:` config (default: canonical names, no default event).
 
     Returns:
@@ -246,7 +247,7 @@ def stage_raw(
         SiyuError: unreadable file, a required column missing, or a bad column mapping.
     """
     events = events or EventsConfig()
-    if isinstance(source, pd.DataFrame):
+    if isinstance(source, (pd.DataFrame, pa.Table)):
         con.register("_raw_src", source)
         from_sql = "_raw_src"
     else:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from serving.render import JsonRenderer
 from serving.scoring import ReasonFormatter, Scorer, buckets, percentiles, reference
@@ -277,11 +277,12 @@ class Predictor:
         from features.with_tiers import features_and_tiers_on
         from serving.pool import populations_from_tiers
 
-        # Text like a CSV cell, so the validator's parsing rules apply unchanged.
-        df = pd.DataFrame(
-            [{c: (None if e.get(c) is None else str(e[c])) for c in CANONICAL_COLUMNS} for e in events],
-            columns=list(CANONICAL_COLUMNS),
-            dtype=object,
+        # Text like a CSV cell, so the validator's parsing rules apply unchanged (Arrow: DuckDB reads it natively).
+        raw = pa.table(
+            {
+                c: pa.array([None if e.get(c) is None else str(e[c]) for e in events], pa.string())
+                for c in CANONICAL_COLUMNS
+            }
         )
         stored = None
         if history and self.history is not None:
@@ -296,7 +297,7 @@ class Predictor:
                     f"WHERE event IN ('{HOLDOUT_START}', '{HOLDOUT_END}')"
                 )
             # Posted rows use the contract's column names; the report's counts are not needed.
-            run_validation(con, df, self.cfg, adapt_columns=False, report=False)
+            run_validation(con, raw, self.cfg, adapt_columns=False, report=False)
             bad = con.execute(
                 "SELECT source_row, reason, count(*) OVER () FROM quarantine ORDER BY source_row LIMIT 1"
             ).fetchone()

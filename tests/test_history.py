@@ -75,7 +75,7 @@ def test_unknown_users_score_from_their_posted_events_only(world, pred):
 
 
 def test_a_holdout_end_may_close_a_holdout_start_in_the_stored_history(world, pred):
-    """The stored history is the validation's context, as the full log is in batch (history: false: posted rows alone)."""
+    """The stored history is the validation's context, as the full log is in batch (history: false: the posted rows)."""
     from serving.predictor import EventsRejected
 
     events = pd.read_parquet(world.events)

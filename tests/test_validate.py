@@ -333,6 +333,15 @@ def test_validation_without_the_report_leaves_the_same_tables(cfg):
     assert run_validation(lean, rows, cfg, adapt_columns=False, report=False) is None
     for t in ("events", "quarantine"):
         pd.testing.assert_frame_equal(full.table(t).df(), lean.table(t).df())
+    # The same rows as an Arrow table of text (how the API passes them) validate the same.
+    import pyarrow as pa
+
+    arrow = connect(cfg=cfg)
+    run_validation(
+        arrow, pa.Table.from_pandas(rows.astype("string"), preserve_index=False), cfg, adapt_columns=False, report=False
+    )
+    for t in ("events", "quarantine"):
+        pd.testing.assert_frame_equal(full.table(t).df(), arrow.table(t).df())
 
 
 def test_a_cursor_is_a_session_set_up_like_connect(cfg):
