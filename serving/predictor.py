@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from serving.render import JsonRenderer
@@ -321,8 +322,11 @@ class Predictor:
             families = frozenset(self.snap.families) if self.snap.families is not None else None
             # Features and tiers (the populations) from one build of the facts, as batch scoring does.
             feats, tiers = features_and_tiers_on(Runner(con), asof, self.cfg, families=families)
-        pop = feats[["user_id"]].merge(populations_from_tiers(tiers), on="user_id", how="left")
+        ids = feats["user_id"].astype(str).tolist()
+        pop = populations_from_tiers(tiers)
+        at = pd.Index(pop["user_id"]).get_indexer(ids)  # each feature row's tier row (-1: none)
+        has = at >= 0
         X = feats[self.snap.feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
-        pops = {lab: pop[f"in_{lab}_pop"].fillna(False).to_numpy(dtype=bool) for lab in LABELS}
-        tier = pop["tier"].fillna("lost").to_numpy(dtype=object)
-        return self.predict_rows(feats["user_id"].astype(str).tolist(), X, tier, pops), asof
+        pops = {lab: has & pop[f"in_{lab}_pop"].to_numpy(dtype=bool)[at] for lab in LABELS}
+        tier = np.where(has, pop["tier"].to_numpy(dtype=object)[at], "lost").astype(object)
+        return self.predict_rows(ids, X, tier, pops), asof
