@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from siyu.config import Config, EventsConfig, load_config
 from siyu.contract import CANONICAL_COLUMNS, REQUIRED_COLUMNS
@@ -59,6 +60,20 @@ def connect(threads: int | None = None, cfg: Config | None = None) -> duckdb.Duc
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     return con
+
+
+def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A new session on the database of a `connect` connection: its own temp tables, the same settings.
+
+    One per request lets threads share one database (its memory cap, no connect per request);
+    the session time zone is per session, so it is set again.
+
+    Args:
+        con: a connection from `connect`.
+    """
+    cur = con.cursor()
+    cur.execute("SET TimeZone = 'UTC'")
+    return cur
 
 
 def _source_sql(source: str | Path) -> str:
@@ -211,7 +226,7 @@ def _adapt(cols: dict[str, tuple[str, str]], events: EventsConfig, source) -> di
 
 
 def stage_raw(
-    con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame, events: EventsConfig | None = None
+    con: duckdb.DuckDBPyConnection, source: str | Path | pd.DataFrame | pa.Table, events: EventsConfig | None = None
 ) -> tuple[str, str]:
     """Expose the log as view `_raw` with every contract column (missing optional ones NULL) and `_row`.
 
@@ -222,7 +237,7 @@ def stage_raw(
 
     Args:
         con: DuckDB connection.
-        source: a path or a DataFrame.
+        source: a path, a DataFrame or an Arrow table (in-memory rows: the API's).
         events: the `events:` config (default: canonical names, no default event).
 
     Returns:
@@ -232,7 +247,7 @@ def stage_raw(
         SiyuError: unreadable file, a required column missing, or a bad column mapping.
     """
     events = events or EventsConfig()
-    if isinstance(source, pd.DataFrame):
+    if isinstance(source, (pd.DataFrame, pa.Table)):
         con.register("_raw_src", source)
         from_sql = "_raw_src"
     else:

@@ -149,7 +149,8 @@ def run_validation(
     cfg: Config,
     table: str = "events",
     adapt_columns: bool = True,
-) -> ValidationReport:
+    report: bool = True,
+) -> ValidationReport | None:
     """Validate a log and leave its accepted, de-duplicated rows in TEMP table `table`.
 
     Args:
@@ -159,9 +160,10 @@ def run_validation(
         table: name of the table of accepted canonical events.
         adapt_columns: rename the brand's columns (`events.columns`); False for rows that already
             use the contract's names (the API's); event values and time zone still apply.
+        report: count the report; False skips its queries (the API reads only `quarantine`).
 
     Returns:
-        The report; quarantined rows stay in TEMP table `quarantine`.
+        The report (None when not asked for); quarantined rows stay in TEMP table `quarantine`.
     """
     adapter = cfg.events if adapt_columns else cfg.events.model_copy(update={"columns": {}, "default_event": None})
     raw, ts_kind = stage_raw(con, source, adapter)
@@ -187,11 +189,15 @@ def run_validation(
         f"SELECT _row AS source_row, reason, CAST(NULL AS VARCHAR) AS detail, {raw_cols} "
         f"FROM _checked WHERE reason IS NOT NULL{malformed}) q ORDER BY source_row"
     )
+    if not report:
+        con.execute("DROP TABLE _checked")
+        con.execute("DROP TABLE IF EXISTS _malformed")
+        return None
     rows_read, valid_rows = con.execute("SELECT count(*), count(*) FILTER (reason IS NULL) FROM _checked").fetchone()
     rows_read += n_malformed
     con.execute("DROP TABLE _checked")
     con.execute("DROP TABLE IF EXISTS _malformed")
-    report = ValidationReport.collect(
+    return ValidationReport.collect(
         con,
         table,
         str(source) if not isinstance(source, pd.DataFrame) else "<frame>",
@@ -199,7 +205,6 @@ def run_validation(
         valid_rows,
         cfg.quarantine.max_fraction,
     )
-    return report
 
 
 def load_valid_events(

@@ -31,9 +31,19 @@ def tier_days(days: list[int], cfg: Config) -> list[int]:
     return sorted({d - b for d in days for b in [0, *back]})
 
 
+_COMPILED: dict[int, tuple[Config, Compiled]] = {}
+
+
 def compiled_for(cfg: Config) -> Compiled:
-    """The compiled registry for this config."""
-    return Compiled(features_of(cfg), sorted(windows_in(cfg)))
+    """The compiled registry for this config (compiled once per Config object: configs are frozen)."""
+    # Keyed by identity (a Config holds dicts, so it has no hash); the entry keeps its Config alive,
+    # so an id is never reused while cached. A /predict_events request would otherwise compile twice.
+    hit = _COMPILED.get(id(cfg))
+    if hit is None or hit[0] is not cfg:
+        if len(_COMPILED) >= 16:
+            _COMPILED.clear()
+        hit = _COMPILED[id(cfg)] = (cfg, Compiled(features_of(cfg), sorted(windows_in(cfg))))
+    return hit[1]
 
 
 def feature_bounds(days: list[int], cfg: Config) -> set[int]:

@@ -7,18 +7,20 @@ the snapshot's feature matrix and the percentile reference distributions.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from serving.render import JsonRenderer
 from serving.scoring import ReasonFormatter, Scorer, buckets, percentiles, reference
 from serving.snapshot import Snapshot, load_snapshot
 from siyu.config import Config
-from siyu.contract import CANONICAL_COLUMNS, LABELS
+from siyu.contract import CANONICAL_COLUMNS, HOLDOUT_END, HOLDOUT_START, LABELS
 from siyu.errors import SiyuError
 
 
@@ -83,6 +85,7 @@ class Predictor:
             cfg = with_windows(cfg, windows_of(snap.feature_names))
         self.cfg, self.scorer, self.snap = cfg, scorer, snap
         self.history = None  # serving.history.History of the snapshot's users (set by load)
+        self._db, self._db_lock = None, threading.Lock()  # /predict_events' DuckDB database (see _session)
         if scorer.feature_names != snap.feature_names:
             raise SiyuError("snapshot feature columns differ from the scorer's")
         reg = _registry()
@@ -258,6 +261,15 @@ class Predictor:
                 item[f] = None if v[i] is None or v[i] != v[i] else (float(v[i]) if f.startswith("push_") else v[i])
         return out
 
+    def _session(self):
+        """A DuckDB session for one request on the predictor's one database (thread-safe, no connect per request)."""
+        from events.loader import connect, cursor
+
+        with self._db_lock:
+            if self._db is None:
+                self._db = connect(threads=1, cfg=self.cfg)  # tiny inputs: more threads only add scheduling
+        return cursor(self._db)
+
     def predict_events(
         self, events: list[dict[str, Any]], asof: datetime | None, history: bool = True
     ) -> tuple[list[dict], datetime]:
@@ -265,6 +277,8 @@ class Predictor:
 
         For a user the snapshot knows, the features come from the stored history plus the posted
         events (exact duplicates count once, as in batch), unless `history` is False (what-if).
+        The stored history is also the validation's context, as the full log is in batch: a posted
+        holdout_end may close a holdout_start the user already has.
 
         Args:
             events: rows in the docs/design.md §2 contract (raw values, as in a CSV).
@@ -279,48 +293,61 @@ class Predictor:
             EventsRejected: a row breaks the contract.
             SiyuError: asof precedes every posted event (the answer would be empty).
         """
-        from events.loader import connect
         from events.validate import run_validation
-        from features.compute import feature_table
         from features.export import brand_local
-        from serving.pool import population_frame
+        from features.facts import Runner
+        from features.with_tiers import features_and_tiers_on
+        from serving.pool import populations_from_tiers
 
-        # Text like a CSV cell, so the validator's parsing rules apply unchanged.
-        df = pd.DataFrame(
-            [{c: (None if e.get(c) is None else str(e[c])) for c in CANONICAL_COLUMNS} for e in events],
-            columns=list(CANONICAL_COLUMNS),
-            dtype=object,
+        # Text like a CSV cell, so the validator's parsing rules apply unchanged (Arrow: DuckDB reads it natively).
+        raw = pa.table(
+            {
+                c: pa.array([None if e.get(c) is None else str(e[c]) for e in events], pa.string())
+                for c in CANONICAL_COLUMNS
+            }
         )
-        con = connect(threads=1, cfg=self.cfg)
-        run_validation(con, df, self.cfg, adapt_columns=False)  # posted rows use the contract's column names
-        bad = con.execute(
-            "SELECT source_row, reason, count(*) OVER () FROM quarantine ORDER BY source_row LIMIT 1"
-        ).fetchone()
-        if bad:
-            raise EventsRejected(int(bad[0]) - 1, _field_of(bad[1]), bad[1], int(bad[2]))
+        stored = None
         if history and self.history is not None:
-            users = [r[0] for r in con.execute("SELECT DISTINCT user_id FROM events").fetchall()]
+            # Validation trims ids of spaces only (SQL trim); a row without an id is rejected there.
+            users = list(dict.fromkeys(str(e["user_id"]).strip(" ") for e in events if e.get("user_id") is not None))
             stored = self.history.rows(users)
-            if stored.num_rows:
+        with self._session() as con:
+            if stored is not None and stored.num_rows:
                 con.register("_stored", stored)
+                con.execute(
+                    f"CREATE TEMP TABLE _prior_markers AS SELECT user_id, ts, event FROM _stored "
+                    f"WHERE event IN ('{HOLDOUT_START}', '{HOLDOUT_END}')"
+                )
+            # Posted rows use the contract's column names; the report's counts are not needed.
+            run_validation(con, raw, self.cfg, adapt_columns=False, report=False)
+            bad = con.execute(
+                "SELECT source_row, reason, count(*) OVER () FROM quarantine ORDER BY source_row LIMIT 1"
+            ).fetchone()
+            if bad:
+                raise EventsRejected(int(bad[0]) - 1, _field_of(bad[1]), bad[1], int(bad[2]))
+            if stored is not None and stored.num_rows:
                 con.execute(
                     "CREATE OR REPLACE TEMP TABLE events AS SELECT DISTINCT * FROM "
                     "(SELECT * FROM events UNION ALL SELECT * FROM _stored)"
                 )
-        oldest, newest = con.execute("SELECT min(ts), max(ts) FROM events").fetchone()
-        if asof is None:
-            asof = max(self.snap.asof, newest) if newest is not None else self.snap.asof
-        asof = brand_local(asof, self.cfg.events.time_zone)
-        if oldest is not None and asof < oldest:
-            # Features see only events at or before asof: none of these would count (an empty 200 hides it).
-            raise SiyuError(
-                f"asof {asof:%Y-%m-%d %H:%M:%S} precedes every posted event (earliest {oldest:%Y-%m-%d %H:%M:%S}, "
-                f"{self.cfg.events.time_zone}): nothing to score"
-            )
-        families = frozenset(self.snap.families) if self.snap.families is not None else None
-        feats = feature_table(con, asof, self.cfg, families=families)
-        pop = feats[["user_id"]].merge(population_frame(con, asof, self.cfg), on="user_id", how="left")
+            oldest, newest = con.execute("SELECT min(ts), max(ts) FROM events").fetchone()
+            if asof is None:
+                asof = max(self.snap.asof, newest) if newest is not None else self.snap.asof
+            asof = brand_local(asof, self.cfg.events.time_zone)
+            if oldest is not None and asof < oldest:
+                # Features see only events at or before asof: none of these would count (an empty 200 hides it).
+                raise SiyuError(
+                    f"asof {asof:%Y-%m-%d %H:%M:%S} precedes every posted event (earliest "
+                    f"{oldest:%Y-%m-%d %H:%M:%S}, {self.cfg.events.time_zone}): nothing to score"
+                )
+            families = frozenset(self.snap.families) if self.snap.families is not None else None
+            # Features and tiers (the populations) from one build of the facts, as batch scoring does.
+            feats, tiers = features_and_tiers_on(Runner(con), asof, self.cfg, families=families)
+        ids = feats["user_id"].astype(str).tolist()
+        pop = populations_from_tiers(tiers)
+        at = pd.Index(pop["user_id"]).get_indexer(ids)  # each feature row's tier row (-1: none)
+        has = at >= 0
         X = feats[self.snap.feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
-        pops = {lab: pop[f"in_{lab}_pop"].fillna(False).to_numpy(dtype=bool) for lab in LABELS}
-        tier = pop["tier"].fillna("lost").to_numpy(dtype=object)
-        return self.predict_rows(feats["user_id"].astype(str).tolist(), X, tier, pops), asof
+        pops = {lab: has & pop[f"in_{lab}_pop"].to_numpy(dtype=bool)[at] for lab in LABELS}
+        tier = np.where(has, pop["tier"].to_numpy(dtype=object)[at], "lost").astype(object)
+        return self.predict_rows(ids, X, tier, pops), asof

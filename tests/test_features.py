@@ -298,3 +298,13 @@ def test_auto_windows_rule_span_and_scoring_side():
     slow = auto.model_copy(update={"windows": auto.windows.model_copy(update={"horizon_days": 90})})
     assert resolve(slow, con).windows.feature_windows == (30, 90)  # 180 and 365 exceed the 91 days of history
     assert resolve(cfg, con) is cfg
+
+
+def test_compiled_registry_is_built_once_per_config(cfg):
+    """compiled_for caches by Config object: the same config reuses it, another config compiles its own."""
+    from features.compute import compiled_for
+
+    assert compiled_for(cfg) is compiled_for(cfg)
+    other = cfg.model_copy(update={"windows": cfg.windows.model_copy(update={"feature_windows": (7, 14)})})
+    c = compiled_for(other)
+    assert c is not compiled_for(cfg) and c.lookbacks == [7, 14]

@@ -72,3 +72,36 @@ def test_unknown_users_score_from_their_posted_events_only(world, pred):
     (a,), _ = pred.predict_events(rows, world.asof)
     (b,), _ = pred.predict_events(rows, world.asof, history=False)
     assert a == b
+
+
+def test_a_holdout_end_may_close_a_holdout_start_in_the_stored_history(world, pred):
+    """The stored history is the validation's context, as the full log is in batch (history: false: the posted rows)."""
+    from serving.predictor import EventsRejected
+
+    events = pd.read_parquet(world.events)
+    marks = events[events.event.isin(["holdout_start", "holdout_end"]) & (events.ts <= world.asof)]
+    last = marks.sort_values(["user_id", "ts"]).groupby("user_id").event.last()
+    open_ = [u for u in last[last == "holdout_start"].index if u in pred.snap.index]
+    assert open_, "the serving world has a user inside a holdout at its asof"
+    end = [{"user_id": open_[0], "ts": world.asof.isoformat(), "event": "holdout_end"}]
+    (item,), _ = pred.predict_events(end, world.asof)
+    assert item["status"] == "ok"
+    with pytest.raises(EventsRejected, match="holdout_end without holdout_start"):
+        pred.predict_events(end, world.asof, history=False)
+    # A user with no open holdout is still refused, with the batch validator's message.
+    closed = [u for u in last[last == "holdout_end"].index if u in pred.snap.index]
+    with pytest.raises(EventsRejected, match=r"events\[0\]\.event: holdout_end without holdout_start"):
+        pred.predict_events([{**end[0], "user_id": closed[0]}], world.asof)
+
+
+def test_concurrent_requests_share_one_database_and_answer_as_alone(world, pred):
+    """A session per request: requests from several threads get the answers they get one by one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    users = pred.snap.user_ids[:6]
+    reqs = [[{"user_id": u, "ts": world.asof.isoformat(), "event": "visit"}] for u in users]
+    alone = [pred.predict_events(r, world.asof)[0] for r in reqs]
+    with ThreadPoolExecutor(3) as ex:
+        together = list(ex.map(lambda r: pred.predict_events(r, world.asof)[0], reqs * 2))
+    assert together == alone * 2
+    assert pred._db is not None  # one database, created once

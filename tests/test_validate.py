@@ -322,3 +322,35 @@ def test_carriage_return_inside_an_unquoted_value_refuses_the_file(cfg, tmp_path
     p.write_bytes(b"user_id,ts,event,order_id\nu1,2025-01-01,visit,a\rb\nu2,2025-01-01,visit,x\n")
     with pytest.raises(SiyuError, match=r"carriage return .* inside an unquoted value"):
         run_validation(connect(), p, cfg)
+
+
+def test_validation_without_the_report_leaves_the_same_tables(cfg):
+    """report=False (the API's) skips only the counts: accepted and quarantined rows are those of a full run."""
+    good = {"user_id": "u1", "ts": "2026-01-01T00:00:00Z", "event": "visit"}
+    rows = frame([good, good, *BAD_ROWS])
+    full, lean = connect(cfg=cfg), connect(cfg=cfg)
+    assert run_validation(full, rows, cfg, adapt_columns=False).quarantined == len(BAD_ROWS)
+    assert run_validation(lean, rows, cfg, adapt_columns=False, report=False) is None
+    for t in ("events", "quarantine"):
+        pd.testing.assert_frame_equal(full.table(t).df(), lean.table(t).df())
+    # The same rows as an Arrow table of text (how the API passes them) validate the same.
+    import pyarrow as pa
+
+    arrow = connect(cfg=cfg)
+    run_validation(
+        arrow, pa.Table.from_pandas(rows.astype("string"), preserve_index=False), cfg, adapt_columns=False, report=False
+    )
+    for t in ("events", "quarantine"):
+        pd.testing.assert_frame_equal(full.table(t).df(), arrow.table(t).df())
+
+
+def test_a_cursor_is_a_session_set_up_like_connect(cfg):
+    """loader.cursor: the session time zone is UTC again (it is per session) and temp tables stay its own."""
+    from events.loader import cursor
+
+    con = connect(cfg=cfg)
+    con.execute("SET GLOBAL TimeZone = 'Asia/Tokyo'")  # a new session's default: what it would read text in
+    cur = cursor(con)
+    assert cur.execute("SELECT current_setting('TimeZone')").fetchone()[0] in ("UTC", "Etc/UTC")
+    cur.execute("CREATE TEMP TABLE mine AS SELECT 1 AS a")
+    assert not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'mine'").fetchone()[0]
