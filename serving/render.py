@@ -83,18 +83,9 @@ class JsonRenderer:
             + self.tail[(lab, up)]
         )
 
-    def items(
-        self,
-        user_ids: list[str],
-        rows: list[int],
-        tier: np.ndarray,
-        X: np.ndarray,
-        cols: dict[str, tuple],
-        ltv: dict[str, np.ndarray] | None = None,
-        advice: dict[str, np.ndarray] | None = None,
-    ) -> str:
+    def items(self, *args, **kwargs) -> str:
         """JSON array text of the answer items (the arguments of `item_texts`)."""
-        return "[" + ",".join(self.item_texts(user_ids, rows, tier, X, cols, ltv, advice)) + "]"
+        return "[" + ",".join(self.item_texts(*args, **kwargs)) + "]"
 
     def item_texts(
         self,
