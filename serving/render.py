@@ -168,7 +168,7 @@ class JsonRenderer:
 
 
 def ltv_item(lv: dict, i: int, reasons: list[dict]) -> dict:
-    """The `ltv` fields of row i of `Predictor.ltv_columns` as dicts (the shape `JsonRenderer._ltv` writes)."""
+    """The `ltv` fields of row i of `Predictor.ltv_columns` as dicts (the shape `JsonRenderer._ltv_texts` writes)."""
     v = lambda x: None if x != x else round(float(x), 2)  # noqa: E731 - NaN: missing (no referral part)
     return {
         "ltv": v(lv["ltv"][i]),
