@@ -27,6 +27,8 @@ from typing import Literal
 from siyu.config import default_config
 from siyu.contract import ACTIONS, FAMILIES
 
+HOLDOUT_FEATURE = "in_holdout"  # the control-group flag: an input of the labels, the arm of the push effect
+
 
 @dataclass(frozen=True)
 class Feature:
@@ -293,6 +295,17 @@ def features_for(windows: tuple[int, ...], period: int, horizon: int, rhythm: in
         _ratio(f"{{n:message_sent:{long}}}", f"{{days:@user:{long}}}"),
         ("exposure",),
         churn_up,
+    )
+    # The brand's own control group: a held user gets no pushes, so has nothing to open or answer in H.
+    # The brand knows the group when it scores: its markers sit at the period's start.
+    add(
+        HOLDOUT_FEATURE,
+        "trust",
+        "is in a no-push control group at the cutoff",
+        "flag",
+        "CASE WHEN {last:holdout_start} IS NULL THEN 0 WHEN {last:holdout_end} IS NULL"
+        " OR {last:holdout_start} >= {last:holdout_end} THEN 1 ELSE 0 END",
+        ("exposure",),
     )
     for ev in ("mute", "complaint"):
         add(

@@ -219,9 +219,10 @@ def simulate_world(
             if d == days:
                 break
             ev = DayEvents(w.st, d, emit=True, next_order=w.next_order)
-            if held is not None:
-                ev.add(E["holdout_end"], held[0])
-                ev.add(E["holdout_start"], held[1])
+            if held is not None:  # at 00:00: the brand sets a period's control group before the day's pushes,
+                # so a model scoring at that cutoff knows who is held (an end is read before a start)
+                ev.add(E["holdout_end"], held[0], sec=0)
+                ev.add(E["holdout_start"], held[1], sec=0)
             src = 1 if cal.campaign[d] and d > 0 else 0
             w.add_users(int(arrivals[d]), d, src, ev)
             refs, amounts = step(view(w.st, w.n), d, cal, cfg.simulation, w.rng, ev)

@@ -308,3 +308,15 @@ def test_compiled_registry_is_built_once_per_config(cfg):
     other = cfg.model_copy(update={"windows": cfg.windows.model_copy(update={"feature_windows": (7, 14)})})
     c = compiled_for(other)
     assert c is not compiled_for(cfg) and c.lookbacks == [7, 14]
+
+
+def test_in_holdout_reads_the_control_group_open_at_the_cutoff(cfg):
+    """in_holdout: 1 inside an open control group (markers at or before T), 0 outside or after it."""
+    d = lambda days: (T - timedelta(days=days)).isoformat()  # noqa: E731
+    rows = [(u, d(60), "follow") for u in "abcde"]
+    rows += [("a", d(0), "holdout_start")]  # starts at the cutoff instant: known at T
+    rows += [("b", d(40), "holdout_start"), ("b", d(10), "holdout_end")]  # closed before T
+    rows += [("c", d(30), "holdout_start"), ("c", d(0), "holdout_end"), ("c", d(0), "holdout_start")]  # next one
+    rows += [("d", (T + timedelta(hours=1)).isoformat(), "holdout_start")]  # after T: unseen
+    df = feature_table(con_with(rows), T, cfg).set_index("user_id")["in_holdout"]
+    assert df.to_dict() == {"a": 1, "b": 0, "c": 1, "d": 0, "e": 0}

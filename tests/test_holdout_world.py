@@ -10,7 +10,7 @@ import pytest
 
 from events.loader import connect
 from events.validate import load_valid_events, run_validation
-from features.catalog import feature_names
+from features.catalog import HOLDOUT_FEATURE, feature_names
 from features.compute import feature_table
 from simulation.simulator import simulate_world
 from siyu.config import default_config
@@ -67,11 +67,13 @@ def test_oracle_has_the_push_contrast_of_the_churn_population(world):
 
 def test_estimate_uses_only_events_up_to_the_cutoff_and_not_the_holdout(world):
     """Features (so estimates) at T are the same from the whole log and from the log cut at T: the
-    holdout that starts after T and everything it causes, the held users' labels included, is unseen."""
+    holdout that starts at T is known (its markers sit at T: `in_holdout`), everything it causes
+    after T, the held users' labels included, is unseen."""
     cfg, out = world
     T = datetime.combine(CUT, datetime.min.time())
     names = feature_names(cfg)
-    assert not any("holdout" in n or n in ("arm", "held", "spend") for n in names)
+    assert [n for n in names if "holdout" in n] == [HOLDOUT_FEATURE]
+    assert not any(n in ("arm", "held", "spend") for n in names)
     con = connect(cfg=cfg)
     load_valid_events(con, out / "events.parquet", cfg)
     arms = arms_frame(con, [T - timedelta(days=H), T], cfg).set_index(["cutoff", "user_id"])["held_share"]
@@ -81,7 +83,9 @@ def test_estimate_uses_only_events_up_to_the_cutoff_and_not_the_holdout(world):
     truncated = feature_table(cut_con, T, cfg).set_index("user_id").loc[full.index]
     pd.testing.assert_frame_equal(full[names], truncated[names], check_dtype=False)
     held = [u for u in full.index if arms.get((pd.Timestamp(T), u), 0.0) >= cfg.uplift.min_held_share]
-    assert len(held) > 10  # held users at T: their holdout starts after T
+    assert len(held) > 10  # held users at T: their holdout starts at T
+    assert (full.loc[held, HOLDOUT_FEATURE] == 1).all() and full[HOLDOUT_FEATURE].mean() < 0.5
+    names = [n for n in names if n != HOLDOUT_FEATURE]  # the push effect leaves out its own arm
     # A model fitted on the previous period's arms scores the held users the same from either log.
     prev = feature_table(con, T - timedelta(days=H), cfg)
     arm = np.array([arms.get((pd.Timestamp(T - timedelta(days=H)), u), 0.0) >= 0.9 for u in prev["user_id"]])

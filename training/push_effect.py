@@ -64,6 +64,10 @@ def train_push_effect(
     Returns:
         The PushEffectResult (trained False with the reason when the control groups are too small).
     """
+    from features.catalog import HOLDOUT_FEATURE
+
+    # The control-group flag is the arm itself: an effect compares both arms at the same inputs.
+    features = [f for f in features if f.name != HOLDOUT_FEATURE]
     u, names = cfg.uplift, [f.name for f in features]
     d = attach_arms(table, arms, u.min_held_share)
     if earlier is not None and len(earlier):
