@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -30,25 +31,45 @@ _LTV = ("ltv", "ltv_own", "ltv_referral")
 _SCORES = (*(f"p_{lab}" for lab in LABELS), *_LTV)  # what a task returns: the inputs of the pool's percentiles
 
 
-def part_scorer(tidy, parts: str, **score_args):
+_BUILT: dict[str, tuple] = {}  # per Python worker: one job's scorers, built by its first task there
+
+
+def part_scorer(tidy, parts: str, scorer, ltv, **score_args):
     """The mapInPandas function: one partition's rows -> a snapshot part file; yields its scores.
 
     Args:
         tidy: features.spark.scoring_frame's tidy step.
         parts: folder the parts go to (one file per partition, named by its index).
-        score_args: serving.pool.score_frame's arguments other than the frames (scorer, cfg, asof, ...).
+        scorer: the serving.scoring.Scorer; its models travel to the workers, its explainers (native
+            handles, not picklable) are built there once per worker process.
+        ltv: the LTV champion (serving.ltv_scores.LtvScorer) or None; likewise rebuilt from its model.
+        score_args: serving.pool.score_frame's other arguments (cfg, asof, families, lineage, push_effect).
     """
+    token = uuid.uuid4().hex
+    recipe = (scorer.models, scorer.feature_names, scorer.reasons, None if ltv is None else ltv.model)
 
     def run(batches):
         from pyspark import TaskContext
 
+        import serving.spark_scoring as here
         from serving.pool import populations_from_tiers, score_frame
 
         chunks = list(batches)
         if not chunks:
             return
+        if token not in here._BUILT:
+            from serving.ltv_scores import LtvScorer
+            from serving.scoring import Scorer
+
+            models, names, reasons, ltv_model = recipe
+            here._BUILT.clear()
+            here._BUILT[token] = (
+                Scorer(models, names, reasons),
+                None if ltv_model is None else LtvScorer(ltv_model, names),
+            )
+        built_scorer, built_ltv = here._BUILT[token]
         feats, tiers = tidy(pd.concat(chunks, ignore_index=True))
-        table = score_frame(feats, populations_from_tiers(tiers), **score_args)
+        table = score_frame(feats, populations_from_tiers(tiers), built_scorer, ltv=built_ltv, **score_args)
         path = Path(parts) / f"part-{TaskContext.get().partitionId():05d}.parquet"
         tmp = path.with_suffix(".tmp")  # a retried task rewrites its part whole
         pq.write_table(table, tmp, compression="zstd")
@@ -167,12 +188,12 @@ def score_pool_spark(
             S.load_events(spark, path)
         parts = Path(tmp) / "parts"
         parts.mkdir()
-        args = dict(scorer=scorer, cfg=cfg, asof=asof, families=families, lineage=origin, ltv=ltv)
+        args = dict(cfg=cfg, asof=asof, families=families, lineage=origin, push_effect=push_effect)
         with S.scoring_frame(spark, asof, cfg) as (sdf, tidy):
             # Range partitions: part i holds smaller user ids than part i + 1, so the parts in order are
             # the DuckDB engine's user order (each part is sorted by its tidy step).
             ranged = sdf.repartitionByRange(max(1, cfg.runtime.spark_partitions), "user_id")
-            fn = part_scorer(tidy, str(parts), push_effect=push_effect, **args)
+            fn = part_scorer(tidy, str(parts), scorer, ltv, **args)
             scores = ranged.mapInPandas(fn, ", ".join(f"{c} DOUBLE" for c in _SCORES)).toPandas()
         progress.update(step, description="writing the snapshot")
         assemble(parts, scores, cfg, out)
