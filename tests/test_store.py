@@ -258,6 +258,26 @@ def test_spark_reads_the_store(world, store):
     pd.testing.assert_frame_equal(got, feature_table(con, world.asof, world.cfg), atol=1e-9, check_dtype=False)
 
 
+@pytest.mark.spark
+@pytest.mark.slow
+def test_spark_scores_the_store(world, store, tmp_path):
+    """`siyu score --store --engine spark` writes the DuckDB engine's snapshot of the store (a Spark session: slow)."""
+    from serving.batch import score_pool
+
+    root, _ = store
+    cfg = world.cfg.model_copy(update={"runtime": world.cfg.runtime.model_copy(update={"spark_partitions": 2})})
+    duck, spark = tmp_path / "duckdb.parquet", tmp_path / "spark.parquet"
+    score_pool(root, world.asof, duck, cfg, record=False, show_progress=False)
+    score_pool(root, world.asof, spark, cfg, engine="spark", record=False, show_progress=False)
+    a, b = pd.read_parquet(duck), pd.read_parquet(spark)
+    assert (a.user_id.to_numpy() == b.user_id.to_numpy()).all() and (a.tier.to_numpy() == b.tier.to_numpy()).all()
+    for lab in LABELS:
+        for c in (f"p_{lab}", f"pct_{lab}"):
+            np.testing.assert_allclose(b[c].to_numpy(float), a[c].to_numpy(float), atol=1e-9, err_msg=c)
+        names = lambda col: [None if r is None else [x["feature"] for x in r] for r in col]  # noqa: E731
+        assert names(b[f"reasons_{lab}"]) == names(a[f"reasons_{lab}"])
+
+
 def test_cli_ingest_twice_then_features_from_the_store(tmp_path):
     """`siyu ingest` then `siyu features --store` (in-process): the second ingest is a no-op."""
     from conftest import DATA
