@@ -6,6 +6,7 @@ A store is a folder holding `siyu-store.json` (the manifest) and immutable Parqu
     facts/iv/date=YYYY-MM-DD/part-<gen>-<i>.parquet     per (user, event code, bucket) counts and sums
     facts/states/date=.../  facts/orders/date=.../  facts/refunds/date=...
     facts/months/month=YYYY-MM/part-<gen>-<i>.parquet   per (user, event code) over a month of buckets
+    facts/markers/batch=<sha12>/part-0.parquet          the batch's accepted control-group markers
     quarantine/batch=<sha12>/quarantine.parquet, summary.json
 
 The manifest is the commit: it lists every live file, and readers read only the files it lists,
@@ -41,7 +42,7 @@ def empty_manifest(time_zone: str) -> dict:
         "time_zone": time_zone,
         "batches": {},
         "events": {},
-        "facts": {"iv": {}, "states": {}, "orders": {}, "refunds": {}, "months": {}},
+        "facts": {"iv": {}, "states": {}, "orders": {}, "refunds": {}, "months": {}, "markers": {}},
         "totals": {"rows": 0, "fingerprint": 0, "ts_min": None, "ts_max": None, "events": []},
     }
 
@@ -95,8 +96,8 @@ def event_files(store: str | Path, manifest: dict | None = None, dates=None) -> 
 
 
 def fact_files(store: str | Path, manifest: dict, kind: str, keys=None) -> list[str]:
-    """Absolute paths of one kind of fact files (iv, states, orders, refunds, months), of `keys` when given."""
-    part = manifest["facts"][kind]
+    """Absolute paths of one kind of fact files (iv, states, orders, refunds, months, markers), of `keys` when given."""
+    part = manifest["facts"].get(kind, {})
     keep = sorted(part) if keys is None else sorted(k for k in keys if k in part)
     return [str(Path(store) / f) for k in keep for f in part[k]]
 

@@ -8,7 +8,8 @@ arrays before the next query runs.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import numpy as np
@@ -265,6 +266,43 @@ def feature_rows(
     finally:
         run.drop([user_days, *old])
     return stack.frame(order) if stack is not None else frame_of(one, order)
+
+
+@contextmanager
+def feature_query(
+    run: Runner, facts: Facts, tiers: str, day: int, cfg: Config, families: Collection[str] | None = None
+) -> Iterator[tuple[str, object]]:
+    """The feature SQL of one cutoff with its helper tables alive, and the step that tidies chunks of its rows.
+
+    For an engine that streams the rows instead of collecting them (the Spark scoring job):
+    `tidy(cols)` turns the engine columns of any set of rows into the frame feature_rows gives for
+    them (sorted by user_id), so chunks tidied one by one concatenate to feature_rows' table.
+
+    Args:
+        run: the engine runner.
+        facts: fact tables built for this day (feature_bounds).
+        tiers: table holding tier_sql at tier_days([day]).
+        day: the cutoff day number.
+        cfg: the config.
+        families: see feature_table.
+
+    Returns:
+        A context manager yielding (sql, tidy).
+    """
+    user_days, old = f"{facts.prefix}_udays", f"{facts.prefix}_old0"
+    feats, c = features_of(cfg), compiled_for(cfg)
+    order = ["user_id", "asof", *(f.name for f in feats)]
+    try:
+        run.table(user_days, user_days_sql(facts, [day], c))
+        first = family_first_days(run, facts)
+        run.table(old, old_facts_sql(facts, c, day - c.span))
+
+        def tidy(cols: dict[str, np.ndarray]) -> pd.DataFrame:
+            return frame_of(tidy_columns(cols, facts.offset, feats, first, families), order)
+
+        yield feature_sql(facts, tiers, user_days, old, day, cfg, c), tidy
+    finally:
+        run.drop([user_days, old])
 
 
 def features_on(

@@ -23,6 +23,7 @@ from events.store import (
     check_time_zone,
     empty_manifest,
     event_files,
+    fact_files,
     is_store,
     parquet_list,
     read_manifest,
@@ -31,10 +32,11 @@ from events.store import (
 )
 from features.store_facts import day_facts_sql, day_number, month_of, month_range, months_sql
 from siyu.config import Config
-from siyu.contract import CANONICAL_COLUMNS
+from siyu.contract import CANONICAL_COLUMNS, HOLDOUT_END, HOLDOUT_START
 from siyu.errors import SiyuError
 
 _COLS = ", ".join(CANONICAL_COLUMNS)
+_MARKERS = f"event IN ('{HOLDOUT_START}', '{HOLDOUT_END}')"
 SORT_ROWS = 5_000_000  # batches up to this many new rows are written sorted by user (a day at 1M users: 0.3M)
 
 
@@ -135,13 +137,14 @@ def _ingest(path, store: Path, staging: Path, m: dict, digest: str, cfg: Config,
     from events.validate import run_validation
 
     con = connect(cfg=cfg)
-    stored_all = event_files(store, m)
-    if stored_all:  # control-group markers already stored: the batch's markers continue their sequence
-        from siyu.contract import HOLDOUT_END, HOLDOUT_START
-
+    # Control-group markers already stored: the batch's markers continue their sequence. They are
+    # the store's marker facts (a few rows a user); a store written before those has them read
+    # once from its rows, and written as facts by this ingest.
+    legacy = "markers" not in m["facts"]
+    prior = event_files(store, m) if legacy else fact_files(store, m, "markers")
+    if prior:
         con.execute(
-            f"CREATE TEMP TABLE _prior_markers AS SELECT user_id, ts, event FROM {parquet_list(stored_all)} "
-            f"WHERE event IN ('{HOLDOUT_START}', '{HOLDOUT_END}')"
+            f"CREATE TEMP TABLE _prior_markers AS SELECT user_id, ts, event FROM {parquet_list(prior)} WHERE {_MARKERS}"
         )
     say("validating the batch")
     report = run_validation(con, path, cfg)
@@ -170,6 +173,10 @@ def _ingest(path, store: Path, staging: Path, m: dict, digest: str, cfg: Config,
     s.new_rows, s.duplicates_in_store = int(n_new), int(report.accepted - n_new)
     m = json.loads(json.dumps(m))  # a copy: the caller's manifest stays what is on disk until the commit
     moves: list[tuple[Path, Path]] = []
+    m["facts"].setdefault("markers", {})
+    sources = [("_new", digest[:12])] + ([("_prior_markers", f"{digest[:12]}-before")] if legacy and prior else [])
+    for table, key in sources:
+        moves += _write_markers(con, table, key, store, staging, m)
     if n_new:
         s.dates = [
             r[0].isoformat() for r in con.execute("SELECT DISTINCT CAST(ts AS DATE) FROM _new ORDER BY 1").fetchall()
@@ -254,6 +261,20 @@ def _rebuild_facts(
                 m["facts"]["months"][mo].append(str(rel))
         s.months_rebuilt = sorted(written)
     return moves
+
+
+def _write_markers(con, table: str, key: str, store: Path, staging: Path, m: dict) -> list[tuple[Path, Path]]:
+    """The control-group markers of `table` as the marker facts of batch `key` (none: no file)."""
+    if not con.execute(f"SELECT count(*) FROM {table} WHERE {_MARKERS}").fetchone()[0]:
+        return []
+    rel = Path("facts") / "markers" / f"batch={key}" / "part-0.parquet"
+    (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+    con.execute(
+        f"COPY (SELECT user_id, ts, event FROM {table} WHERE {_MARKERS} ORDER BY user_id, ts) "
+        f"TO '{staging / rel}' (FORMAT parquet)"
+    )
+    m["facts"]["markers"][key] = [str(rel)]
+    return [(staging / rel, store / rel)]
 
 
 def _num(iso: str) -> int:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -29,6 +30,7 @@ _SPARK_TYPES = {
     "INTEGER": "INT",
     "BOOLEAN": "BOOLEAN",
 }
+_TIER = "_tier_"  # prefix of the tier columns joined to the feature rows in scoring_frame
 
 
 def session(master: str | None = None, app: str = "siyu", partitions: int | None = None, cfg: Config | None = None):
@@ -151,3 +153,47 @@ def feature_table(
     from features.compute import features_on
 
     return features_on(SparkRunner(spark), [asof], cfg, events, families)
+
+
+@contextmanager
+def scoring_frame(spark, asof: datetime, cfg: Config, events: str = "events") -> Iterator[tuple[object, object]]:
+    """Features and tiers at `asof` as one Spark DataFrame, left on Spark, and the step that tidies its rows.
+
+    The facts, tiers and feature query are those of features.with_tiers (one build of the facts);
+    the rows stay on the executors. `tidy(pdf)` turns any chunk of them (a pandas frame, e.g. one
+    partition in mapInPandas) into (features, tiers) frames as feature_table / tier_table give them
+    for those users.
+
+    Args:
+        spark: a SparkSession with the events (or a store) registered as `events`.
+        asof: the instant T (naive brand-local wall time).
+        cfg: the config.
+        events: the events view.
+
+    Returns:
+        A context manager yielding (Spark DataFrame, tidy); the tables behind it live until exit.
+    """
+    from features.compute import feature_bounds, feature_query, tier_days
+    from features.facts import build_facts, split_instant
+    from features.tiers import tidy_tiers, tier_sql
+
+    run, day = SparkRunner(spark), split_instant(asof)[0]
+    facts = build_facts(run, events, [asof], feature_bounds([day], cfg))
+    tiers = f"{facts.prefix}_tiers"
+    try:
+        run.table(tiers, tier_sql(facts, tier_days([day], cfg), cfg))
+        with feature_query(run, facts, tiers, day, cfg) as (sql, tidy_features):
+            tier_cols = spark.table(tiers).columns
+            at = spark.table(tiers).where(f"d = {int(day)}").selectExpr(*(f"`{c}` AS `{_TIER}{c}`" for c in tier_cols))
+            rows = spark.sql(transpile(sql))
+            sdf = rows.join(at, rows["user_id"] == at[f"{_TIER}user_id"], "left")
+
+            def tidy(pdf: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+                t = [c for c in pdf.columns if c.startswith(_TIER)]
+                tiers_at = pdf[t].rename(columns=lambda c: c[len(_TIER) :]).reset_index(drop=True)
+                feats = tidy_features({c: pdf[c].to_numpy() for c in pdf.columns if not c.startswith(_TIER)})
+                return feats, tidy_tiers(tiers_at, asof)
+
+            yield sdf, tidy
+    finally:
+        run.drop([*facts.names(), tiers])

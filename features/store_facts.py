@@ -12,9 +12,9 @@ Buckets here are cut at midnight (offset 0); facts.build_facts on a store uses t
 bare-date cutoffs and falls back to the stored rows for a cutoff at another time of day.
 An interval of the facts is a union of whole buckets, so its sums, min, max and day mask are
 those of its buckets: the fact tables come out the same as from the rows (sums of doubles up to
-rounding order). Blocks stand in for the buckets of months wholly at or before the first bound,
-all of which fall in the first interval; a block's mask shifted by (first bound - block end)
-gives exactly the bits the rows would.
+rounding order). A block stands in for the buckets of its month when they all fall in one
+interval (every month wholly at or before the first bound, and a month a later interval holds
+whole); its mask shifted by (that interval's end - block end) gives exactly the bits the rows would.
 """
 
 from __future__ import annotations
@@ -146,6 +146,16 @@ def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
+def _interval_of(span: tuple[int, int], bounds: list[int]) -> int | None:
+    """The interval label `e` (facts.interval_sql) shared by every bucket of `span`, or None when none is."""
+    lo, hi = span
+    e = next((x for x in bounds if x >= hi), None)
+    if e is None:
+        return None
+    below = [x for x in bounds if x < e]
+    return e if not below or below[-1] < lo else None
+
+
 def facts_from_store(run: Runner, events: str, instants, bounds: set[int]) -> Facts | None:
     """facts.build_facts from the day facts of the store behind `events`; None when it is no store view.
 
@@ -163,7 +173,10 @@ def facts_from_store(run: Runner, events: str, instants, bounds: set[int]) -> Fa
     bs = sorted(set(bounds) | {d for d, _ in split})
     first, last = bs[0], bs[-1]
     p = f"_siyu_{uuid.uuid4().hex[:10]}"
-    blocks = [k for k in m["facts"]["months"] if month_range(k)[1] <= first]
+    # A month's block stands in for its buckets when they all fall in one interval: those at or
+    # before the first bound (lifetime values and old masks) and any month a later interval holds whole.
+    home = {k: _interval_of(month_range(k), bs) for k in m["facts"]["months"]}
+    blocks = sorted(k for k, e in home.items() if e is not None)
     covered = _merged([month_range(k) for k in blocks])
 
     # A date's facts sit in buckets date and date + 1: skip its file only when both are in blocks.
@@ -175,7 +188,12 @@ def facts_from_store(run: Runner, events: str, instants, bounds: set[int]) -> Fa
     src["iv"] = _source(run, f"{p}_src_iv", fact_files(store, m, "iv", dates), "iv")
     src["months"] = _source(run, f"{p}_src_months", fact_files(store, m, "months", blocks), "months")
     not_in_blocks = " ".join(f"AND NOT (b BETWEEN {lo} AND {hi})" for lo, hi in covered)
-    shift = f"({first} - block_end)"
+    block_e = (
+        "CASE block_end " + " ".join(f"WHEN {month_range(k)[1]} THEN {home[k]}" for k in blocks) + " END"
+        if blocks
+        else str(first)
+    )
+    shift = f"({block_e} - block_end)"
     block_bits = (
         f"CASE WHEN {shift} < {MASK_DAYS} THEN nullif((dmask & ((CAST(1 AS BIGINT) << CAST({MASK_DAYS} - {shift} "
         f"AS INTEGER)) - 1)) << CAST({shift} AS INTEGER), 0) END"
@@ -193,7 +211,7 @@ def facts_from_store(run: Runner, events: str, instants, bounds: set[int]) -> Fa
                            CASE WHEN e - b < {MASK_DAYS} THEN CAST(1 AS BIGINT) << CAST(e - b AS INTEGER) END AS bits
                     FROM (SELECT *, {interval_sql(bs)} AS e FROM {src["iv"]} WHERE b <= {last} {not_in_blocks}) x
                     UNION ALL
-                    SELECT user_id, ev, n, amt, n_coupon, rating_sum, rating_n, min_b, max_b, {first} AS e,
+                    SELECT user_id, ev, n, amt, n_coupon, rating_sum, rating_n, min_b, max_b, {block_e} AS e,
                            {block_bits} AS bits
                     FROM {src["months"]}) y) z
             GROUP BY user_id, k""",

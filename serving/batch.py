@@ -61,7 +61,8 @@ def score_pool(
     asof, out = parse_asof(asof, cfg.events.time_zone), Path(out)
     try:  # the history is written beside the snapshot: a failure anywhere removes both
         table = _snapshot_table(events_path, asof, out, cfg, engine, show_progress)
-        write_table_atomic(table, out)
+        if engine != "spark":  # the Spark engine's executors wrote it (serving/spark_scoring.py)
+            write_table_atomic(table, out)
     except BaseException:  # no history left beside a snapshot that was never written
         from serving.history import history_paths
 
@@ -74,11 +75,14 @@ def score_pool(
 
 
 def _snapshot_table(events_path, asof: datetime, out: Path, cfg: Config, engine: str, show_progress: bool) -> pa.Table:
-    """The snapshot table on the chosen engine (the DuckDB path also stores the history beside `out`)."""
+    """The snapshot table on the chosen engine (the DuckDB path also stores the history beside `out`).
+
+    The Spark engine writes `out` itself and returns its tier and score columns only.
+    """
     if engine == "spark":
         from serving.spark_scoring import score_pool_spark
 
-        return score_pool_spark(events_path, asof, cfg, show_progress)
+        return score_pool_spark(events_path, asof, cfg, out, show_progress)
     elif engine == "duckdb":
         from events.lineage import lineage
         from events.loader import connect

@@ -264,16 +264,73 @@ def test_snapshot_errors(tmp_path, world):
         latest_snapshot(world.cfg.model_copy(update={"source": tmp_path / "x.yaml"}))
 
 
+def test_parts_assemble_to_the_one_piece_snapshot(world, tmp_path):
+    """The Spark engine's parts (a range of users each, scored alone) assembled with the pool's percentiles
+    are the snapshot score_frame gives the whole pool: every column, the metadata, the row order."""
+    from events.loader import connect
+    from events.validate import load_valid_events
+    from features.catalog import feature_names
+    from features.with_tiers import features_and_tiers
+    from serving.advice import load_push_effect
+    from serving.ltv_scores import load_ltv_scorer
+    from serving.pool import load_champions, populations_from_tiers, score_frame
+    from serving.scoring import Scorer
+    from serving.spark_scoring import _SCORES, assemble
+
+    cfg = world.cfg
+    con = connect(cfg=cfg)
+    load_valid_events(con, world.events, cfg)
+    feats, tiers = features_and_tiers(con, world.asof, cfg)
+    scorer = Scorer(load_champions(cfg), feature_names(cfg), cfg.scoring.reasons)
+    args = dict(
+        scorer=scorer,
+        cfg=cfg,
+        asof=world.asof,
+        families=["x"],
+        ltv=load_ltv_scorer(cfg, scorer.feature_names),
+        push_effect=load_push_effect(cfg),
+    )
+    pop = populations_from_tiers(tiers)
+    whole = score_frame(feats, pop, **args)
+    parts, scores, n = tmp_path / "parts", [], len(feats)
+    parts.mkdir()
+    cuts = [0, n // 5, n // 2, n]
+    for i, (lo, hi) in enumerate(zip(cuts, cuts[1:])):
+        t = score_frame(feats.iloc[lo:hi].reset_index(drop=True), pop, **args)
+        pq.write_table(t, parts / f"part-{i:05d}.parquet")
+        scores.append(pd.DataFrame({c: t.column(c).to_numpy(zero_copy_only=False).astype(float) for c in _SCORES}))
+    first = pq.read_table(parts / "part-00000.parquet").column("pct_churn").to_numpy(zero_copy_only=False)
+    assert not np.allclose(first, whole.column("pct_churn").to_numpy(zero_copy_only=False)[: cuts[1]], equal_nan=True)
+    out = tmp_path / "scores.parquet"
+    assemble(parts, pd.concat(scores[::-1]), cfg, out)  # the scores may come in any order
+    got = pq.read_table(out)
+    assert got.schema.metadata == whole.schema.metadata
+    pd.testing.assert_frame_equal(got.to_pandas(), whole.to_pandas())
+
+
 @pytest.mark.spark
 @pytest.mark.slow
-def test_spark_engine_matches_duckdb(world, snap, tmp_path):
-    """--engine spark scores the same registered models through mlflow.pyfunc.spark_udf (minutes: slow)."""
+def test_spark_engine_matches_duckdb(world, snap, tmp_path, monkeypatch):
+    """--engine spark writes the DuckDB engine's snapshot (scores, percentiles, reasons, features, order)
+    without the feature rows ever coming to the driver (a Spark session: minutes, slow)."""
+    from features.spark import SparkRunner
     from serving.batch import score_pool
 
-    cfg = world.cfg.model_copy(update={"runtime": world.cfg.runtime.model_copy(update={"spark_partitions": 2})})
+    def collected(self, sql):  # the runner's way to the driver: only small tables may take it
+        raise AssertionError("feature rows collected to the driver")
+
+    monkeypatch.setattr(SparkRunner, "arrays", collected)
+    cfg = world.cfg.model_copy(update={"runtime": world.cfg.runtime.model_copy(update={"spark_partitions": 3})})
     out = tmp_path / "spark.parquet"
-    score_pool(world.events, world.asof, out, cfg, engine="spark", record=False, show_progress=False)
-    sp = pd.read_parquet(out).set_index("user_id").loc[snap.user_id]
-    for lab in LABELS:
-        np.testing.assert_allclose(sp[f"p_{lab}"].to_numpy(float), snap[f"p_{lab}"].to_numpy(float), atol=1e-9)
-    assert (sp.tier.to_numpy() == snap.tier.to_numpy()).all()
+    s = score_pool(world.events, world.asof, out, cfg, engine="spark", record=False, show_progress=False)
+    assert s.users == len(snap)
+    sp = pd.read_parquet(out)
+    assert (sp.user_id.to_numpy() == snap.user_id.to_numpy()).all()  # the parts in order: the user order
+    for c in snap.columns:
+        if c.startswith(("p_", "pct_", "push_", "ltv", "x.")):
+            np.testing.assert_allclose(sp[c].to_numpy(float), snap[c].to_numpy(float), atol=1e-9, err_msg=c)
+        elif c.startswith("reasons_"):
+            feats = lambda col: [None if r is None else [x["feature"] for x in r] for r in col]  # noqa: E731
+            assert feats(sp[c]) == feats(snap[c]), c
+        else:
+            assert sp[c].equals(snap[c]), c

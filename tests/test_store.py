@@ -258,6 +258,26 @@ def test_spark_reads_the_store(world, store):
     pd.testing.assert_frame_equal(got, feature_table(con, world.asof, world.cfg), atol=1e-9, check_dtype=False)
 
 
+@pytest.mark.spark
+@pytest.mark.slow
+def test_spark_scores_the_store(world, store, tmp_path):
+    """`siyu score --store --engine spark` writes the DuckDB engine's snapshot of the store (a Spark session: slow)."""
+    from serving.batch import score_pool
+
+    root, _ = store
+    cfg = world.cfg.model_copy(update={"runtime": world.cfg.runtime.model_copy(update={"spark_partitions": 2})})
+    duck, spark = tmp_path / "duckdb.parquet", tmp_path / "spark.parquet"
+    score_pool(root, world.asof, duck, cfg, record=False, show_progress=False)
+    score_pool(root, world.asof, spark, cfg, engine="spark", record=False, show_progress=False)
+    a, b = pd.read_parquet(duck), pd.read_parquet(spark)
+    assert (a.user_id.to_numpy() == b.user_id.to_numpy()).all() and (a.tier.to_numpy() == b.tier.to_numpy()).all()
+    for lab in LABELS:
+        for c in (f"p_{lab}", f"pct_{lab}"):
+            np.testing.assert_allclose(b[c].to_numpy(float), a[c].to_numpy(float), atol=1e-9, err_msg=c)
+        names = lambda col: [None if r is None else [x["feature"] for x in r] for r in col]  # noqa: E731
+        assert names(b[f"reasons_{lab}"]) == names(a[f"reasons_{lab}"])
+
+
 def test_cli_ingest_twice_then_features_from_the_store(tmp_path):
     """`siyu ingest` then `siyu features --store` (in-process): the second ingest is a no-op."""
     from conftest import DATA
@@ -308,3 +328,54 @@ def test_a_holdout_may_end_in_a_later_batch(tmp_path):
     assert (s.accepted, s.quarantined) == (2, 1)  # u1's end continues its start; u2 never began one
     q = pd.read_parquet(max((store / "quarantine").rglob("quarantine.parquet"), key=lambda p: p.stat().st_mtime))
     assert q.user_id.tolist() == ["u2"] and q.reason.str.contains("holdout_end without holdout_start").all()
+    facts = json.loads((store / "siyu-store.json").read_text())["facts"]["markers"]
+    assert len(facts) == 2  # each batch's markers are the store's marker facts
+
+
+def _empty_rows(store, date: str) -> None:
+    """Empty a date's stored event files: what validation then knows of that day is the marker facts."""
+    import pyarrow.parquet as pq
+
+    for f in json.loads((store / "siyu-store.json").read_text())["events"][date]:
+        pq.write_table(pq.read_table(store / f).slice(0, 0), store / f)
+
+
+def test_marker_facts_are_the_context_not_the_rows(tmp_path):
+    """A later batch's holdout_end is checked against the marker facts, not the stored event files; a store
+    from before the marker facts has its markers read from its rows once and written as facts."""
+    from features.ingest import ingest_file
+    from siyu.config import load_config
+
+    cfg = load_config()
+    cfg = cfg.model_copy(update={"quarantine": cfg.quarantine.model_copy(update={"max_fraction": 0.5})})
+    days = [tmp_path / f"d{i}.csv" for i in range(3)]
+    days[0].write_text(
+        "user_id,ts,event,channel\nu1,2025-03-01 09:00:00,follow,official_account\n"
+        "u1,2025-03-01 10:00:00,holdout_start,\nu2,2025-03-01 09:00:00,follow,official_account\n"
+        "u2,2025-03-01 10:00:00,holdout_start,\n"
+    )
+    days[1].write_text("user_id,ts,event,channel\nu1,2025-03-02 10:00:00,holdout_end,\nu1,2025-03-02 11:00:00,visit,\n")
+    days[2].write_text("user_id,ts,event,channel\nu2,2025-03-03 10:00:00,holdout_end,\nu2,2025-03-03 11:00:00,visit,\n")
+
+    store = tmp_path / "store"
+    ingest_file(days[0], store, cfg)
+    _empty_rows(store, "2025-03-01")
+    assert ingest_file(days[1], store, cfg).quarantined == 0
+
+    old = tmp_path / "old"
+    ingest_file(days[0], old, cfg)
+    m = json.loads((old / "siyu-store.json").read_text())
+    for fs in m["facts"].pop("markers").values():
+        for f in fs:
+            (old / f).unlink()
+    (old / "siyu-store.json").write_text(json.dumps(m))
+    assert ingest_file(days[1], old, cfg).quarantined == 0  # u1's start read from the rows
+    facts = json.loads((old / "siyu-store.json").read_text())["facts"]["markers"]
+    got = pd.concat(pd.read_parquet(old / f) for fs in facts.values() for f in fs)
+    assert sorted(zip(got.user_id, got.event)) == [
+        ("u1", "holdout_end"),
+        ("u1", "holdout_start"),
+        ("u2", "holdout_start"),
+    ]
+    _empty_rows(old, "2025-03-01")
+    assert ingest_file(days[2], old, cfg).quarantined == 0  # u2's start is in the facts written from the rows

@@ -116,8 +116,9 @@ class PushEffectModel:
     def effects(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """outcome -> estimated push effect per row of X (n x features, NaN = missing)."""
         X = np.asarray(X, dtype=np.float64)
-        arms = {a for t in self.terms.values() for _, _, a in t if a is not None}
-        cols = {a: np.c_[X, np.full(len(X), float(a))] for a in arms}  # S-learner terms read the arm too
+        # S-learner terms read the arm too; a copy of X per arm only for those (a T- or X-learner has none).
+        arms = sorted({a for t in self.terms.values() for _, _, a in t if a is not None})
+        cols = {a: np.c_[X, np.full(len(X), float(a))] for a in arms}
         return {o: sum(w * b.predict(X if a is None else cols[a]) for b, w, a in t) for o, t in self.terms.items()}
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
