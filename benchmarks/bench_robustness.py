@@ -190,11 +190,15 @@ def markdown(rows: list[dict], meta: dict) -> str:
                  _f(r["oracle_roc_auc"]), _f(r["ratio_to_oracle"]), r["champion"]]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     ratios = sorted(r["ratio_to_oracle"] for r in rows if r.get("ratio_to_oracle") is not None)
-    lost = [f"{r['world']}/{r['label']}" for r in rows if "skipped" not in r and not r["beats_baselines"]]
+    done = [r for r in rows if "skipped" not in r]
+    lost = [f"{r['world']}/{r['label']}" for r in done
+            if r["model_roc_auc"] < max(r.get(f"{b}_roc_auc") or 0.0 for b in bases)]  # fmt: skip
+    served = [f"{r['world']}/{r['label']} ({r['champion']})" for r in done if not r["beats_baselines"]]
     if ratios:
         med = ratios[len(ratios) // 2] if len(ratios) % 2 else sum(ratios[len(ratios) // 2 - 1 :][:2]) / 2
         lines += ["", f"model/oracle: min {ratios[0]:.3f} (goal >= 0.95), median {med:.3f} (goal >= 0.97); "
-                  f"loses to a baseline on ROC AUC: {', '.join(lost) or 'none'}"]  # fmt: skip
+                  f"champion below a baseline on ROC AUC: {', '.join(lost) or 'none'}; "
+                  f"a baseline serves (no model beat them beyond noise): {', '.join(served) or 'none'}"]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
