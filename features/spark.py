@@ -116,6 +116,9 @@ def load_events(spark, source: pd.DataFrame | str | Path, name: str = "events") 
         df = spark.read.parquet(str(source))
     casts = [f"CAST({c} AS {_SPARK_TYPES[t]}) AS {c}" for c, t in CANONICAL_COLUMNS.items()]
     df.selectExpr(*casts).createOrReplaceTempView(name)
+    from events.store import MARKER
+
+    spark.catalog.dropTempView(name + MARKER)  # a store registered under this name before: its facts no longer apply
 
 
 def load_store(spark, store: str | Path, name: str = "events") -> None:
