@@ -62,26 +62,22 @@ class JsonRenderer:
 
     def _reason(self, lab: str, j: int, value: float, contrib: float) -> str:
         up = contrib > 0
-        # The value's JSON and its words, cached per feature: values repeat a lot (counts, days).
-        # NaN and zero bypass the cache (NaN never equals itself; 0.0 == -0.0 but they print apart).
+        # The reason's text around its contribution, cached per (feature, value): values repeat a lot
+        # (counts, days). NaN and zero bypass the cache (NaN never equals itself; 0.0 == -0.0 but they
+        # print apart).
         text = self._values.get((j, value)) if value else None
         if text is None:
             val = None if value != value else value
             # format_value writes digits, signs, ',', '.', 'e' and fixed ASCII words: nothing JSON must escape.
-            text = ("null" if val is None else _num(val), format_value(val, self.units[j]))
+            text = (
+                self.feature[j] + ("null" if val is None else _num(val)),
+                self.sentence[j] + format_value(val, self.units[j]),
+            )
             if value and val is not None:
                 if len(self._values) > 200_000:
                     self._values.clear()
                 self._values[(j, value)] = text
-        return (
-            self.feature[j]
-            + text[0]
-            + self.direction[up]
-            + repr(round(contrib, 4))
-            + self.sentence[j]
-            + text[1]
-            + self.tail[(lab, up)]
-        )
+        return f"{text[0]}{self.direction[up]}{round(contrib, 4)!r}{text[1]}{self.tail[(lab, up)]}"
 
     def items(self, *args, **kwargs) -> str:
         """JSON array text of the answer items (the arguments of `item_texts`)."""
