@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from serving.metrics import count, count_outcomes, flush_metrics
+from serving.native import SMALL_N
 from serving.schemas import PredictRequest
 
 LIVE: dict = {}  # "live": this worker's LivePredictor (set by the service's __init__)
@@ -68,8 +69,8 @@ def _answer(p, user_ids: list[str], scored: tuple) -> Response:
 class Batcher:
     """Scores the small /predict requests waiting in one event-loop turn together, up to `max_rows` ids a batch."""
 
-    def __init__(self, max_rows: int = 16) -> None:
-        self.max_rows = max_rows  # serving.native.SMALL_N: the per-row paths, so a batch changes no answer
+    def __init__(self, max_rows: int = SMALL_N) -> None:
+        self.max_rows = max_rows  # within the per-row paths, so a batch changes no answer
         self.pending: list[tuple] = []
         self._loop = None  # the event loop whose turn will score `pending`
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from serving.blendpath import BlendPath
 from serving.explain import PathExplainer
+from serving.native import SMALL_N
 from siyu.contract import LABELS
 
 N_REASONS = 3
@@ -201,7 +202,7 @@ def top_reasons(contrib: np.ndarray, k: int = N_REASONS) -> tuple[np.ndarray, np
     c = contrib[:, :-1]
     k = min(k, c.shape[1])
     a = np.abs(c)
-    if len(c) <= 16:  # API-sized: a plain stable sort per row, so a row's reasons never depend on its batch
+    if len(c) <= SMALL_N:  # API-sized: a plain stable sort per row, so a row's reasons never depend on its batch
         idx = np.argsort(-a, axis=1, kind="stable")[:, :k]
         return idx, np.take_along_axis(c, idx, axis=1)
     part = np.argpartition(-a, k - 1, axis=1)[:, :k] if c.shape[1] > k else np.tile(np.arange(k), (len(c), 1))
@@ -247,8 +248,8 @@ def buckets(pct: np.ndarray, bounds: dict[str, float]) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def _bucket_edges(bounds: tuple[tuple[str, float], ...]) -> tuple[np.ndarray, np.ndarray]:
     """(percentile edges, None + bucket names) of `buckets`, built once per bucket setting."""
-    names = [b for b, _ in sorted(bounds, key=lambda kv: kv[1])]
-    return np.array([dict(bounds)[b] for b in names]) * 100.0, np.array([None, *names], dtype=object)
+    ordered = sorted(bounds, key=lambda kv: kv[1])
+    return np.array([v for _, v in ordered]) * 100.0, np.array([None, *(b for b, _ in ordered)], dtype=object)
 
 
 def format_value(value: float | None, unit: str = "") -> str:

@@ -137,7 +137,7 @@ def train_booster(params: dict, X_fit, y_fit, X_es, y_es, names, cats, cfg: Conf
     """One LightGBM fit with early stopping on (X_es, y_es); returns the booster."""
     import lightgbm as lgb
 
-    dfit = lgb.Dataset(X_fit, y_fit, feature_name=list(names), categorical_feature=cats or "auto", free_raw_data=True)
+    dfit = _dataset(X_fit, y_fit, names, cats)
     des = lgb.Dataset(X_es, y_es, reference=dfit)
     return lgb.train(
         params,
@@ -160,8 +160,14 @@ def refit_booster(booster, X, y, names, cats):
 
     rounds = max(int(booster.best_iteration or booster.current_iteration()), 1)
     params = {k: v for k, v in booster.params.items() if k not in _ROUND_KEYS}
-    data = lgb.Dataset(X, y, feature_name=list(names), categorical_feature=cats or "auto", free_raw_data=True)
-    return lgb.train(params, data, num_boost_round=rounds)
+    return lgb.train(params, _dataset(X, y, names, cats), num_boost_round=rounds)
+
+
+def _dataset(X, y, names, cats):
+    """A LightGBM training Dataset with the registry's names and categorical columns."""
+    import lightgbm as lgb
+
+    return lgb.Dataset(X, y, feature_name=list(names), categorical_feature=cats or "auto", free_raw_data=True)
 
 
 def fit_label(label: str, d: LabelData, cfg: Config, features: Sequence[Feature], overrides: dict | None = None):
