@@ -55,11 +55,12 @@ def use_experiment(cfg: Config, name: str) -> str:
     folder the command runs from, so new experiments get `mlartifacts/` beside the store.
     """
     uri = use_tracking(cfg)
-    exp = mlflow.get_experiment_by_name(name)
-    if exp is None and uri.startswith("sqlite:///"):
-        where = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name
-        mlflow.create_experiment(name, artifact_location=where.resolve().as_uri())
-    return mlflow.set_experiment(name).experiment_id
+    with _quiet_mlflow():  # a new sqlite store logs its table creation at INFO
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is None and uri.startswith("sqlite:///"):
+            where = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name
+            mlflow.create_experiment(name, artifact_location=where.resolve().as_uri())
+        return mlflow.set_experiment(name).experiment_id
 
 
 # The LightGBM kind; other kinds live beside it in training.scorer_files.KINDS.
@@ -133,6 +134,11 @@ def _quiet_mlflow():
     Only around siyu's own calls, so a user's own MLflow work keeps MLflow's output. MLflow's log
     stream is shared, so its warnings of these calls go too; failures still raise.
     """
+    # Imported before the switch: their first import sets MLflow's loggers and stream up again.
+    import mlflow.artifacts  # noqa: F401
+    import mlflow.models  # noqa: F401
+    import mlflow.pyfunc  # noqa: F401
+
     logger = logging.getLogger("mlflow")
     old_level, old_bar = logger.level, os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
