@@ -2,7 +2,7 @@
 
 The must-show: a simulated world rewritten as a brand export (renamed columns, upper-case
 status values with spaces, naive Shanghai local times) is validated, trained and scored with
-only config changes, and its scores are identical to the canonical run's.
+only config changes, and its scores equal the canonical run's (to 1e-9).
 """
 
 from __future__ import annotations
@@ -272,7 +272,10 @@ def test_brand_export_gives_the_canonical_scores(tmp_path):
     assert list(c.user_ids) == list(b.user_ids) and c.asof == b.asof == asof
     assert np.array_equal(c.tier, b.tier)
     for lab in ("churn", "promotion", "koc"):
-        assert np.array_equal(c.proba[lab], b.proba[lab], equal_nan=True), lab
+        # Two trainings of one log agree to ~1e-11, not bit for bit (float summation order varies between
+        # runs, seen under load): the #19 parity bound, 1e-9.
+        assert np.array_equal(np.isnan(c.proba[lab]), np.isnan(b.proba[lab])), lab
+        assert np.nanmax(np.abs(c.proba[lab] - b.proba[lab]), initial=0.0) <= 1e-9, lab
     assert sum(int(np.isfinite(c.proba[lab]).sum()) for lab in c.proba) > 0  # something was scored
 
     # Lineage: the same content fingerprint for the same events in either shape; the configs differ.
