@@ -62,6 +62,23 @@ def test_validation_labels_never_touch_the_model(tmp_path):
     np.testing.assert_array_equal(a[3], b[3])
 
 
+def test_refit_adds_the_holdout_rows_only_below_the_row_limit(tmp_path):
+    """The refit (fit + holdout cutoffs, early-stopped rounds) runs up to `refit_max_rows` rows, not past it."""
+    table, cutoffs = make_table(300, 4, seed=3)
+    d = _split(table, cutoffs, "churn")
+    n = len(d.fit) + len(d.holdout)
+    out = {}
+    for limit in (n, n - 1, 0):
+        cfg = small_cfg(f"sqlite:///{tmp_path / 'x.db'}", refit_all_cutoffs=True, refit_max_rows=limit)
+        out[limit] = fit_label("churn", d, cfg, FEATURES)
+    early = out[n - 1][0]  # not refitted: the early-stopped booster itself
+    assert early.best_iteration > 0
+    for refit in (out[n][0], out[0][0]):  # refitted: exactly the early-stopped rounds, no early stopping
+        assert refit.current_iteration() == early.best_iteration and refit.best_iteration <= 0
+        assert not np.array_equal(refit.predict(d.X_val), early.predict(d.X_val))
+    np.testing.assert_array_equal(out[n][2], out[0][2])
+
+
 def test_lgbm_params_imbalance_and_monotone(cfg):
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"monotone_extra": {}})})
     p = lgbm_params("churn", cfg, FEATURES, n_pos=100, n_neg=900)

@@ -154,6 +154,12 @@ _ROUND_KEYS = {"num_iterations", "num_iteration", "n_iter", "num_tree", "num_tre
                "early_stopping_rounds", "early_stopping", "n_iter_no_change"}  # fmt: skip
 
 
+def refits(cfg: Config, n_rows: int) -> bool:
+    """True when the early-stopped LightGBM is refitted on fit + holdout rows (`n_rows` of them)."""
+    t = cfg.training
+    return t.refit_all_cutoffs and (t.refit_max_rows == 0 or n_rows <= t.refit_max_rows)
+
+
 def refit_booster(booster, X, y, names, cats):
     """`booster`'s parameters and early-stopped rounds, refitted on (X, y) (e.g. fit + holdout rows)."""
     import lightgbm as lgb
@@ -190,7 +196,7 @@ def fit_label(label: str, d: LabelData, cfg: Config, features: Sequence[Feature]
     booster = train_booster(params, d.X_fit, y_fit, d.X_holdout, y_hold, names, cats, cfg)
     method = "platt" if cfg.training.calibration == "auto" else cfg.training.calibration  # auto: see select.py
     cal: Calibrator = fit_calibrator(booster.predict(d.X_holdout), y_hold, method, cfg.training.seed)
-    if cfg.training.refit_all_cutoffs:  # the calibrator keeps the early-stopped model's out-of-sample holdout fit
+    if refits(cfg, len(y_fit) + len(y_hold)):  # the calibrator keeps its out-of-sample holdout fit
         booster = refit_booster(booster, np.vstack([d.X_fit, d.X_holdout]), np.r_[y_fit, y_hold], names, cats)
     raw_val = booster.predict(d.X_val)
     return booster, cal, raw_val, cal.apply(raw_val)

@@ -169,9 +169,9 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     if res.referral:
         boost["ltv_referral"] = fit_part(tweedie_params(cfg), X_fit, tgt(parts["fit"], "ltv_referral"), X_hold,
                                          tgt(parts["holdout"], "ltv_referral"), names, cats, cfg)  # fmt: skip
-    if t.refit_all_cutoffs:  # the holdout cutoff is the nearest to the validation one: its rows tell most
-        from training.fit import refit_booster
+    from training.fit import refit_booster, refits
 
+    if refits(cfg, len(X_fit) + len(X_hold)):  # the holdout cutoff is the nearest to the validation one
         X_both = np.vstack([X_fit, X_hold])
         for c, b in boost.items():
             y_both = np.maximum(np.r_[tgt(parts["fit"], c), tgt(parts["holdout"], c)], 0.0)  # as fit_part clips
