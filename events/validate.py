@@ -68,8 +68,14 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
         FROM ({layer2})
     """
     reason = "CASE " + " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in _RULES) + " END"
+    # The raw text is kept only where quarantine may show it (bad rows; markers, checked next): a
+    # copy of every column of every good row was most of the table's size.
+    keep = f"(reason IS NOT NULL OR event IN ('{HOLDOUT_START}', '{HOLDOUT_END}'))"
+    raws = [f"raw_{c}" for c in CANONICAL_COLUMNS]
+    kept = ", ".join(f"CASE WHEN {keep} THEN {r} END AS {r}" for r in raws)
+    checked = f"SELECT * EXCLUDE ({', '.join(raws)}), {kept} FROM (SELECT *, {reason} AS reason FROM ({parsed}))"
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS SELECT *, {reason} AS reason FROM ({parsed})")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS {checked}")
     except duckdb.Error as e:
         raise SiyuError(f"cannot read event log: {str(e).splitlines()[0]}") from e
 
