@@ -4,9 +4,10 @@
     .venv/bin/python benchmarks/bench_train.py --users 1000000 --no-oracle   # target < 20 min (6 cutoffs)
     .venv/bin/python benchmarks/bench_train.py --events out/world/events.parquet
 
-Prints the time to validate + load the log, to build the training table, to train all three
-labels (fit, calibration, baselines, MLflow logging, registration, gate) and the
-total (what `siyu train` costs), then per label the model against both baselines
+Runs `training.train.train_all` (what `siyu train` runs) and prints its steps' wall time:
+validate + load the log, build the tables (labels, push effect, LTV), train the three labels
+(choice on the folds, fit, calibration, baselines, MLflow, gate; the push effect), LTV, and the
+total, with the peak RSS; then per label the model against both baselines
 and the oracle (ROC AUC, PR AUC, Brier, model/oracle AUC ratio). One JSON object
 per figure on stdout (for benchmarks/run.py). MLflow goes to a throwaway store.
 """
@@ -57,13 +58,8 @@ def main() -> None:
     a = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-    from events.loader import connect
-    from events.validate import load_valid_events
-    from features.catalog import features_of
     from siyu.config import load_config
-    from training.baselines import load_oracle
-    from training.table import training_cutoffs, training_table
-    from training.train import train_table
+    from training.train import train_all
 
     events = a.events or world(a.users, a.days, a.cache, not a.no_oracle)
     cfg = load_config(a.config)
@@ -74,32 +70,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as store:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}/mlflow.db"
         t0 = time.perf_counter()
-        con = connect()
-        load_valid_events(con, events, cfg)
-        t_load = time.perf_counter()
-        cutoffs = training_cutoffs(con, cfg)
-        table = training_table(con, cutoffs, cfg)
-        con.close()  # as `siyu train` does: DuckDB's memory goes back before LightGBM needs it
-        t1 = time.perf_counter()
-        feats = features_of(cfg)
-        result = train_table(table, cutoffs, cfg, feats, "bench", load_oracle(events))
-        t2 = time.perf_counter()
-    target = 120 if len(table) < 2_000_000 else 1200
+        result = train_all(events, cfg, "bench")  # what `siyu train` runs: every label, LTV, push effect
+        total = time.perf_counter() - t0
+    rows = sum(result.rows.values())
+    target = 120 if rows < 2_000_000 else 1200
+    ltv = result.ltv
     print(
         json.dumps(
             {
                 "figure": "train_wall_time",
                 "events": str(events),
-                "rows": len(table),
-                "cutoffs": len(cutoffs),
-                "features": len(feats),
-                "validate_s": round(t_load - t0, 1),
-                "table_s": round(t1 - t_load, 1),
-                "train_s": round(t2 - t1, 1),
-                "total_s": round(t2 - t0, 1),
+                "rows": rows,
+                "cutoffs": len(result.cutoffs),
+                **result.timings,
+                "total_s": round(total, 1),
                 "target_s": target,
-                "within_target": (t2 - t0) < target,
+                "within_target": total < target,
                 "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+                "ltv_trained": bool(ltv is not None and ltv.trained),
+                "push_effect_trained": bool(result.push_effect is not None and result.push_effect.trained),
             }
         )
     )

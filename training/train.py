@@ -41,6 +41,7 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
     ltv: object | None = None  # training.ltv_train.LtvResult (its own cutoffs, horizon and gate)
     push_effect: object | None = None  # training.push_effect.PushEffectResult (uplift.enabled, holdouts in the log)
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per step of train_all
 
     def trained_any(self) -> bool:
         """Whether at least one label got a model (else a nightly job must fail: see app/cli.py train)."""
@@ -97,6 +98,8 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     # LightGBM's OpenMP threads spin while waiting; on a busy machine that costs 3-4x wall time.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+    import time
+
     from events.lineage import lineage
     from events.loader import connect
     from events.validate import load_valid_events
@@ -105,8 +108,16 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     from features.windows import resolve
     from training.table import training_cutoffs, training_table
 
+    clock, timings = time.perf_counter(), {}
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        timings[step] = round(time.perf_counter() - clock, 1)
+        clock = time.perf_counter()
+
     con = connect(cfg=cfg)
     load_valid_events(con, events_path, cfg)
+    lap("validate_s")
     cfg = resolve(cfg, con)  # `auto` windows from this log; the models store the feature list
     cutoffs = training_cutoffs(con, cfg)
     table = training_table(con, cutoffs, cfg)
@@ -117,15 +128,25 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     info.update(lineage(con, cfg, events_path))
     from training.ltv_train import load_ltv_oracle, ltv_data, train_ltv
 
-    ltv_table, ltv_cuts, ltv_why = ltv_data(con, cfg)  # LTV has its own cutoffs (horizon ltv.horizon_days)
-    con.close()  # DuckDB's memory goes back before LightGBM needs it
-    features = features_of(cfg)
-    result = train_table(
-        table, cutoffs, cfg, features, experiment, baselines.load_oracle(Path(events_path)), info, arms
-    )
-    del table
+    with tempfile.TemporaryDirectory(prefix="siyu-train-") as spill:
+        ltv_table, ltv_cuts, ltv_why = ltv_data(con, cfg)  # LTV has its own cutoffs (horizon ltv.horizon_days)
+        con.close()  # DuckDB's memory goes back before LightGBM needs it
+        if ltv_table is not None:  # on disk while the labels train: one pool-sized table in memory, not two
+            ltv_table.to_parquet(Path(spill) / "ltv.parquet")
+            ltv_table = None
+        lap("tables_s")
+        features = features_of(cfg)
+        result = train_table(
+            table, cutoffs, cfg, features, experiment, baselines.load_oracle(Path(events_path)), info, arms
+        )
+        del table, arms
+        lap("labels_s")
+        if ltv_why == "":
+            ltv_table = pd.read_parquet(Path(spill) / "ltv.parquet")
     ltv_oracle = load_ltv_oracle(events_path)
     result.ltv = train_ltv(ltv_table, ltv_cuts, ltv_why, cfg, features, ltv_oracle, result.parent_run_id)
+    lap("ltv_s")
+    result.timings = timings
     result.notes.extend(notes)
     return result
 
