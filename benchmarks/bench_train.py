@@ -87,8 +87,8 @@ def main() -> None:
                 "target_s": target,
                 "within_target": total < target,
                 "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-                "ltv_trained": bool(ltv is not None and ltv.trained),
-                "push_effect_trained": bool(result.push_effect is not None and result.push_effect.trained),
+                "ltv": ltv.message if ltv is not None else None,
+                "push_effect": result.push_effect.message if result.push_effect is not None else None,
             }
         )
     )

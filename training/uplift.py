@@ -81,6 +81,33 @@ def earlier_cutoffs(cutoffs: list, first_ts, cfg: Config) -> list:
     return [c for c in out if first_ts is not None and c >= first_ts + step]
 
 
+def arm_rows(table: pd.DataFrame, arms: pd.DataFrame, min_held_share: float) -> tuple[np.ndarray, ...]:
+    """Row positions of `table`'s churn population in an arm, with the arm (1 held, 0 pushed) and `spend`.
+
+    Positions, not a copy: a pool of millions of rows is read column by column from the table itself.
+
+    Args:
+        table: training_table() rows (user_id, cutoff, features, in_churn_pop, churn).
+        arms: arms_frame() output.
+        min_held_share: share of the horizon a holdout must cover for the held arm (partly held rows: none).
+
+    Returns:
+        (positions, arm, spend), aligned.
+    """
+    pos = np.flatnonzero(table["in_churn_pop"].astype(bool).to_numpy() & table["churn"].notna().to_numpy())
+    keys = pd.DataFrame(
+        {
+            "user_id": table["user_id"].to_numpy()[pos].astype(str),
+            "cutoff": pd.to_datetime(table["cutoff"].to_numpy()[pos]),
+        }
+    )
+    got = keys.merge(arms, on=["user_id", "cutoff"], how="left")
+    share = got["held_share"].fillna(0.0).to_numpy()
+    arm = np.where(share >= min_held_share, 1, np.where(share <= 0, 0, -1))
+    keep = arm >= 0
+    return pos[keep], arm[keep], got["spend"].fillna(0.0).to_numpy()[keep]
+
+
 def attach_arms(table: pd.DataFrame, arms: pd.DataFrame, min_held_share: float) -> pd.DataFrame:
     """The churn population of `table` with `arm` (1 held, 0 pushed; partly held rows dropped) and `spend`.
 
@@ -89,15 +116,10 @@ def attach_arms(table: pd.DataFrame, arms: pd.DataFrame, min_held_share: float) 
         arms: arms_frame() output.
         min_held_share: share of the horizon a holdout must cover for the held arm.
     """
-    pop = table[table["in_churn_pop"].astype(bool) & table["churn"].notna()]
-    keys = pop[["user_id", "cutoff"]].astype({"user_id": str}).assign(cutoff=lambda d: pd.to_datetime(d["cutoff"]))
-    got = keys.merge(arms, on=["user_id", "cutoff"], how="left")
-    share = got["held_share"].fillna(0.0).to_numpy()
-    arm = np.where(share >= min_held_share, 1, np.where(share <= 0, 0, -1))
-    keep = arm >= 0
+    pos, arm, spend = arm_rows(table, arms, min_held_share)
     with warnings.catch_warnings():  # the training table is built column by column; no copy of it here
         warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
-        return pop[keep].assign(arm=arm[keep], spend=got["spend"].fillna(0.0).to_numpy()[keep])
+        return table.iloc[pos].assign(arm=arm, spend=spend)
 
 
 @dataclass
