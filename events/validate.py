@@ -37,6 +37,10 @@ _RULES: list[tuple[str, str]] = [
 ]
 
 
+# The control-group markers: the rows _check_holdouts may quarantine after _classify.
+_MARKERS = f"('{HOLDOUT_START}', '{HOLDOUT_END}')"
+
+
 def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: str) -> None:
     """Create table `_checked`: parsed canonical columns, the raw text, and `reason` (NULL = valid)."""
     # Layered so each trim/cast is computed once per row.
@@ -70,7 +74,7 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
     reason = "CASE " + " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in _RULES) + " END"
     # The raw text is kept only where quarantine may show it (bad rows; markers, checked next): a
     # copy of every column of every good row was most of the table's size.
-    keep = f"(reason IS NOT NULL OR event IN ('{HOLDOUT_START}', '{HOLDOUT_END}'))"
+    keep = f"(reason IS NOT NULL OR event IN {_MARKERS})"
     raws = [f"raw_{c}" for c in CANONICAL_COLUMNS]
     kept = ", ".join(f"CASE WHEN {keep} THEN {r} END AS {r}" for r in raws)
     checked = f"SELECT * EXCLUDE ({', '.join(raws)}), {kept} FROM (SELECT *, {reason} AS reason FROM ({parsed}))"
@@ -100,7 +104,7 @@ def _check_holdouts(con: duckdb.DuckDBPyConnection) -> None:
                 THEN '{HOLDOUT_START} inside a holdout' END AS bad
         FROM (SELECT *, lag(event) OVER (PARTITION BY user_id ORDER BY ts, event = '{HOLDOUT_START}') AS prev
               FROM (SELECT DISTINCT user_id, ts, event FROM _checked
-                    WHERE reason IS NULL AND event IN ('{HOLDOUT_START}', '{HOLDOUT_END}'){prior}))) s
+                    WHERE reason IS NULL AND event IN {_MARKERS}{prior}))) s
         WHERE s.bad IS NOT NULL AND _checked.reason IS NULL
           AND _checked.user_id = s.user_id AND _checked.ts = s.ts AND _checked.event = s.event""")
 

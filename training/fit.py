@@ -22,11 +22,19 @@ def matrix(df: pd.DataFrame, names: Sequence[str], rows: np.ndarray | None = Non
     Filled column by column into a column-major array, so a 1M-user table is never copied
     whole on the way (LightGBM reads either layout).
     """
-    n = len(df) if rows is None else len(rows)
-    X = np.empty((n, len(names)), dtype=np.float64, order="F")
+    return stacked([(df, rows)], names)
+
+
+def stacked(parts: Sequence[tuple[pd.DataFrame, np.ndarray | None]], names: Sequence[str]) -> np.ndarray:
+    """`matrix` over several (frame, row positions or None = all) parts, stacked in order into one array."""
+    sizes = [len(df) if rows is None else len(rows) for df, rows in parts]
+    X = np.empty((sum(sizes), len(names)), dtype=np.float64, order="F")
     for j, name in enumerate(names):
-        col = df[name].to_numpy(dtype=np.float64, na_value=np.nan)
-        X[:, j] = col if rows is None else col[rows]
+        at = 0
+        for (df, rows), n in zip(parts, sizes):
+            col = df[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            X[at : at + n, j] = col if rows is None else col[rows]
+            at += n
     return X
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from features.catalog import Feature
 from siyu.config import Config
 from training import model_registry
-from training.fit import matrix
+from training.fit import matrix, stacked
 from training.policy import advise
 from training.uplift import LABEL, arm_rows, fit_push_effect
 from training.uplift_eval import compare_policies, decile_table, oracle_contrast, plot_deciles, qini
@@ -72,17 +72,19 @@ def train_push_effect(
     val_cut = pd.Timestamp(sorted(pd.Timestamp(c) for c in cutoffs)[-1])
     # Fit rows by position in each table (the earlier cutoffs' and these), filled straight into one
     # matrix: no frame copies of a pool of millions of rows. Validation is the last cutoff of `table`.
-    parts, y = [], {"churn": [], "spend": [], "arm": []}
-    for src in ([earlier] if earlier is not None and len(earlier) else []) + [table]:
+    srcs = ([earlier] if earlier is not None and len(earlier) else []) + [table]
+    rows = []
+    for src in srcs:
         pos, arm, spend = arm_rows(src, arms, u.min_held_share)
-        in_fit = pd.to_datetime(src["cutoff"].to_numpy()[pos]) < val_cut
-        parts.append((src, pos[in_fit]))
-        y["churn"].append(src["churn"].to_numpy(float)[pos[in_fit]])
-        y["spend"].append(spend[in_fit])
-        y["arm"].append(arm[in_fit])
-    fit = {k: np.concatenate(v) for k, v in y.items()}
-    val_pos, val_arm, val_spend = (a[~in_fit] for a in (pos, arm, spend))  # `table` came last
-    val = table.iloc[val_pos].assign(arm=val_arm, spend=val_spend).reset_index(drop=True)
+        rows.append((pos, arm, spend, pd.to_datetime(src["cutoff"].to_numpy()[pos]) < val_cut))
+    parts = [(src, pos[f]) for src, (pos, _, _, f) in zip(srcs, rows)]
+    fit = {
+        "churn": np.concatenate([src["churn"].to_numpy(float)[p] for src, p in parts]),
+        "spend": np.concatenate([spend[f] for _, _, spend, f in rows]),
+        "arm": np.concatenate([arm[f] for _, arm, _, f in rows]),
+    }
+    pos, arm, spend, in_fit = rows[-1]  # `table`'s
+    val = table.iloc[pos[~in_fit]].assign(arm=arm[~in_fit], spend=spend[~in_fit]).reset_index(drop=True)
     held_fit, held_val = int(fit["arm"].sum()), int(val["arm"].sum())
     if held_fit < u.min_held_rows or held_val == 0 or held_val == len(val):
         return PushEffectResult(
@@ -90,7 +92,7 @@ def train_push_effect(
             f"skipped: {held_fit} held rows on the training cutoffs (uplift.min_held_rows={u.min_held_rows}), "
             f"{held_val} of {len(val)} on the validation cutoff (a log without holdout_start / holdout_end has none)",
         )
-    X_fit, X_val = _stacked(parts, names), matrix(val, names)
+    X_fit, X_val = stacked(parts, names), matrix(val, names)
     with mlflow.start_run(run_name="push_effect", nested=True):
         t0 = time.perf_counter()
         model = fit_push_effect(
@@ -131,17 +133,6 @@ def train_push_effect(
         )
         mlflow.set_tags({"siyu.gate": "promoted" if res.promoted else "kept_champion", "siyu.gate_reason": res.message})
     return res
-
-
-def _stacked(parts: list[tuple[pd.DataFrame, np.ndarray]], names: list[str]) -> np.ndarray:
-    """One float matrix of the named columns over (table, row positions) parts, filled column by column."""
-    X = np.empty((sum(len(p) for _, p in parts), len(names)), dtype=np.float64, order="F")
-    for j, name in enumerate(names):
-        at = 0
-        for src, pos in parts:
-            X[at : at + len(pos), j] = src[name].to_numpy(dtype=np.float64, na_value=np.nan)[pos]
-            at += len(pos)
-    return X
 
 
 def _metrics(eff: dict, val: pd.DataFrame, held: np.ndarray, model, cfg: Config, names: list[str]) -> dict[str, float]:

@@ -131,8 +131,9 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     with tempfile.TemporaryDirectory(prefix="siyu-train-") as spill:
         ltv_table, ltv_cuts, ltv_why = ltv_data(con, cfg)  # LTV has its own cutoffs (horizon ltv.horizon_days)
         con.close()  # DuckDB's memory goes back before LightGBM needs it
+        spilled = Path(spill) / "ltv.parquet"
         if ltv_table is not None:  # on disk while the labels train: one pool-sized table in memory, not two
-            ltv_table.to_parquet(Path(spill) / "ltv.parquet")
+            ltv_table.to_parquet(spilled)
             ltv_table = None
         lap("tables_s")
         features = features_of(cfg)
@@ -141,8 +142,8 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
         )
         del table, arms
         lap("labels_s")
-        if ltv_why == "":
-            ltv_table = pd.read_parquet(Path(spill) / "ltv.parquet")
+        if spilled.exists():
+            ltv_table = pd.read_parquet(spilled)
     ltv_oracle = load_ltv_oracle(events_path)
     result.ltv = train_ltv(ltv_table, ltv_cuts, ltv_why, cfg, features, ltv_oracle, result.parent_run_id)
     lap("ltv_s")
