@@ -15,7 +15,6 @@ import numpy as np
 
 from serving.blendpath import BlendPath
 from serving.explain import PathExplainer
-from serving.native import SMALL_N
 from siyu.contract import LABELS
 
 N_REASONS = 3
@@ -191,7 +190,10 @@ def _fast_proba_ok(model: ScoringModel, ex: PathExplainer) -> bool:
 
 
 def top_reasons(contrib: np.ndarray, k: int = N_REASONS) -> tuple[np.ndarray, np.ndarray]:
-    """The k features with the largest absolute contribution per row, largest first.
+    """The k features with the largest absolute contribution per row, largest first (ties: lower position first).
+
+    The order is that of a stable sort of each row, for any number of rows, so a user's reasons never
+    depend on the batch they were scored in; k passes of argmax keep it linear in the row width.
 
     Args:
         contrib: n x (features + 1) from LightGBM pred_contrib (last column: the bias).
@@ -201,13 +203,14 @@ def top_reasons(contrib: np.ndarray, k: int = N_REASONS) -> tuple[np.ndarray, np
     """
     c = contrib[:, :-1]
     k = min(k, c.shape[1])
+    # |c| is >= 0, so -1 marks a position already taken and -0.5 a NaN (after every number, as a sort puts it).
     a = np.abs(c)
-    if len(c) <= SMALL_N:  # API-sized: a plain stable sort per row, so a row's reasons never depend on its batch
-        idx = np.argsort(-a, axis=1, kind="stable")[:, :k]
-        return idx, np.take_along_axis(c, idx, axis=1)
-    part = np.argpartition(-a, k - 1, axis=1)[:, :k] if c.shape[1] > k else np.tile(np.arange(k), (len(c), 1))
-    order = np.argsort(-np.take_along_axis(a, part, axis=1), axis=1, kind="stable")
-    idx = np.take_along_axis(part, order, axis=1)
+    a[np.isnan(a)] = -0.5
+    rows = np.arange(len(c))
+    idx = np.empty((len(c), k), dtype=np.int64)
+    for j in range(k):
+        idx[:, j] = best = a.argmax(axis=1)
+        a[rows, best] = -1.0
     return idx, np.take_along_axis(c, idx, axis=1)
 
 

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from serving_world import serving_world
 
 from serving.scoring import buckets, format_value, percentiles, reference, top_reasons
@@ -334,3 +336,20 @@ def test_spark_engine_matches_duckdb(world, snap, tmp_path, monkeypatch):
             assert feats(sp[c]) == feats(snap[c]), c
         else:
             assert sp[c].equals(snap[c]), c
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 40),
+    st.integers(1, 9),
+    st.integers(0, 2**32 - 1),
+)
+def test_top_reasons_equal_a_stable_sort_of_each_row(n, width, seed):
+    """Any batch size gives each row the order of a stable sort by |contribution| (ties, zeros and NaN included)."""
+    rng = np.random.default_rng(seed)
+    contrib = rng.choice([0.0, 0.5, -0.5, 1.0, -2.0, np.nan], size=(n, width + 1)) * rng.integers(1, 3, size=(n, 1))
+    idx, c = top_reasons(contrib)
+    a = np.abs(contrib[:, :-1])
+    want = np.argsort(np.where(np.isnan(a), np.inf, -a), axis=1, kind="stable")[:, : min(3, width)]
+    assert idx.tolist() == want.tolist()
+    np.testing.assert_array_equal(c, np.take_along_axis(contrib[:, :-1], want, axis=1))
