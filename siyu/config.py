@@ -215,6 +215,7 @@ class UpliftConfig(_Strict):
     extra_cutoffs: int = Field(ge=0, description="earlier cutoffs whose control groups the model also learns from")
     min_held_share: float = Field(gt=0, le=1, description="share of the horizon a holdout must cover to count as held")
     min_held_rows: int = Field(ge=1, description="fewer held training rows: no push-effect model")
+    max_rows_per_arm: int = Field(ge=1, description="fit rows per arm; a seeded sample beyond")
     num_boost_round: int = Field(ge=1, description="trees per LightGBM model")
     lgbm_params: dict[str, Any] = Field(description="LightGBM parameters of every meta-learner model")
     deciles: int = Field(ge=2, description="bins of the uplift-decile table")

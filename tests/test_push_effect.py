@@ -149,3 +149,23 @@ def test_attach_arms_drops_partly_held_rows_and_the_rest_of_the_population():
     )
     got = attach_arms(t, arms, 0.9)
     assert got["user_id"].tolist() == ["a", "c"] and got["arm"].tolist() == [1, 0] and got["spend"].tolist() == [0, 0]
+
+
+def test_fit_rows_are_capped_per_arm_and_validation_rows_kept():
+    """uplift.max_rows_per_arm: each arm's fit rows over all tables cut to a seeded sample; validation untouched."""
+    from training.push_effect import capped_arms
+
+    def table(n, held_every, val_from):
+        pos = np.arange(n) * 2
+        return (pos, (np.arange(n) % held_every == 0).astype(int), pos * 1.0, np.arange(n) < val_from)
+
+    rows = [table(50, 5, 50), table(40, 4, 30)]  # fit: 50 + 30 rows (10 + 8 held); validation: 10 rows
+    out = capped_arms(rows, cap=20, seed=3)
+    fit_arm = np.concatenate([a[f] for _, a, _, f in out])
+    assert (fit_arm == 0).sum() == 20 and (fit_arm == 1).sum() == 18  # the pushed arm cut, the held arm whole
+    (pos, arm, _, f), (pos0, arm0, _, f0) = out[1], rows[1]
+    assert pos[~f].tolist() == pos0[~f0].tolist() and arm[~f].tolist() == arm0[~f0].tolist()
+    assert all((np.diff(p) > 0).all() and (s == p * 1.0).all() for p, _, s, _ in out)  # order and alignment kept
+    again = capped_arms(rows, cap=20, seed=3)
+    assert all((a[0] == b[0]).all() for a, b in zip(out, again))
+    assert all((a[0] == b[0]).all() for a, b in zip(capped_arms(rows, cap=100, seed=3), rows))

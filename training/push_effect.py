@@ -77,6 +77,7 @@ def train_push_effect(
     for src in srcs:
         pos, arm, spend = arm_rows(src, arms, u.min_held_share)
         rows.append((pos, arm, spend, pd.to_datetime(src["cutoff"].to_numpy()[pos]) < val_cut))
+    rows = capped_arms(rows, u.max_rows_per_arm, cfg.training.seed)
     parts = [(src, pos[f]) for src, (pos, _, _, f) in zip(srcs, rows)]
     fit = {
         "churn": np.concatenate([src["churn"].to_numpy(float)[p] for src, p in parts]),
@@ -133,6 +134,34 @@ def train_push_effect(
         )
         mlflow.set_tags({"siyu.gate": "promoted" if res.promoted else "kept_champion", "siyu.gate_reason": res.message})
     return res
+
+
+def capped_arms(rows: list[tuple[np.ndarray, ...]], cap: int, seed: int) -> list[tuple[np.ndarray, ...]]:
+    """`rows` with each arm's fit rows (over all tables) cut to a seeded sample of `cap`; validation rows kept.
+
+    Args:
+        rows: per table (positions, arm, spend, in_fit), as arm_rows gives them plus the fit flag.
+        cap: fit rows per arm (uplift.max_rows_per_arm).
+        seed: the sample's seed.
+
+    Returns:
+        The same tuples with the dropped fit rows removed (order kept).
+    """
+    arm = np.concatenate([a[f] for _, a, _, f in rows]) if rows else np.zeros(0, int)
+    keep = np.ones(len(arm), dtype=bool)
+    rng = np.random.default_rng(seed)
+    for side in (0, 1):
+        at = np.flatnonzero(arm == side)
+        if len(at) > cap:
+            keep[at] = False
+            keep[rng.choice(at, cap, replace=False)] = True
+    out, lo = [], 0
+    for pos, a, spend, f in rows:
+        k = np.ones(len(pos), dtype=bool)
+        k[np.flatnonzero(f)] = keep[lo : lo + int(f.sum())]
+        lo += int(f.sum())
+        out.append((pos[k], a[k], spend[k], f[k]))
+    return out
 
 
 def _metrics(eff: dict, val: pd.DataFrame, held: np.ndarray, model, cfg: Config, names: list[str]) -> dict[str, float]:

@@ -119,22 +119,24 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     load_valid_events(con, events_path, cfg)
     lap("validate_s")
     cfg = resolve(cfg, con)  # `auto` windows from this log; the models store the feature list
-    cutoffs = training_cutoffs(con, cfg)
-    table = training_table(con, cutoffs, cfg)
-    arms = _arms(con, cutoffs, cfg)
-    lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
-    notes = churn_notes(present_families(con), cfg)
-    info = {"events_path": str(events_path), "data_window_start": str(lo), "data_window_end": str(hi)}
-    info.update(lineage(con, cfg, events_path))
     from training.ltv_train import load_ltv_oracle, ltv_data, train_ltv
 
     with tempfile.TemporaryDirectory(prefix="siyu-train-") as spill:
+        # The LTV table first, and on disk while the labels train: DuckDB builds each pool-sized table
+        # beside as few pandas tables as possible (at 1M users two of them plus DuckDB's cap overran 24 GiB).
         ltv_table, ltv_cuts, ltv_why = ltv_data(con, cfg)  # LTV has its own cutoffs (horizon ltv.horizon_days)
-        con.close()  # DuckDB's memory goes back before LightGBM needs it
         spilled = Path(spill) / "ltv.parquet"
-        if ltv_table is not None:  # on disk while the labels train: one pool-sized table in memory, not two
+        if ltv_table is not None:
             ltv_table.to_parquet(spilled)
             ltv_table = None
+        cutoffs = training_cutoffs(con, cfg)
+        table = training_table(con, cutoffs, cfg)
+        arms = _arms(con, cutoffs, cfg)
+        lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
+        notes = churn_notes(present_families(con), cfg)
+        info = {"events_path": str(events_path), "data_window_start": str(lo), "data_window_end": str(hi)}
+        info.update(lineage(con, cfg, events_path))
+        con.close()  # DuckDB's memory goes back before LightGBM needs it
         lap("tables_s")
         features = features_of(cfg)
         result = train_table(
