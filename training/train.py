@@ -131,7 +131,8 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
             ltv_table = None
         cutoffs = training_cutoffs(con, cfg)
         table = training_table(con, cutoffs, cfg)
-        arms = _arms(con, cutoffs, cfg)
+        arms = [a] if (a := _arms(con, cutoffs, cfg)) is not None else None
+        del a
         lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
         notes = churn_notes(present_families(con), cfg)
         info = {"events_path": str(events_path), "data_window_start": str(lo), "data_window_end": str(hi)}
@@ -200,7 +201,7 @@ def train_table(
     experiment: str | None = None,
     oracle: pd.DataFrame | None = None,
     info: dict | None = None,
-    arms: tuple | None = None,
+    arms: list | None = None,
 ) -> TrainResult:
     """Train every label on a ready training table (the part of `train_all` after the features).
 
@@ -212,8 +213,9 @@ def train_table(
         experiment: MLflow experiment name.
         oracle: `baselines.load_oracle` output, or None.
         info: extra run params (events path, data window).
-        arms: `_arms` output (the cutoffs' control-group arms, the earlier cutoffs' table): fit the push-effect
-            model too (None: not).
+        arms: a one-item list holding `_arms` output (the cutoffs' control-group arms, the earlier cutoffs'
+            table): fit the push-effect model too (None or empty: not). The list is emptied once the push
+            effect has read it, so a pool-sized table is not held while the labels train.
 
     Returns:
         The TrainResult.
@@ -251,6 +253,14 @@ def train_table(
         mlflow.log_dict({"features": [f.__dict__ for f in features]}, "config/features.json")
         with _progress() as bar:
             task = bar.add_task("training", total=len(LABELS))
+            push = None
+            if arms:  # first, so the earlier cutoffs' table is freed before the labels build their matrices
+                from training.push_effect import train_push_effect
+
+                bar.update(task, description="push effect: meta-learner on the control groups")
+                inputs = arms.pop()
+                push = train_push_effect(table, inputs[0], cutoffs, cfg, features, oracle, inputs[1])
+                del inputs
             for label in LABELS:
                 bar.update(task, description=f"{label}: tuning LightGBM on the folds")
                 trial = lambda n, score, best, lab=label: bar.update(  # noqa: E731
@@ -260,11 +270,6 @@ def train_table(
                 results[label] = _train_label(label, data, cfg, features, oracle, cutoffs[-1], trial)
                 del data  # free this label's matrices before the next one is built
                 bar.advance(task)
-            if arms is not None:
-                from training.push_effect import train_push_effect
-
-                bar.update(task, description="push effect: meta-learner on the control groups")
-                push = train_push_effect(table, arms[0], cutoffs, cfg, features, oracle, arms[1])
         # Aliases move only now, all together (milliseconds): a run killed before this point leaves
         # every challenger and champion where it was, even for labels it already registered.
         for r in results.values():
@@ -288,7 +293,7 @@ def train_table(
             }
         )
     out = TrainResult(parent.info.run_id, experiment or cfg.mlflow.experiment, uri, cutoffs, rows, results)
-    out.push_effect = push if arms is not None else None
+    out.push_effect = push
     return out
 
 
