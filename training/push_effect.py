@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,9 @@ def train_push_effect(
         "arm": np.concatenate([arm[f] for _, arm, _, f in rows]),
     }
     pos, arm, spend, in_fit = rows[-1]  # `table`'s
-    val = table.iloc[pos[~in_fit]].assign(arm=arm[~in_fit], spend=spend[~in_fit]).reset_index(drop=True)
+    with warnings.catch_warnings():  # the training table is built column by column; this slice is not copied whole
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+        val = table.iloc[pos[~in_fit]].assign(arm=arm[~in_fit], spend=spend[~in_fit]).reset_index(drop=True)
     held_fit, held_val = int(fit["arm"].sum()), int(val["arm"].sum())
     if held_fit < u.min_held_rows or held_val == 0 or held_val == len(val):
         return PushEffectResult(
