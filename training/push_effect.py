@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from siyu.config import Config
 from training import model_registry
 from training.fit import matrix, stacked
 from training.policy import advise
-from training.uplift import LABEL, arm_rows, fit_push_effect
+from training.uplift import LABEL, arm_rows, fit_push_effect, with_arms
 from training.uplift_eval import compare_policies, decile_table, oracle_contrast, plot_deciles, qini
 
 
@@ -86,9 +85,7 @@ def train_push_effect(
         "arm": np.concatenate([arm[f] for _, arm, _, f in rows]),
     }
     pos, arm, spend, in_fit = rows[-1]  # `table`'s
-    with warnings.catch_warnings():  # the training table is built column by column; this slice is not copied whole
-        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
-        val = table.iloc[pos[~in_fit]].assign(arm=arm[~in_fit], spend=spend[~in_fit]).reset_index(drop=True)
+    val = with_arms(table, pos[~in_fit], arm[~in_fit], spend[~in_fit]).reset_index(drop=True)
     held_fit, held_val = int(fit["arm"].sum()), int(val["arm"].sum())
     if held_fit < u.min_held_rows or held_val == 0 or held_val == len(val):
         return PushEffectResult(

@@ -116,7 +116,11 @@ def attach_arms(table: pd.DataFrame, arms: pd.DataFrame, min_held_share: float) 
         arms: arms_frame() output.
         min_held_share: share of the horizon a holdout must cover for the held arm.
     """
-    pos, arm, spend = arm_rows(table, arms, min_held_share)
+    return with_arms(table, *arm_rows(table, arms, min_held_share))
+
+
+def with_arms(table: pd.DataFrame, pos: np.ndarray, arm: np.ndarray, spend: np.ndarray) -> pd.DataFrame:
+    """`table`'s rows at positions `pos` with their `arm` and `spend` columns (as arm_rows gives them)."""
     with warnings.catch_warnings():  # the training table is built column by column; no copy of it here
         warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
         return table.iloc[pos].assign(arm=arm, spend=spend)
