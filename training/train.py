@@ -131,8 +131,7 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
             ltv_table = None
         cutoffs = training_cutoffs(con, cfg)
         table = training_table(con, cutoffs, cfg)
-        arms = [a] if (a := _arms(con, cutoffs, cfg)) is not None else None
-        del a
+        arms = _arms(con, cutoffs, cfg)
         lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
         notes = churn_notes(present_families(con), cfg)
         info = {"events_path": str(events_path), "data_window_start": str(lo), "data_window_end": str(hi)}
@@ -159,7 +158,8 @@ def _arms(con, cutoffs, cfg: Config):
     """The push effect's inputs when it is on and the log has control groups (else None).
 
     Returns:
-        (arms_frame of every cutoff, training table of the `uplift.extra_cutoffs` earlier cutoffs or None).
+        A one-item list for train_table to empty: [(arms_frame of every cutoff, training table of the
+        `uplift.extra_cutoffs` earlier cutoffs or None)].
     """
     from siyu.contract import HOLDOUT_START
     from training.table import training_table
@@ -172,7 +172,7 @@ def _arms(con, cutoffs, cfg: Config):
         return None
     extra = earlier_cutoffs(cutoffs, first, cfg)
     table = training_table(con, extra, cfg) if extra else None
-    return arms_frame(con, [*extra, *cutoffs], cfg), table
+    return [(arms_frame(con, [*extra, *cutoffs], cfg), table)]
 
 
 def churn_notes(families: frozenset[str], cfg: Config) -> list[str]:
