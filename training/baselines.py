@@ -3,7 +3,6 @@ a logistic regression on RFM features, and (simulated worlds) the oracle."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,48 +39,6 @@ def rule_scores(label: str, fit: pd.DataFrame, val: pd.DataFrame, recency_featur
     rates = fit.groupby(tier, observed=True)[label].mean()
     overall = float(fit[label].mean())
     return val[tier].map(rates).astype(float).fillna(overall).to_numpy()
-
-
-def _signed_log(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.log1p(np.abs(x))
-
-
-def logreg_scores(
-    fit: pd.DataFrame, val: pd.DataFrame, label: str, features: Sequence[str], seed: int, max_rows: int = 200_000
-) -> np.ndarray:
-    """Logistic regression on RFM features, fitted on the training rows.
-
-    Args:
-        fit: training rows with the label.
-        val: validation rows.
-        label: the target column.
-        features: the RFM columns (recency, frequency, monetary families).
-        seed: for the row sample when `fit` is larger than `max_rows`.
-        max_rows: cap on fitted rows (a baseline, not the product).
-
-    Returns:
-        Probabilities for the validation rows.
-    """
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer, StandardScaler
-
-    if not features:
-        raise SiyuError("logistic baseline: no recency/frequency/monetary features in the registry")
-    if len(fit) > max_rows:
-        fit = fit.sample(max_rows, random_state=seed)
-    X = fit[list(features)].to_numpy(dtype=float)
-    y = fit[label].to_numpy(dtype=int)
-    model = make_pipeline(
-        # Missing means "never happened" (e.g. no purchase): keep that as its own signal.
-        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
-        FunctionTransformer(_signed_log),  # RFM counts and money are heavy-tailed
-        StandardScaler(),
-        LogisticRegression(max_iter=2000, random_state=seed),
-    )
-    model.fit(X, y)
-    return model.predict_proba(val[list(features)].to_numpy(dtype=float))[:, 1]
 
 
 def load_oracle(events_path: Path) -> pd.DataFrame | None:

@@ -17,7 +17,7 @@ from features.catalog import Feature
 from siyu.config import Config
 from training import model_registry
 from training.calibrate import Calibrator
-from training.fit import LabelData, fit_label, lgbm_params, train_booster
+from training.fit import FoldSets, LabelData, fit_label, lgbm_params
 from training.select import BASELINES, Rows, Selection, make_candidate, make_folds, select
 from training.tuning import rescale
 
@@ -69,8 +69,10 @@ def choose(
     pos = int(rows.y.sum())
     base = lgbm_params(label, cfg, features, pos, len(rows.y) - pos)
 
+    sets = FoldSets(names, cats)
+
     def fit_fold(params: dict, f) -> tuple[np.ndarray, np.ndarray]:
-        b = train_booster({**base, **params}, f.X_fit, f.y_fit, f.X_es, f.y_es, names, cats, cfg)
+        b = sets.train({**base, **params}, id(f), f.X_fit, f.y_fit, f.X_es, f.y_es, cfg)
         return b.predict(f.X_eval), b.predict(f.X_es)
 
     return select(label, folds, names, rfm, cfg, fit_fold, {**base, **t.lgbm_params}, on_trial)

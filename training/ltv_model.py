@@ -39,12 +39,16 @@ def tweedie_params(cfg: Config, overrides: dict | None = None) -> dict:
     }
 
 
+def nonnegative(y) -> np.ndarray:
+    """The Tweedie target: net spend with a negative total (refunds) counted as 0 (Tweedie needs y >= 0)."""
+    return np.maximum(np.asarray(y, dtype=float), 0.0)
+
+
 def fit_part(params: dict, X_fit, y_fit, X_es, y_es, names: Sequence[str], cats: Sequence[str], cfg: Config):
     """One Tweedie booster, early-stopped on (X_es, y_es); negative net spend (refunds) counts as 0."""
     from training.fit import train_booster
 
-    clip = lambda y: np.maximum(np.asarray(y, dtype=float), 0.0)  # noqa: E731 - Tweedie needs y >= 0
-    return train_booster(params, X_fit, clip(y_fit), X_es, clip(y_es), names, cats, cfg)
+    return train_booster(params, X_fit, nonnegative(y_fit), X_es, nonnegative(y_es), names, cats, cfg)
 
 
 @dataclass

@@ -22,8 +22,9 @@ from siyu.config import Config
 from siyu.errors import SiyuError
 from training import ltv_metrics as lm
 from training.bootstrap import interval
+from training.fit import FoldSets
 from training.ltv_baselines import BASELINES, baseline_predictions
-from training.ltv_model import LTVModel, fit_part, tweedie_params
+from training.ltv_model import LTVModel, fit_part, nonnegative, tweedie_params
 
 EXTRA = ["ltv_own", "ltv_referral", "spend_last_l", "spend_life", "tenure_days_l"]
 
@@ -126,9 +127,11 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     if not folds:
         raise SiyuError("ltv: no walk-forward fold (too few training cutoffs with value)")
 
+    sets = FoldSets(names, cats)
+
     def part(params: dict, f, j: int) -> tuple[np.ndarray, np.ndarray]:
-        b = fit_part(tweedie_params(cfg, params), f.X_fit[:, :F], f.X_fit[:, j], f.X_es[:, :F], f.X_es[:, j],
-                     names, cats, cfg)  # fmt: skip
+        b = sets.train(tweedie_params(cfg, params), (id(f), j), f.X_fit[:, :F], nonnegative(f.X_fit[:, j]),
+                       f.X_es[:, :F], nonnegative(f.X_es[:, j]), cfg)  # fmt: skip
         return b.predict(f.X_eval[:, :F]), b.predict(f.X_es[:, :F])
 
     # The search tunes the own-spend part; the referral part (sparser, cheaper to leave) keeps the
@@ -174,7 +177,7 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     if refits(cfg, len(X_fit) + len(X_hold)):  # the holdout cutoff is the nearest to the validation one
         X_both = np.vstack([X_fit, X_hold])
         for c, b in boost.items():
-            y_both = np.maximum(np.r_[tgt(parts["fit"], c), tgt(parts["holdout"], c)], 0.0)  # as fit_part clips
+            y_both = nonnegative(np.r_[tgt(parts["fit"], c), tgt(parts["holdout"], c)])
             boost[c] = refit_booster(b, X_both, y_both, names, cats)
     from training.model_registry import model_name
 

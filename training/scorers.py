@@ -24,7 +24,9 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-z))."""
-    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
+    from scipy.special import expit  # no overflow warning for a large |z| (a near-separable fit)
+
+    return expit(np.asarray(z, dtype=float))
 
 
 def _signed_log(x: np.ndarray) -> np.ndarray:
@@ -48,7 +50,7 @@ class _Scorer:
 class LogisticScorer(_Scorer):
     """Logistic regression on RFM columns: median-impute (+ missing indicator), signed log, standardise.
 
-    The same numbers as the `logreg_rfm` baseline; stored as coefficients so serving needs numpy only.
+    The `logistic` baseline; stored as coefficients so serving needs numpy only.
     """
 
     kind = "logistic"
@@ -84,7 +86,10 @@ class LogisticScorer(_Scorer):
         self.s = {"idx": idx, "median": med.tolist(), "mean": L.mean(0).tolist(), "scale": sd(L).tolist()}
         self.s |= {"mean_ind": miss.mean(0).tolist(), "scale_ind": sd(miss.astype(float)).tolist()}
         Z, M = self._design(X)
-        lr = LogisticRegression(max_iter=2000, random_state=self.seed).fit(np.hstack([Z, M]), y)
+        # Newton steps: a few dozen columns, so the exact optimum in ~5 iterations (L-BFGS stopped
+        # short of it in ~60, 5x slower).
+        lr = LogisticRegression(solver="newton-cholesky", max_iter=200, random_state=self.seed)
+        lr.fit(np.hstack([Z, M]), y)
         k = len(idx)
         self.s |= {"coef": lr.coef_[0, :k].tolist(), "coef_ind": lr.coef_[0, k:].tolist()}
         self.s["intercept"] = float(lr.intercept_[0])

@@ -8,6 +8,7 @@ rows of the final fit, so a leaf holds the same share of the data.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -71,6 +72,26 @@ def rescale(params: dict, n_tuned: int, n_final: int) -> dict:
     return out
 
 
+def fold_map(fn: Callable[[object, int], object], folds: list) -> list:
+    """[fn(fold, threads) for fold in folds], the folds fitted side by side.
+
+    On a few cores two one-thread LightGBM fits finish ~30% sooner than the same fits one after
+    the other on every thread (a small fit does not keep two threads busy), and give the same
+    trees. Largest folds start first, so the workers finish together.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = max(1, min(len(folds), cores))
+    if workers == 1:
+        return [fn(f, 0) for f in folds]  # 0: LightGBM's default thread count
+    threads = max(1, cores // workers)
+    with ThreadPoolExecutor(workers) as pool:  # LightGBM releases the GIL while it trains
+        order = sorted(range(len(folds)), key=lambda i: -folds[i].n_fit)
+        futures = {i: pool.submit(fn, folds[i], threads) for i in order}
+        return [futures[i].result() for i in range(len(folds))]
+
+
 def tune(
     folds: list,
     fit_fold: Callable[[dict, object], tuple[np.ndarray, np.ndarray]],
@@ -105,7 +126,8 @@ def tune(
 
     def objective(trial) -> float:
         params = suggest(trial, space)
-        preds = [fit_fold(rescale(params, n_fit, f.n_fit), f) for f in folds]
+        preds = fold_map(lambda f, threads: fit_fold({**rescale(params, n_fit, f.n_fit), "num_threads": threads}, f),
+                         folds)  # fmt: skip
         of = score or (lambda f, p: point(f.y_eval, p)["roc_auc"])
         value = float(np.nanmean([of(f, p[0]) for f, p in zip(folds, preds)]))
         if value > best["score"]:
