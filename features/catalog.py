@@ -287,6 +287,54 @@ def features_for(windows: tuple[int, ...], period: int, horizon: int, rhythm: in
             ("engagement", "exposure"),
             churn_up,
         )
+    # The same rates over the whole history: trust and need drift back to a user's own level, so the
+    # long-run rate estimates that level with less noise than any window (most useful to LTV).
+    add(
+        "open_rate_life",
+        "trust",
+        "opens per push received ever",
+        "ratio",
+        _ratio("{ln:message_open}", "{ln:message_sent}"),
+        ("engagement", "exposure"),
+    )
+    add(
+        "click_rate_life",
+        "trust",
+        "clicks per push received ever",
+        "ratio",
+        _ratio("{ln:click}", "{ln:message_sent}"),
+        ("engagement", "exposure"),
+    )
+    add(
+        "responsiveness_life",
+        "trust",
+        "opens and replies per push ever",
+        "ratio",
+        _ratio(f"{{ln:{resp}}}", "{ln:message_sent}"),
+        ("engagement", "exposure"),
+    )
+    add(
+        "fatigue_life",
+        "trust",
+        "pushes per response (plus one) ever",
+        "ratio",
+        f"CAST({{ln:message_sent}} AS DOUBLE) / (1 + {{ln:{resp}+click}})",
+        ("engagement", "exposure"),
+    )
+    # Per day known (the first event's day counts): a lifetime count alone grows with tenure.
+    for ev, what, src in (
+        ("visit", "visits", ("engagement",)),
+        ("purchase", "purchases", ("commerce",)),
+        ("coupon_claim", "coupon claims", ("commerce",)),
+    ):
+        add(
+            f"{ev}_rate_life",
+            "frequency",
+            f"{what} per day since the first event",
+            "per day",
+            f"CAST({{ln:{ev}}} AS DOUBLE) / ({{d}} - {{first:@all}} + 1)",
+            src,
+        )
     add(
         f"pushes_per_active_day_{long}d",
         "trust",

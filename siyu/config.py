@@ -249,6 +249,7 @@ class LtvConfig(_Strict):
     tuning_timeout_s: float = Field(ge=0, description="LightGBM search for ltv: no new trial after this (0: none)")
     learning_rate: float = Field(gt=0, le=1, description="the LTV boosters' starting learning rate")
     fold_max_rows: int = Field(gt=0, description="fit / early-stopping / evaluation rows per LTV fold")
+    cross_fit_groups: int = Field(ge=2, description="user groups of the cross-fitted validation predictions")
     segments: LtvSegments
 
 

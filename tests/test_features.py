@@ -72,6 +72,13 @@ def test_hand_worked_values(cfg):
         "open_rate_30d": 0.25,
         "responsiveness_30d": 0.5,
         "fatigue_30d": 4 / 3,
+        "open_rate_life": 0.25,
+        "click_rate_life": 0,
+        "responsiveness_life": 0.5,
+        "fatigue_life": 4 / 3,
+        "purchase_rate_life": 2 / 78,  # per day known, the first event's day included
+        "visit_rate_life": 0,
+        "coupon_claim_rate_life": 0,
         "n_complaint_90d": 1,
         "is_member": 1,
         "channels_open": 1,

@@ -24,7 +24,7 @@ from training import ltv_metrics as lm
 from training.bootstrap import interval
 from training.fit import FoldSets
 from training.ltv_baselines import BASELINES, baseline_predictions
-from training.ltv_model import LTVModel, fit_part, nonnegative, tweedie_params
+from training.ltv_model import LTVModel, nonnegative, tweedie_params
 
 EXTRA = ["ltv_own", "ltv_referral", "spend_last_l", "spend_life", "tenure_days_l"]
 
@@ -106,7 +106,7 @@ def _matrix(table: pd.DataFrame, cols: list[str], mask) -> np.ndarray:
 
 def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, bar, task) -> None:
     from training.select import Rows, make_folds
-    from training.tuning import rescale, tune
+    from training.tuning import tune
 
     t, L = cfg.training, cfg.ltv.horizon_days
     names = [f.name for f in features]
@@ -123,7 +123,11 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     cut_tr = ts[train_m].to_numpy().astype("datetime64[ns]")
     cap = min(t.tuning.max_rows, cfg.ltv.fold_max_rows)
     rows = Rows([Xtr], (total > 0).astype(int), cut_tr)
-    folds = make_folds(rows, t.folds, cfg.windows.cutoff_spacing_days, cap, t.seed)
+    from training.ltv_fit import user_groups
+
+    # Users unseen by each fold's fit are its judges: a target spans months of its neighbours' (ltv_fit.py).
+    halves = user_groups(table.loc[np.asarray(train_m), "user_id"], t.seed)
+    folds = make_folds(rows, t.folds, cfg.windows.cutoff_spacing_days, cap, t.seed, halves)
     if not folds:
         raise SiyuError("ltv: no walk-forward fold (too few training cutoffs with value)")
 
@@ -161,30 +165,15 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     mean = {k: float(np.nanmean(v)) for k, v in res.fold_gini.items()}
     res.chosen = max(mean, key=lambda k: (round(mean[k], 12), k == "lightgbm"))
 
-    bar.update(task, description="ltv: refitting on every training cutoff")
-    params = rescale({k: v for k, v in tuned.items() if not k.startswith("_")}, int(tuned["_n_tuned"]),
-                     res.rows["fit"])  # fmt: skip
-    p = tweedie_params(cfg, params)
-    X_fit, X_hold = _matrix(table, names, parts["fit"]), _matrix(table, names, parts["holdout"])
-    tgt = lambda m, c: np.nan_to_num(table.loc[np.asarray(m), c].to_numpy(dtype=float))  # noqa: E731
-    boost = {"ltv_own": fit_part(p, X_fit, tgt(parts["fit"], "ltv_own"), X_hold, tgt(parts["holdout"], "ltv_own"),
-                                 names, cats, cfg)}  # fmt: skip
-    if res.referral:
-        boost["ltv_referral"] = fit_part(tweedie_params(cfg), X_fit, tgt(parts["fit"], "ltv_referral"), X_hold,
-                                         tgt(parts["holdout"], "ltv_referral"), names, cats, cfg)  # fmt: skip
-    from training.fit import refit_booster, refits
-
-    if refits(cfg, len(X_fit) + len(X_hold)):  # the holdout cutoff is the nearest to the validation one
-        X_both = np.vstack([X_fit, X_hold])
-        for c, b in boost.items():
-            y_both = nonnegative(np.r_[tgt(parts["fit"], c), tgt(parts["holdout"], c)])
-            boost[c] = refit_booster(b, X_both, y_both, names, cats)
+    bar.update(task, description="ltv: fitting on every training cutoff, and on each half of the users")
+    from training.ltv_fit import cross_fitted, fit_parts
     from training.model_registry import model_name
 
+    boost = fit_parts(tuned, table, parts["fit"], parts["holdout"], names, cats, cfg, res.referral)
     model = LTVModel("ltv", model_name(cfg, "ltv"), 0, names, boost["ltv_own"], boost.get("ltv_referral"))
     val = table[np.asarray(parts["validation"])].reset_index(drop=True)
     X_val = _matrix(table, names, parts["validation"])
-    pred = model.predict_parts(X_val)
+    pred = cross_fitted(tuned, table, parts, names, cats, cfg, res.referral)  # what judges the model (ltv_fit.py)
     y = val["ltv_own"].to_numpy(dtype=float) + np.nan_to_num(val["ltv_referral"].to_numpy(dtype=float))
     train_rows = pd.DataFrame(Xtr, columns=cols)
     bases = baseline_predictions(train_rows, val[cols], L)

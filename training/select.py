@@ -65,12 +65,16 @@ def _cap(idx: np.ndarray, n: int, rng) -> np.ndarray:
     return idx if len(idx) <= n else np.sort(rng.choice(idx, n, replace=False))
 
 
-def make_folds(rows: Rows, n_folds: int, horizon_days: int, max_rows: int, seed: int) -> list[Fold]:
+def make_folds(
+    rows: Rows, n_folds: int, horizon_days: int, max_rows: int, seed: int, groups: np.ndarray | None = None
+) -> list[Fold]:
     """The last `n_folds` training cutoffs as rolling-origin folds (fewer when the log is short).
 
     A fold with a single earlier cutoff early-stops on a seeded 20% of its rows; a fold whose
     evaluation rows lack a class is dropped. Fit, early-stopping and evaluation rows are each
     capped at `max_rows` (a seeded sample), so tuning costs the same at 20k and 1M users.
+    `groups` (0 / 1 per row, by user): fit rows from group 0, early-stopping and evaluation rows
+    from group 1, for targets longer than the embargo (LTV: a user's neighbouring rows share months).
     """
     rng = np.random.default_rng(seed)
     cuts = sorted(pd.unique(rows.cutoff))
@@ -87,6 +91,10 @@ def make_folds(rows: Rows, n_folds: int, horizon_days: int, max_rows: int, seed:
             cand = np.flatnonzero(rows.cutoff == before[0])
             mask = rng.random(len(cand)) < 0.2
             fit, es = cand[~mask], cand[mask]
+        if groups is not None:
+            fit, es, ev = fit[groups[fit] == 0], es[groups[es] == 1], ev[groups[ev] == 1]
+            if not (0 < rows.y[ev].sum() < len(ev)):
+                continue
         fit, es, ev = (_cap(i, max_rows, rng) for i in (fit, es, ev))
         if min(rows.y[fit].sum(), len(fit) - rows.y[fit].sum(), rows.y[es].sum(), len(es) - rows.y[es].sum()) < 1:
             continue

@@ -1,0 +1,58 @@
+"""LTV validation on unseen users (training/ltv_fit.py): a model cannot be judged on targets it was fitted on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from training import ltv_metrics as lm
+from training.ltv_fit import cross_fitted, fit_parts, user_groups
+from training.ltv_model import LTVModel
+from training.select import Rows, make_folds
+
+
+def _memorisable(n: int = 1500, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Each user's value is random and the same at every cutoff; `x` names the user and says nothing else."""
+    rng = np.random.default_rng(seed)
+    users, x, value = [f"u{i}" for i in range(n)], rng.random(n), rng.exponential(100.0, n)
+    cuts = pd.date_range("2024-01-01", periods=4, freq="30D")
+    t = pd.DataFrame({"user_id": np.tile(users, 4), "cutoff": np.repeat(cuts, n), "x": np.tile(x, 4)})
+    t["ltv_own"], t["ltv_referral"] = np.tile(value, 4) * rng.uniform(0.9, 1.1, 4 * n), np.nan
+    parts = {"fit": t.cutoff < cuts[2], "holdout": t.cutoff == cuts[2], "validation": t.cutoff == cuts[3]}
+    return t, parts
+
+
+def _memorising(cfg):
+    lgbm = {**cfg.training.lgbm_params, "min_data_in_leaf": 2, "num_leaves": 255, "feature_fraction": 1.0}
+    return cfg.model_copy(update={"training": cfg.training.model_copy(update={"lgbm_params": lgbm})})
+
+
+def test_cross_fitted_predictions_cannot_recall_a_users_own_target(cfg):
+    cfg = _memorising(cfg)
+    t, parts = _memorisable()
+    val = t[parts["validation"]]
+    boost = fit_parts({}, t, parts["fit"], parts["holdout"], ["x"], [], cfg, referral=False)
+    full = LTVModel("ltv", "", 0, ["x"], boost["ltv_own"], None).predict_parts(val[["x"]].to_numpy())
+    crossed = cross_fitted({}, t, parts, ["x"], [], cfg, referral=False)
+    y = val["ltv_own"].to_numpy()
+    assert lm.gini(y, full["ltv"]) > 0.3  # the fit on every user recalls the validation users' values
+    assert abs(lm.gini(y, crossed["ltv"])) < 0.1  # users unseen by their model: nothing to recall
+    assert not np.isnan(crossed["ltv"]).any() and np.isnan(crossed["referral"]).all()
+
+
+def test_user_groups_are_stable_and_balanced():
+    ids = pd.Series([f"u{i}" for i in range(4000)])
+    g = user_groups(ids, seed=1)
+    assert (g == user_groups(ids, seed=1)).all() and not (g == user_groups(ids, seed=2)).all()
+    assert 0.45 < g.mean() < 0.55 and set(user_groups(ids, 1, k=5)) == {0, 1, 2, 3, 4}
+    assert user_groups(pd.Series(["u7", "u7"]), 1)[0] == user_groups(pd.Series(["u7"]), 1)[0]
+
+
+def test_grouped_folds_judge_on_users_the_fit_did_not_see():
+    t, _ = _memorisable(400)
+    groups = user_groups(t["user_id"], 0)
+    rows = Rows([np.c_[t["x"].to_numpy(), groups]], (t["ltv_own"] > 100).to_numpy(int), t["cutoff"].to_numpy())
+    folds = make_folds(rows, 2, 30, 10_000, 0, groups)
+    assert len(folds) == 2
+    for f in folds:
+        assert (f.X_fit[:, 1] == 0).all() and (f.X_es[:, 1] == 1).all() and (f.X_eval[:, 1] == 1).all()
