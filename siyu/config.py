@@ -250,6 +250,7 @@ class LtvConfig(_Strict):
     learning_rate: float = Field(gt=0, le=1, description="the LTV boosters' starting learning rate")
     fold_max_rows: int = Field(gt=0, description="fit / early-stopping / evaluation rows per LTV fold")
     cross_fit_groups: int = Field(ge=2, description="user groups of the cross-fitted validation predictions")
+    max_fit_rows: int = Field(ge=0, description="fit rows and held-back rows, each: a seeded sample beyond (0: all)")
     segments: LtvSegments
 
 

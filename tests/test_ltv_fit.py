@@ -56,3 +56,13 @@ def test_grouped_folds_judge_on_users_the_fit_did_not_see():
     assert len(folds) == 2
     for f in folds:
         assert (f.X_fit[:, 1] == 0).all() and (f.X_es[:, 1] == 1).all() and (f.X_eval[:, 1] == 1).all()
+
+
+def test_ltv_rows_are_capped_to_a_seeded_sample_of_the_same_part():
+    from training.ltv_train import _capped
+
+    mask = np.arange(20) % 2 == 0
+    kept = _capped(mask, 4, seed=3)
+    assert kept.sum() == 4 and not (kept & ~mask).any()
+    assert (kept == _capped(mask, 4, seed=3)).all()  # the same rows every run
+    assert (_capped(mask, 0, 3) == mask).all() and (_capped(mask, 10, 3) == mask).all()

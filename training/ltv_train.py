@@ -104,6 +104,16 @@ def _matrix(table: pd.DataFrame, cols: list[str], mask) -> np.ndarray:
     return matrix(table, cols, np.flatnonzero(np.asarray(mask)))
 
 
+def _capped(mask: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """`mask` with at most `cap` rows left (a seeded sample; 0: all): a 1M-user pool fits on a bounded table."""
+    idx = np.flatnonzero(mask)
+    if not cap or len(idx) <= cap:
+        return mask
+    out = np.zeros_like(mask)
+    out[np.random.default_rng(seed).choice(idx, cap, replace=False)] = True
+    return out
+
+
 def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, bar, task) -> None:
     from training.select import Rows, make_folds
     from training.tuning import tune
@@ -115,6 +125,8 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     res.referral = bool(table["ltv_referral"].notna().any())
     ts = table["cutoff"]
     parts = {"fit": ts < cuts[-2], "holdout": ts == cuts[-2], "validation": ts == cuts[-1]}
+    parts = {k: _capped(np.asarray(m), cfg.ltv.max_fit_rows if k != "validation" else 0, t.seed + i)
+             for i, (k, m) in enumerate(parts.items())}  # fmt: skip
     res.rows = {k: int(m.sum()) for k, m in parts.items()}
     train_m = parts["fit"] | parts["holdout"]
     Xtr = _matrix(table, names + EXTRA, train_m)
