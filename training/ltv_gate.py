@@ -86,6 +86,7 @@ def log_and_register(res, model, X_val, y, plot: dict, cfg: Config, tuned: dict)
             "ltv_horizon_days": cfg.ltv.horizon_days,
             "ltv_cutoffs": ",".join(f"{pd.Timestamp(c):%Y-%m-%d}" for c in res.cutoffs),
             "ltv_referral_part": res.referral,
+            "ltv_cross_fit_groups": res.cross_fit_groups,
             "candidate": res.chosen,
             "tuning_trials": res.trials,
             **{f"rows_{k}": v for k, v in res.rows.items()},

@@ -42,7 +42,8 @@ def title(res: LtvResult) -> str:
     """Caption: validation cutoff, horizon, rows and whether referral value is modelled."""
     what = "ltv = own + referral" if res.referral else "ltv = own only (no advocacy events: ltv_referral missing)"
     cut = f"{res.cutoffs[-1]:%Y-%m-%d}" if res.cutoffs else "-"
-    return f"ltv (validation cutoff {cut}, rows {res.rows}; {what})"
+    unseen = f"; judged on users unseen by their model ({res.cross_fit_groups} groups)" if res.cross_fit_groups else ""
+    return f"ltv (validation cutoff {cut}, rows {res.rows}; {what}{unseen})"
 
 
 def print_ltv(res: LtvResult | None, console) -> None:

@@ -49,6 +49,7 @@ class LtvResult:
     version: int | None = None
     gate: object | None = None
     run_id: str | None = None
+    cross_fit_groups: int = 0  # the validation predictions' models, each fitted without one group of users
 
 
 def ltv_data(con, cfg: Config) -> tuple[pd.DataFrame | None, list, str]:
@@ -186,6 +187,7 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     val = table[np.asarray(parts["validation"])].reset_index(drop=True)
     X_val = _matrix(table, names, parts["validation"])
     pred = cross_fitted(tuned, table, parts, names, cats, cfg, res.referral)  # what judges the model (ltv_fit.py)
+    res.cross_fit_groups = cfg.ltv.cross_fit_groups
     y = val["ltv_own"].to_numpy(dtype=float) + np.nan_to_num(val["ltv_referral"].to_numpy(dtype=float))
     train_rows = pd.DataFrame(Xtr, columns=cols)
     bases = baseline_predictions(train_rows, val[cols], L)
