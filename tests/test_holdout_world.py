@@ -105,3 +105,30 @@ def test_estimate_uses_only_events_up_to_the_cutoff_and_not_the_holdout(world):
     )
     X_full, X_cut = matrix(full.loc[held].reset_index(), names), matrix(truncated.loc[held].reset_index(), names)
     np.testing.assert_array_equal(model.effects(X_full)["churn"], model.effects(X_cut)["churn"])
+
+
+def test_the_push_effect_reads_its_earlier_cutoffs_from_the_ltv_table(world, monkeypatch):
+    import training.table
+    from training.ltv_train import ltv_data
+    from training.table import training_cutoffs
+    from training.train import _arms
+
+    cfg, out = world
+    # label cutoffs on days 80, 100, 120 leave the earlier cutoffs 40 and 60, two of the LTV cutoffs (40, 60, 80)
+    cfg = cfg.model_copy(
+        update={
+            "windows": cfg.windows.model_copy(update={"n_cutoffs": 3, "cutoff_spacing_days": 20}),
+            "ltv": cfg.ltv.model_copy(update={"horizon_days": 70}),
+        }
+    )
+    con = connect(cfg=cfg)
+    load_valid_events(con, out / "events.parquet", cfg)
+    ltv, _, _ = ltv_data(con, cfg)
+    cuts = training_cutoffs(con, cfg)
+    computed = _arms(con, cuts, cfg)[0][1]
+    monkeypatch.setattr(training.table, "training_table", lambda *a, **k: pytest.fail("features computed twice"))
+    shared = _arms(con, cuts, cfg, ltv)[0][1]
+    assert len(shared) > 100 and set(shared["cutoff"]) < set(ltv["cutoff"])
+    for t in (shared, computed):
+        t["cutoff"] = pd.to_datetime(t["cutoff"])
+    pd.testing.assert_frame_equal(shared, computed, check_dtype=False)

@@ -125,13 +125,13 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
         # The LTV table first, and on disk while the labels train: DuckDB builds each pool-sized table
         # beside as few pandas tables as possible (at 1M users two of them plus DuckDB's cap overran 24 GiB).
         ltv_table, ltv_cuts, ltv_why = ltv_data(con, cfg)  # LTV has its own cutoffs (horizon ltv.horizon_days)
+        cutoffs = training_cutoffs(con, cfg)
+        arms = _arms(con, cutoffs, cfg, ltv_table)
         spilled = Path(spill) / "ltv.parquet"
         if ltv_table is not None:
             ltv_table.to_parquet(spilled)
             ltv_table = None
-        cutoffs = training_cutoffs(con, cfg)
         table = training_table(con, cutoffs, cfg)
-        arms = _arms(con, cutoffs, cfg)
         lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
         notes = churn_notes(present_families(con), cfg)
         info = {"events_path": str(events_path), "data_window_start": str(lo), "data_window_end": str(hi)}
@@ -154,8 +154,11 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     return result
 
 
-def _arms(con, cutoffs, cfg: Config):
+def _arms(con, cutoffs, cfg: Config, ltv_table: pd.DataFrame | None = None):
     """The push effect's inputs when it is on and the log has control groups (else None).
+
+    The earlier cutoffs' table is the LTV table's rows when it holds them all (by default the LTV
+    cutoffs are those cutoffs and one more: the same features, computed once).
 
     Returns:
         A one-item list for train_table to empty: [(arms_frame of every cutoff, training table of the
@@ -171,7 +174,14 @@ def _arms(con, cutoffs, cfg: Config):
     if not n:
         return None
     extra = earlier_cutoffs(cutoffs, first, cfg)
-    table = training_table(con, extra, cfg) if extra else None
+    table = None
+    if extra and ltv_table is not None and {pd.Timestamp(c) for c in extra} <= set(ltv_table["cutoff"].unique()):
+        from features.ltv_label import LTV_COLUMNS
+
+        rows = ltv_table["cutoff"].isin([pd.Timestamp(c) for c in extra]).to_numpy()
+        table = ltv_table.loc[rows, ltv_table.columns.drop(LTV_COLUMNS[2:])].reset_index(drop=True)
+    elif extra:
+        table = training_table(con, extra, cfg)
     return [(arms_frame(con, [*extra, *cutoffs], cfg), table)]
 
 
