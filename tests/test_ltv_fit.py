@@ -66,3 +66,15 @@ def test_ltv_rows_are_capped_to_a_seeded_sample_of_the_same_part():
     assert kept.sum() == 4 and not (kept & ~mask).any()
     assert (kept == _capped(mask, 4, seed=3)).all()  # the same rows every run
     assert (_capped(mask, 0, 3) == mask).all() and (_capped(mask, 10, 3) == mask).all()
+
+
+def test_the_spilled_ltv_table_keeps_what_train_ltv_fits_on(cfg):
+    from training.ltv_train import capped_table
+
+    t, parts = _memorisable(50)
+    cuts = sorted(t["cutoff"].unique())
+    small = cfg.model_copy(update={"ltv": cfg.ltv.model_copy(update={"max_fit_rows": 30})})
+    kept = capped_table(t, cuts, small)
+    per_cut = kept.groupby("cutoff").size()
+    assert per_cut[cuts[-1]] == 50 and per_cut[cuts[-2]] == 30 and per_cut[per_cut.index < cuts[-2]].sum() == 30
+    assert capped_table(t, cuts, cfg) is t  # under the cap: the same table, no copy

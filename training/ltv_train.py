@@ -105,6 +105,18 @@ def _matrix(table: pd.DataFrame, cols: list[str], mask) -> np.ndarray:
     return matrix(table, cols, np.flatnonzero(np.asarray(mask)))
 
 
+def capped_table(table: pd.DataFrame | None, cuts, cfg: Config) -> pd.DataFrame | None:
+    """`table` with its fit and held-back rows cut to `ltv.max_fit_rows` each (the rows train_ltv would keep)."""
+    if table is None or not cfg.ltv.max_fit_rows or len(cuts) < 2:
+        return table
+    ts = table["cutoff"]
+    masks = [np.asarray(ts < cuts[-2]), np.asarray(ts == cuts[-2])]
+    keep = np.asarray(ts == cuts[-1]).copy()
+    for i, m in enumerate(masks):
+        keep |= _capped(m, cfg.ltv.max_fit_rows, cfg.training.seed + i)
+    return table if keep.all() else table[keep].reset_index(drop=True)
+
+
 def _capped(mask: np.ndarray, cap: int, seed: int) -> np.ndarray:
     """`mask` with at most `cap` rows left (a seeded sample; 0: all): a 1M-user pool fits on a bounded table."""
     idx = np.flatnonzero(mask)
@@ -242,4 +254,4 @@ def load_ltv_oracle(events_path) -> pd.DataFrame | None:
     return df
 
 
-__all__ = ["BASELINES", "LtvResult", "ltv_data", "train_ltv", "load_ltv_oracle", "oracle_values"]
+__all__ = ["BASELINES", "LtvResult", "capped_table", "ltv_data", "train_ltv", "load_ltv_oracle", "oracle_values"]

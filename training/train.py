@@ -119,7 +119,7 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     load_valid_events(con, events_path, cfg)
     lap("validate_s")
     cfg = resolve(cfg, con)  # `auto` windows from this log; the models store the feature list
-    from training.ltv_train import load_ltv_oracle, ltv_data, train_ltv
+    from training.ltv_train import capped_table, load_ltv_oracle, ltv_data, train_ltv
 
     with tempfile.TemporaryDirectory(prefix="siyu-train-") as spill:
         # The LTV table first, and on disk while the labels train: DuckDB builds each pool-sized table
@@ -129,7 +129,7 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
         arms = _arms(con, cutoffs, cfg, ltv_table)
         spilled = Path(spill) / "ltv.parquet"
         if ltv_table is not None:
-            ltv_table.to_parquet(spilled)
+            capped_table(ltv_table, ltv_cuts, cfg).to_parquet(spilled)  # only the rows LTV will fit on
             ltv_table = None
         table = training_table(con, cutoffs, cfg)
         lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
@@ -143,15 +143,31 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
             table, cutoffs, cfg, features, experiment, baselines.load_oracle(Path(events_path)), info, arms
         )
         del table, arms
+        _give_back_memory()
         lap("labels_s")
         if spilled.exists():
-            ltv_table = pd.read_parquet(spilled)
+            import pyarrow.parquet as pq
+
+            # Column by column into pandas, each Arrow buffer freed once converted: no second copy.
+            ltv_table = pq.read_table(spilled).to_pandas(self_destruct=True, split_blocks=True)
     ltv_oracle = load_ltv_oracle(events_path)
     result.ltv = train_ltv(ltv_table, ltv_cuts, ltv_why, cfg, features, ltv_oracle, result.parent_run_id)
     lap("ltv_s")
     result.timings = timings
     result.notes.extend(notes)
     return result
+
+
+def _give_back_memory() -> None:
+    """Collect, then hand freed heap pages back to the OS (glibc keeps them; at 1M users, GBs)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
 
 
 def _arms(con, cutoffs, cfg: Config, ltv_table: pd.DataFrame | None = None):
