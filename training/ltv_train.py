@@ -135,11 +135,10 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     names = [f.name for f in features]
     cats = [f.name for f in features if f.kind == "categorical"]
     F = len(names)
+    table = capped_table(table, cuts, cfg)  # train_all spills it capped already: then the same table
     res.referral = bool(table["ltv_referral"].notna().any())
     ts = table["cutoff"]
     parts = {"fit": ts < cuts[-2], "holdout": ts == cuts[-2], "validation": ts == cuts[-1]}
-    parts = {k: _capped(np.asarray(m), cfg.ltv.max_fit_rows if k != "validation" else 0, t.seed + i)
-             for i, (k, m) in enumerate(parts.items())}  # fmt: skip
     res.rows = {k: int(m.sum()) for k, m in parts.items()}
     train_m = parts["fit"] | parts["holdout"]
     Xtr = _matrix(table, names + EXTRA, train_m)

@@ -190,13 +190,13 @@ def _arms(con, cutoffs, cfg: Config, ltv_table: pd.DataFrame | None = None):
     if not n:
         return None
     extra = earlier_cutoffs(cutoffs, first, cfg)
-    table = None
-    if extra and ltv_table is not None and {pd.Timestamp(c) for c in extra} <= set(ltv_table["cutoff"].unique()):
+    table, want = None, [pd.Timestamp(c) for c in extra]
+    if want and ltv_table is not None and set(want) <= set(ltv_table["cutoff"].unique()):
         from features.ltv_label import LTV_COLUMNS
 
-        rows = ltv_table["cutoff"].isin([pd.Timestamp(c) for c in extra]).to_numpy()
+        rows = ltv_table["cutoff"].isin(want).to_numpy()
         table = ltv_table.loc[rows, ltv_table.columns.drop(LTV_COLUMNS[2:])].reset_index(drop=True)
-    elif extra:
+    elif want:
         table = training_table(con, extra, cfg)
     return [(arms_frame(con, [*extra, *cutoffs], cfg), table)]
 
