@@ -26,6 +26,7 @@ from serving.schemas import PredictEventsRequest, PredictRequest, PredictRespons
 from siyu.config import load_config
 from siyu.contract import LABELS
 from siyu.errors import SiyuError
+from siyu.lgbm_threads import cap_threads
 
 
 def _error(status: int, msg: str, loc: list | None = None) -> JSONResponse:
@@ -53,6 +54,9 @@ class SiyuService:
     """Tier, churn, promotion and KOC predictions with reasons, for snapshot users or raw events."""
 
     def __init__(self) -> None:
+        # Requests run in threads beside the model loader: one LightGBM thread count for all of them
+        # (a mixed count crashes LightGBM, siyu/lgbm_threads.py); one worker on a small machine.
+        cap_threads(1)
         self.live = LivePredictor(_BOOT).start()
         fastpath.LIVE["live"] = self.live
 

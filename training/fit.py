@@ -169,6 +169,18 @@ class FoldSets:
             self._sets[key] = (dfit, lgb.Dataset(X_es, y_es, reference=dfit, free_raw_data=False))
         return _early_stopped({**params, "feature_pre_filter": False}, *self._sets[key], cfg)
 
+    def fit_predict(self, params: dict, key, X_fit, y_fit, X_es, y_es, X_eval, cfg: Config):
+        """`train` then the booster's (X_eval, X_es) predictions, on the fit's own thread count.
+
+        Returns:
+            (predictions of X_eval, predictions of X_es).
+        """
+        b = self.train(params, key, X_fit, y_fit, X_es, y_es, cfg)
+        # A predict left at LightGBM's default thread count would reset the process-wide count
+        # under a fold fitted beside it (siyu/lgbm_threads.py).
+        n = params.get("num_threads", 0)
+        return b.predict(X_eval, num_threads=n), b.predict(X_es, num_threads=n)
+
 
 def _early_stopped(params: dict, dfit, des, cfg: Config):
     import lightgbm as lgb

@@ -72,8 +72,7 @@ def choose(
     sets = FoldSets(names, cats)
 
     def fit_fold(params: dict, f) -> tuple[np.ndarray, np.ndarray]:
-        b = sets.train({**base, **params}, id(f), f.X_fit, f.y_fit, f.X_es, f.y_es, cfg)
-        return b.predict(f.X_eval), b.predict(f.X_es)
+        return sets.fit_predict({**base, **params}, id(f), f.X_fit, f.y_fit, f.X_es, f.y_es, f.X_eval, cfg)
 
     return select(label, folds, names, rfm, cfg, fit_fold, {**base, **t.lgbm_params}, on_trial)
 

@@ -158,9 +158,8 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     sets = FoldSets(names, cats)
 
     def part(params: dict, f, j: int) -> tuple[np.ndarray, np.ndarray]:
-        b = sets.train(tweedie_params(cfg, params), (id(f), j), f.X_fit[:, :F], nonnegative(f.X_fit[:, j]),
-                       f.X_es[:, :F], nonnegative(f.X_es[:, j]), cfg)  # fmt: skip
-        return b.predict(f.X_eval[:, :F]), b.predict(f.X_es[:, :F])
+        return sets.fit_predict(tweedie_params(cfg, params), (id(f), j), f.X_fit[:, :F], nonnegative(f.X_fit[:, j]),
+                                f.X_es[:, :F], nonnegative(f.X_es[:, j]), f.X_eval[:, :F], cfg)  # fmt: skip
 
     # The search tunes the own-spend part; the referral part (sparser, cheaper to leave) keeps the
     # config's parameters and is fitted once per fold, so a trial costs one booster per fold.
