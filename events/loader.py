@@ -158,6 +158,12 @@ def event_sql(events: EventsConfig, col: str) -> str:
 _AWARE_RE = r"[0-9]:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?\s*(z|utc|gmt|[+-][0-9]{1,2}(:?[0-9]{2})?)$"
 
 
+def ts_is_text(kind: str) -> bool:
+    """Whether ts_sql parses a `ts` column of this DuckDB type as text (else from its type: a time or a number)."""
+    numeric = {"BIGINT", "INTEGER", "DOUBLE", "FLOAT", "HUGEINT", "UBIGINT", "DECIMAL"}
+    return not (kind.startswith("TIMESTAMP") or kind == "DATE" or kind in numeric or kind.startswith("DECIMAL"))
+
+
 def ts_sql(col: str, kind: str, zone: str = "UTC") -> str:
     """SQL parsing a timestamp column to the canonical naive TIMESTAMP: brand-local wall time (NULL if unparseable).
 
@@ -180,11 +186,11 @@ def ts_sql(col: str, kind: str, zone: str = "UTC") -> str:
             f"THEN {x} / 1000 ELSE {x} END) AT TIME ZONE {z}) END)"
         )
 
-    if kind == "TIMESTAMP" or kind.startswith("TIMESTAMP_") or kind == "DATE":
-        return f"CAST({col} AS TIMESTAMP)"
     if kind.startswith("TIMESTAMP WITH TIME ZONE"):
         return f"({col} AT TIME ZONE {z})"
-    if kind in {"BIGINT", "INTEGER", "DOUBLE", "FLOAT", "HUGEINT", "UBIGINT", "DECIMAL"} or kind.startswith("DECIMAL"):
+    if kind == "TIMESTAMP" or kind.startswith("TIMESTAMP_") or kind == "DATE":
+        return f"CAST({col} AS TIMESTAMP)"
+    if not ts_is_text(kind):
         return epoch(f"CAST({col} AS DOUBLE)")
     # The session zone is UTC (connect), so a naive text cast to TIMESTAMPTZ and back at UTC is the
     # wall time as written; text with an offset is an instant, shown in the brand's zone.

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from events.loader import connect, event_sql, refuse_bare_carriage_return, stage_raw, ts_sql
+from events.loader import connect, event_sql, refuse_bare_carriage_return, stage_raw, ts_is_text, ts_sql
 from events.report import ValidationReport, print_report, write_outputs
 from siyu.config import Config
 from siyu.contract import AMOUNT_REQUIRED, CANONICAL_COLUMNS, EVENTS, HOLDOUT_END, HOLDOUT_START, REQUIRED_COLUMNS
@@ -22,7 +22,7 @@ from siyu.errors import SiyuError
 _AMOUNT_EVENTS = ", ".join(f"'{e}'" for e in sorted(AMOUNT_REQUIRED))
 _RULES: list[tuple[str, str]] = [
     ("missing user_id", "user_id IS NULL"),
-    ("missing ts", "ts_raw IS NULL"),
+    ("missing ts", "ts_missing"),
     ("unparseable ts", "ts IS NULL"),
     ("missing event", "event_raw IS NULL"),
     ("unknown event", f"event NOT IN ({', '.join(repr(e) for e in EVENTS)})"),
@@ -43,18 +43,23 @@ _MARKERS = f"('{HOLDOUT_START}', '{HOLDOUT_END}')"
 
 def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: str) -> None:
     """Create table `_checked`: parsed canonical columns, the raw text, and `reason` (NULL = valid)."""
-    # Layered so each trim/cast is computed once per row.
+    # Layered so each trim/cast is computed once per row. The source's own values ride along as
+    # `o_*`: their text (quarantine's raw columns) is made only for the rows quarantine may show,
+    # and a typed timestamp is never formatted as text (most of a big Parquet log's validation).
     text_cols = [c for c in CANONICAL_COLUMNS if c != "ts"]
     trimmed = ", ".join(f"nullif(trim({c}), '') AS t_{c}" for c in text_cols)
-    layer1 = f"""SELECT _row, ts AS ts_orig, nullif(trim(CAST(ts AS VARCHAR)), '') AS ts_raw, {trimmed},
-                 {", ".join(f"CAST({c} AS VARCHAR) AS raw_{c}" for c in CANONICAL_COLUMNS)}
-               FROM {raw}"""
-    ts_source = "ts_raw" if ts_kind == "VARCHAR" else "ts_orig"  # typed columns parse from their type
-    layer2 = f"""SELECT *, try_cast(ts_raw AS DOUBLE) AS ts_num FROM ({layer1})"""
+    orig = ", ".join(f"{c} AS o_{c}" for c in CANONICAL_COLUMNS)
+    if ts_is_text(ts_kind):
+        ts_cols = "nullif(trim(CAST(ts AS VARCHAR)), '') AS ts_raw"
+        ts_source, ts_missing = "ts_raw", "ts_raw IS NULL"
+        layer2 = f"SELECT *, try_cast(ts_raw AS DOUBLE) AS ts_num FROM (SELECT _row, {ts_cols}, {trimmed}, {orig} FROM {raw})"
+    else:  # typed columns parse from their type: NULL is the only "missing"
+        ts_source, ts_missing = "o_ts", "o_ts IS NULL"
+        layer2 = f"SELECT _row, {trimmed}, {orig} FROM {raw}"
     parsed = f"""
         SELECT _row,
             t_user_id AS user_id,
-            ts_raw,
+            {ts_missing} AS ts_missing,
             {ts_sql(ts_source, ts_kind, cfg.events.time_zone)} AS ts,
             t_event AS event_raw,
             {event_sql(cfg.events, "t_event")} AS event,
@@ -68,16 +73,18 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
             try_cast(t_coupon AS BOOLEAN) AS coupon,
             t_content_id AS content_id,
             t_order_id AS order_id,
-            {", ".join(f"raw_{c}" for c in CANONICAL_COLUMNS)}
+            {", ".join(f"o_{c}" for c in CANONICAL_COLUMNS)}
         FROM ({layer2})
     """
     reason = "CASE " + " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in _RULES) + " END"
     # The raw text is kept only where quarantine may show it (bad rows; markers, checked next): a
     # copy of every column of every good row was most of the table's size.
     keep = f"(reason IS NOT NULL OR event IN {_MARKERS})"
-    raws = [f"raw_{c}" for c in CANONICAL_COLUMNS]
-    kept = ", ".join(f"CASE WHEN {keep} THEN {r} END AS {r}" for r in raws)
-    checked = f"SELECT * EXCLUDE ({', '.join(raws)}), {kept} FROM (SELECT *, {reason} AS reason FROM ({parsed}))"
+    origs = [f"o_{c}" for c in CANONICAL_COLUMNS]
+    kept = ", ".join(f"CASE WHEN {keep} THEN CAST(o_{c} AS VARCHAR) END AS raw_{c}" for c in CANONICAL_COLUMNS)
+    checked = (
+        f"SELECT * EXCLUDE ({', '.join(origs)}, ts_missing), {kept} FROM (SELECT *, {reason} AS reason FROM ({parsed}))"
+    )
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS {checked}")
     except duckdb.Error as e:

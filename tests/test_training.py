@@ -48,6 +48,25 @@ def test_split_is_out_of_time_and_by_population():
     assert d.val["in_churn_pop"].all() and d.fit["churn"].notna().all()
     assert len(d.val) == int(table[(table.cutoff == cutoffs[-1]) & table.in_churn_pop].shape[0])
 
+def test_fit_rows_are_capped_by_a_seeded_sample_and_the_other_parts_kept():
+    """`training.max_fit_rows` cuts only the older cutoffs' rows, the same rows for the same seed."""
+    table, cutoffs = make_table(200, 4)
+    ts = pd.to_datetime(table["cutoff"])
+    part = {"fit": ts < cutoffs[-2], "holdout": ts == cutoffs[-2], "validation": ts == cutoffs[-1]}
+    whole = LabelData.split(table, "churn", part, NAMES)
+    cap = len(whole.fit) // 3
+    a, b = (LabelData.split(table, "churn", part, NAMES, None, cap, 7) for _ in range(2))
+    other = LabelData.split(table, "churn", part, NAMES, None, cap, 8)
+    assert len(a.fit) == len(a.X_fit) == cap and a.fit.equals(b.fit)
+    assert not a.fit.equals(other.fit)
+    assert set(a.fit.cutoff) == set(cutoffs[:-2])  # every older cutoff keeps rows
+    assert a.val.equals(whole.val) and a.holdout.equals(whole.holdout)
+    np.testing.assert_array_equal(a.X_val, whole.X_val)
+    rows = whole.fit.merge(a.fit, on=["user_id", "cutoff"])  # a subset of the rows, in table order
+    assert len(rows) == cap and (np.diff(a.fit.index) > 0).all()
+    assert LabelData.split(table, "churn", part, NAMES, None, len(whole.fit), 7).fit.equals(whole.fit)
+
+
 
 def test_validation_labels_never_touch_the_model(tmp_path):
     """Early stopping and calibration use the held-back cutoff: scrambling validation labels changes nothing."""

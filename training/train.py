@@ -292,7 +292,7 @@ def train_table(
                 trial = lambda n, score, best, lab=label: bar.update(  # noqa: E731
                     task, description=f"{lab}: trial {n + 1}/{t.tuning.n_trials} fold AUC {score:.4f} (best {best:.4f})"
                 )
-                data = LabelData.split(table, label, part, names, keep=["cutoff"])
+                data = LabelData.split(table, label, part, names, ["cutoff"], t.max_fit_rows, t.seed)
                 results[label] = _train_label(label, data, cfg, features, oracle, cutoffs[-1], trial)
                 del data  # free this label's matrices before the next one is built
                 bar.advance(task)
