@@ -50,9 +50,9 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
     trimmed = ", ".join(f"nullif(trim({c}), '') AS t_{c}" for c in text_cols)
     orig = ", ".join(f"{c} AS o_{c}" for c in CANONICAL_COLUMNS)
     if ts_is_text(ts_kind):
-        ts_cols = "nullif(trim(CAST(ts AS VARCHAR)), '') AS ts_raw"
         ts_source, ts_missing = "ts_raw", "ts_raw IS NULL"
-        layer2 = f"SELECT *, try_cast(ts_raw AS DOUBLE) AS ts_num FROM (SELECT _row, {ts_cols}, {trimmed}, {orig} FROM {raw})"
+        layer1 = f"SELECT _row, nullif(trim(CAST(ts AS VARCHAR)), '') AS ts_raw, {trimmed}, {orig} FROM {raw}"
+        layer2 = f"SELECT *, try_cast(ts_raw AS DOUBLE) AS ts_num FROM ({layer1})"
     else:  # typed columns parse from their type: NULL is the only "missing"
         ts_source, ts_missing = "o_ts", "o_ts IS NULL"
         layer2 = f"SELECT _row, {trimmed}, {orig} FROM {raw}"

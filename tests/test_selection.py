@@ -6,6 +6,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from training_world import FEATURES, make_table, small_cfg
 
 from training import bootstrap, model_registry
@@ -117,6 +119,28 @@ def test_bootstrap_points_match_sklearn_and_intervals_cover_them():
     ci, res = bootstrap.with_ci(y, {"a": p, "b": p}, 200, 0, 0.95)
     assert ci["a"]["roc_auc_lo"] < pt["roc_auc"] < ci["a"]["roc_auc_hi"]
     assert bootstrap.difference(res, "a", "b", "roc_auc", 0.95) == (0.0, 0.0)  # paired: a tie is exactly 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(3, 300), st.sampled_from([None, 0, 1, 2]))
+def test_every_resample_equals_sklearn_on_its_row_weights(seed, n, digits):
+    """Each resample's metrics are sklearn's on that resample's Poisson row weights, with and without tied scores."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    y[:2] = [0, 1]
+    p = y * 0.4 + rng.random(n)
+    p = p if digits is None else np.round(p, digits)
+    res = bootstrap.resample(y, {"p": p, "q": -p}, 3, seed)
+    W = np.random.default_rng(seed).poisson(1.0, size=(3, n)).astype(float)  # resample()'s draws, in order
+    for i, w in enumerate(W):
+        if w[y == 1].sum() == 0 or w[y == 0].sum() == 0:
+            assert np.isnan(res["p"]["roc_auc"][i])
+            continue
+        assert res["p"]["roc_auc"][i] == pytest.approx(roc_auc_score(y, p, sample_weight=w))
+        assert res["q"]["roc_auc"][i] == pytest.approx(1 - roc_auc_score(y, p, sample_weight=w))
+        assert res["p"]["pr_auc"][i] == pytest.approx(average_precision_score(y, p, sample_weight=w))
 
 
 def test_gate_refuses_a_tie_and_a_loss_and_promotes_a_clear_win(tmp_path):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from training.bootstrap import side_by_side
+
 _CHUNK = 8
 
 
@@ -42,12 +44,13 @@ def gini_resamples(y: np.ndarray, scores: dict[str, np.ndarray], n_boot: int, se
     ranked = {k: _Ranked(v) for k, v in scores.items()}
     out: dict[str, list] = {k: [] for k in scores}
     rng = np.random.default_rng(seed)
-    for start in range(0, n_boot, _CHUNK):
-        W = rng.poisson(1.0, size=(min(_CHUNK, n_boot - start), len(y))).astype(float)
-        best = perfect.area(y, W)
-        for k, r in ranked.items():
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[k].append(r.area(y, W) / best)
+    with side_by_side(len(ranked) + 1) as pool:
+        for start in range(0, n_boot, _CHUNK):
+            W = rng.poisson(1.0, size=(min(_CHUNK, n_boot - start), len(y))).astype(float)
+            best, *areas = pool.map(lambda r: r.area(y, W), [perfect, *ranked.values()])  # noqa: B023
+            for k, a in zip(ranked, areas):
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[k].append(a / best)
     return {k: np.concatenate(v) if v else np.array([]) for k, v in out.items()}
 
 
