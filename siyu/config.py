@@ -183,7 +183,7 @@ class TrainingConfig(_Strict):
         description="refit LightGBM (classes and LTV) on fit + holdout cutoffs with the early-stopped rounds"
     )
     refit_max_rows: int = Field(ge=0, description="refit only up to this many fit + holdout rows (0: no limit)")
-    max_fit_rows: int = Field(ge=0, description="final fit rows per label: a seeded sample beyond (0: all)")
+    max_fit_rows: int = Field(ge=0, description="fit rows and held-back rows per label, each: a seeded sample beyond")
     class_weight: Literal["balanced", "sqrt", "none"] = Field(
         description="positive weight: negatives/positives (balanced), its square root, or none"
     )

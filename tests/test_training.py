@@ -49,8 +49,8 @@ def test_split_is_out_of_time_and_by_population():
     assert len(d.val) == int(table[(table.cutoff == cutoffs[-1]) & table.in_churn_pop].shape[0])
 
 
-def test_fit_rows_are_capped_by_a_seeded_sample_and_the_other_parts_kept():
-    """`training.max_fit_rows` cuts only the older cutoffs' rows, the same rows for the same seed."""
+def test_fit_and_held_back_rows_are_capped_by_a_seeded_sample_validation_kept():
+    """`training.max_fit_rows` cuts the fit rows and the held-back rows: the same for one seed."""
     table, cutoffs = make_table(200, 4)
     ts = pd.to_datetime(table["cutoff"])
     part = {"fit": ts < cutoffs[-2], "holdout": ts == cutoffs[-2], "validation": ts == cutoffs[-1]}
@@ -61,8 +61,10 @@ def test_fit_rows_are_capped_by_a_seeded_sample_and_the_other_parts_kept():
     assert len(a.fit) == len(a.X_fit) == cap and a.fit.equals(b.fit)
     assert not a.fit.equals(other.fit)
     assert set(a.fit.cutoff) == set(cutoffs[:-2])  # every older cutoff keeps rows
-    assert a.val.equals(whole.val) and a.holdout.equals(whole.holdout)
+    assert a.val.equals(whole.val) and len(a.holdout) == min(cap, len(whole.holdout))
     np.testing.assert_array_equal(a.X_val, whole.X_val)
+    wide = LabelData.split(table, "churn", part, NAMES, None, len(whole.holdout), 7)
+    assert wide.holdout.equals(whole.holdout) and len(wide.fit) == len(whole.holdout) < len(whole.fit)
     at = whole.fit.reset_index().merge(a.fit, on=["user_id", "cutoff"], sort=False)["index"].to_numpy()
     assert len(at) == cap and (np.diff(at) > 0).all()  # a subset of the rows, in table order
     assert LabelData.split(table, "churn", part, NAMES, None, len(whole.fit), 7).fit.equals(whole.fit)

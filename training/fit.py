@@ -74,8 +74,8 @@ class LabelData:
             part: part name (fit, holdout, validation) -> row mask of `table`.
             names: feature columns, in model order (become the X matrices).
             keep: feature columns also kept in the frames (baselines); None keeps every column.
-            max_fit_rows: at most this many `fit` rows, a seeded sample in table order (0: all);
-                the held-back and validation rows are never cut.
+            max_fit_rows: at most this many `fit` rows and as many `holdout` rows, each a seeded
+                sample in table order (0: all); the validation rows are never cut.
             seed: the sample's seed.
         """
         pop = table[f"in_{label}_pop"].fillna(False).astype(bool) & table[label].notna()
@@ -91,7 +91,7 @@ class LabelData:
         frames, X = {}, {}
         for k, m in part.items():
             rows = np.flatnonzero((pop & m).to_numpy())
-            if k == "fit" and 0 < max_fit_rows < len(rows):
+            if k != "validation" and 0 < max_fit_rows < len(rows):
                 rows = np.sort(np.random.default_rng(seed).choice(rows, max_fit_rows, replace=False))
             X[k] = matrix(table, names, rows)
             # Only the columns baselines need stay in pandas: a 1M-user table is large.

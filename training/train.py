@@ -405,7 +405,7 @@ def _train_label(
         fallback = not res.beats_baselines and t.serve_best_baseline
         res.scorer = sel.best_baseline() if fallback else sel.chosen
         served, served_cal = fitted[res.scorer]
-        p_served = served_cal.apply(served.predict(d.X_val))
+        p_served = p_val if res.scorer == sel.chosen else served_cal.apply(served.predict(d.X_val))
         _log_label(res, sel, cal)
         rng = np.random.default_rng(t.seed)
         idx = np.sort(rng.choice(len(d.val), size=min(t.shap_sample, len(d.val)), replace=False))
