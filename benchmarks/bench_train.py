@@ -111,6 +111,7 @@ def main() -> None:
             row["beats_baselines"] = r.beats_baselines
             row["candidate"], row["scorer"] = (r.selection.chosen if r.selection else None), r.scorer
             row["positives_validation"] = r.counts["validation_pos"]
+            row["fit_rows"], row["best_iteration"] = r.counts["train_pos"] + r.counts["train_neg"], r.best_iteration
         print(json.dumps(row))
 
 
