@@ -78,3 +78,27 @@ def test_the_spilled_ltv_table_keeps_what_train_ltv_fits_on(cfg):
     per_cut = kept.groupby("cutoff").size()
     assert per_cut[cuts[-1]] == 50 and per_cut[cuts[-2]] == 30 and per_cut[per_cut.index < cuts[-2]].sum() == 30
     assert capped_table(t, cuts, cfg) is t  # under the cap: the same table, no copy
+
+
+def test_cross_fitted_models_follow_the_served_models_refit_choice(cfg):
+    """Past `training.refit_max_rows` the served LTV model is not refitted: nor are its judges on half the rows."""
+    t, parts = _memorisable(300)
+    n = int(parts["fit"].sum() + parts["holdout"].sum())  # 1200 rows; each user group has about half
+    group = user_groups(t["user_id"], cfg.training.seed, cfg.ltv.cross_fit_groups)
+    val = np.asarray(parts["validation"])
+
+    def by_hand(c, refit):
+        out = np.full(int(val.sum()), np.nan)
+        for g in range(c.ltv.cross_fit_groups):
+            others = group != g
+            fit_m, hold_m = np.asarray(parts["fit"]) & others, np.asarray(parts["holdout"]) & others
+            b = fit_parts({}, t, fit_m, hold_m, ["x"], [], c, False, refit)
+            rows = val & (group == g)
+            out[group[val] == g] = b["ltv_own"].predict(t.loc[rows, ["x"]].to_numpy())
+        return out
+
+    for limit, served_refits in ((n - 1, False), (n, True)):
+        c = cfg.model_copy(update={"training": cfg.training.model_copy(update={"refit_max_rows": limit})})
+        got = cross_fitted({}, t, parts, ["x"], [], c, referral=False)["ltv"]
+        np.testing.assert_array_equal(got, by_hand(c, served_refits))
+        assert not np.array_equal(got, by_hand(c, not served_refits))

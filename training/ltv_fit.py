@@ -30,7 +30,15 @@ def user_groups(user_ids: pd.Series, seed: int, k: int = 2) -> np.ndarray:
 
 
 def fit_parts(
-    own_params: dict, table: pd.DataFrame, fit_m, hold_m, names: Sequence[str], cats, cfg: Config, referral: bool
+    own_params: dict,
+    table: pd.DataFrame,
+    fit_m,
+    hold_m,
+    names: Sequence[str],
+    cats,
+    cfg: Config,
+    referral: bool,
+    refit: bool | None = None,
 ) -> dict:
     """{"ltv_own", "ltv_referral" (when `referral`)} boosters: fit rows, early stop on holdout rows, refit on both.
 
@@ -44,6 +52,8 @@ def fit_parts(
         cats: the categorical ones.
         cfg: the config.
         referral: fit the referral part too.
+        refit: refit on fit + holdout rows (None: `training.fit.refits` of these rows); the cross-fitted
+            models pass the served model's choice, so they follow its recipe on their fewer rows.
     """
     from training.fit import matrix, refit_booster, refits
     from training.tuning import rescale
@@ -58,7 +68,7 @@ def fit_parts(
     if referral:
         plan["ltv_referral"] = tweedie_params(cfg)
     boost = {c: fit_part(p, X_fit, tgt(fit_i, c), X_hold, tgt(hold_i, c), names, cats, cfg) for c, p in plan.items()}
-    if refits(cfg, len(X_fit) + len(X_hold)):  # the holdout cutoff is the nearest to the validation one
+    if refits(cfg, len(X_fit) + len(X_hold)) if refit is None else refit:  # the holdout cutoff is the nearest
         X_both = np.vstack([X_fit, X_hold])
         for c, b in boost.items():
             boost[c] = refit_booster(b, X_both, nonnegative(np.r_[tgt(fit_i, c), tgt(hold_i, c)]), names, cats)
@@ -79,15 +89,16 @@ def cross_fitted(
         cfg: the config.
         referral: with a referral part.
     """
-    from training.fit import matrix
+    from training.fit import matrix, refits
 
     group = user_groups(table["user_id"], cfg.training.seed, cfg.ltv.cross_fit_groups)
+    served = refits(cfg, int(np.asarray(parts["fit"]).sum() + np.asarray(parts["holdout"]).sum()))
     val = np.asarray(parts["validation"])
     out = {p: np.full(int(val.sum()), np.nan) for p in ("own", "referral", "ltv")}
     for g in range(cfg.ltv.cross_fit_groups):
         others = group != g
         boost = fit_parts(own_params, table, np.asarray(parts["fit"]) & others,
-                          np.asarray(parts["holdout"]) & others, names, cats, cfg, referral)  # fmt: skip
+                          np.asarray(parts["holdout"]) & others, names, cats, cfg, referral, served)  # fmt: skip
         model = LTVModel("ltv", "", 0, list(names), boost["ltv_own"], boost.get("ltv_referral"))
         pred = model.predict_parts(matrix(table, names, np.flatnonzero(val & (group == g))))
         for p in out:
