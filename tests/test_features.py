@@ -153,25 +153,6 @@ def test_training_table_equals_single_cutoff_tables(cfg):
         pd.testing.assert_frame_equal(sub[lab.columns[3:]], lab[lab.columns[3:]])
 
 
-def test_tables_from_one_aggregation_equal_tables_built_alone(cfg):
-    """training_tables (one set of facts for the LTV and label cutoffs, as `siyu train`) changes no value."""
-    from contextlib import closing
-
-    from features.facts import Runner
-    from features.ltv_label import ltv_cutoffs
-    from training.table import training_tables
-
-    con = con_with(random_log(60, seed=4))
-    lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchone()
-    sets = [ltv_cutoffs(hi, lo, cfg)[-3:], training_cutoffs(con, cfg)]
-    assert sets[0] and not set(sets[0]) >= set(sets[1])  # the sets differ: shared facts cover both
-    with closing(training_tables(Runner(con), sets, cfg)) as tables:
-        together = list(tables)
-    for cuts, got in zip(sets, together):
-        pd.testing.assert_frame_equal(got, training_table(con, cuts, cfg))
-    assert not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE '_siyu_%'").fetchone()[0]
-
-
 def test_rows_come_sorted_by_user_id_in_code_point_order(cfg):
     # Non-ASCII ids: the features are sorted in Python, the labels by the engine; the training
     # table refuses rows that do not line up, so both orders must agree.

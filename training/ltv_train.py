@@ -58,33 +58,20 @@ def ltv_data(con, cfg: Config) -> tuple[pd.DataFrame | None, list, str]:
     Returns:
         (table or None, cutoffs, why it is None).
     """
+    from features.ltv_label import ltv_cutoffs, ltv_labels
     from training.table import training_table
-
-    cuts, why = ltv_plan(con, cfg)
-    return (None, cuts, why) if why else (with_ltv_labels(con, training_table(con, cuts, cfg), cuts, cfg), cuts, "")
-
-
-def ltv_plan(con, cfg: Config) -> tuple[list, str]:
-    """The LTV cutoffs of the log in `events`, and why there is no LTV table ("" when there is one)."""
-    from features.ltv_label import ltv_cutoffs
 
     lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchone()
     cuts = ltv_cutoffs(hi, lo, cfg)
     if len(cuts) < 3:
         L = cfg.ltv.horizon_days
-        return cuts, f"skipped: the log is too short for {L}-day LTV labels at 3 cutoffs (ltv.horizon_days)"
-    return cuts, ""
-
-
-def with_ltv_labels(con, feats: pd.DataFrame, cuts, cfg: Config) -> pd.DataFrame:
-    """The LTV table: training_table rows at the LTV cutoffs, with the targets and the baselines' inputs."""
-    from features.ltv_label import ltv_labels
-
+        return None, cuts, f"skipped: the log is too short for {L}-day LTV labels at 3 cutoffs (ltv.horizon_days)"
+    feats = training_table(con, cuts, cfg)
     labels = ltv_labels(con, cuts, cfg)
     feats["cutoff"] = pd.to_datetime(feats["cutoff"])
     table = feats.merge(labels, on=["user_id", "cutoff"], how="left", validate="one_to_one")
     table["ltv_own"] = table["ltv_own"].fillna(0.0)
-    return table
+    return table, cuts, ""
 
 
 def train_ltv(table, cuts, why: str, cfg: Config, features, oracle, parent_run_id: str | None) -> LtvResult:
@@ -265,14 +252,4 @@ def load_ltv_oracle(events_path) -> pd.DataFrame | None:
     return df
 
 
-__all__ = [
-    "BASELINES",
-    "LtvResult",
-    "capped_table",
-    "ltv_data",
-    "ltv_plan",
-    "with_ltv_labels",
-    "train_ltv",
-    "load_ltv_oracle",
-    "oracle_values",
-]
+__all__ = ["BASELINES", "LtvResult", "capped_table", "ltv_data", "train_ltv", "load_ltv_oracle", "oracle_values"]

@@ -8,8 +8,6 @@ its horizon), so adding cutoffs does not rescan the raw log.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import closing
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -55,52 +53,22 @@ def cutoffs_before(t_val: datetime, cfg: Config) -> list[datetime]:
 
 def training_on(run: Runner, cutoffs: list[datetime], cfg: Config, events: str = "events") -> pd.DataFrame:
     """training_table on any engine runner."""
-    with closing(training_tables(run, [cutoffs], cfg, events)) as tables:
-        return next(tables)
-
-
-def training_tables(
-    run: Runner, cutoff_sets: Sequence[list[datetime]], cfg: Config, events: str = "events"
-) -> Iterator[pd.DataFrame]:
-    """training_table of each set of cutoffs in turn, from one aggregation of the log (facts and tiers).
-
-    The next table is built only when asked for, so a caller can spill or drop one before the next
-    exists (`siyu train`: the LTV cutoffs, then the labels'). Close the iterator (or exhaust it) to
-    drop the engine's tables.
-
-    Args:
-        run: the engine runner.
-        cutoff_sets: lists of cutoffs, all at one time of day.
-        cfg: the config.
-        events: name of the events table.
-
-    Yields:
-        One training_table frame per set, in order.
-    """
-    if not cutoff_sets or not all(cutoff_sets):
+    if not cutoffs:
         raise SiyuError("no cutoffs given for the training table")
     H = cfg.windows.horizon_days
-    every = [c for s in cutoff_sets for c in s]
-    days = sorted({split_instant(c)[0] for c in every})
+    days = sorted({split_instant(c)[0] for c in cutoffs})
     tdays = sorted({*tier_days(days, cfg), *(d + H for d in days)})
     bounds = feature_bounds(days, cfg) | tier_bounds(tdays, cfg)
-    facts = build_facts(run, events, [*every, *(c + timedelta(days=H) for c in every)], bounds)
+    facts = build_facts(run, events, [*cutoffs, *(c + timedelta(days=H) for c in cutoffs)], bounds)
     tiers = f"{facts.prefix}_tiers"
     try:
         run.table(tiers, tier_sql(facts, tdays, cfg))
-        for cutoffs in cutoff_sets:
-            days = sorted({split_instant(c)[0] for c in cutoffs})
-            labels = tidy_labels(run.arrays(label_sql(facts, tiers, days, cfg)), facts.offset).drop(columns=["tier"])
-            out = feature_rows(run, facts, tiers, days, cfg).rename(columns={"asof": "cutoff"})
-            yield _with_labels(out, labels)
-            del out, labels
+        labels = tidy_labels(run.arrays(label_sql(facts, tiers, days, cfg)), facts.offset).drop(columns=["tier"])
+        out = feature_rows(run, facts, tiers, days, cfg).rename(columns={"asof": "cutoff"})
     finally:
         run.drop([*facts.names(), tiers])
-
-
-def _with_labels(out: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """The feature rows with the label columns added in place (both sorted by cutoff, user_id)."""
-    # Adding the label columns in place saves a merge's copy of every feature (GBs at 1M users).
+    # Both frames come sorted by (cutoff, user_id) over the same users (the tiers at each cutoff):
+    # adding the label columns in place saves a merge's copy of every feature (GBs at 1M users).
     if not (
         len(out) == len(labels)
         and np.array_equal(out["user_id"].to_numpy(), labels["user_id"].to_numpy())
@@ -131,4 +99,4 @@ def training_table(con, cutoffs: list[datetime], cfg: Config, events: str = "eve
     return training_on(Runner(con), cutoffs, cfg, events)
 
 
-__all__ = ["validation_cutoff", "training_cutoffs", "training_table", "training_tables", "instant_of"]
+__all__ = ["validation_cutoff", "training_cutoffs", "training_table", "instant_of"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Sequence
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +106,7 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     from features.catalog import features_of
     from features.compute import present_families
     from features.windows import resolve
-    from training.table import training_cutoffs, training_tables
+    from training.table import training_cutoffs, training_table
 
     clock, timings = time.perf_counter(), {}
 
@@ -120,28 +119,19 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
     load_valid_events(con, events_path, cfg)
     lap("validate_s")
     cfg = resolve(cfg, con)  # `auto` windows from this log; the models store the feature list
-    from features.facts import Runner
-    from training.ltv_train import capped_table, load_ltv_oracle, ltv_plan, train_ltv, with_ltv_labels
+    from training.ltv_train import capped_table, load_ltv_oracle, ltv_data, train_ltv
 
-    ltv_cuts, ltv_why = ltv_plan(con, cfg)  # LTV has its own cutoffs (horizon ltv.horizon_days)
-    cutoffs = training_cutoffs(con, cfg)
-    sets = [cutoffs] if ltv_why else [ltv_cuts, cutoffs]
-    with (
-        tempfile.TemporaryDirectory(prefix="siyu-train-") as spill,
-        closing(
-            training_tables(Runner(con), sets, cfg)  # one aggregation of the log for both sets of cutoffs
-        ) as tables,
-    ):
+    with tempfile.TemporaryDirectory(prefix="siyu-train-") as spill:
         # The LTV table first, and on disk while the labels train: DuckDB builds each pool-sized table
         # beside as few pandas tables as possible (at 1M users two of them plus DuckDB's cap overran 24 GiB).
-        ltv_table = None if ltv_why else with_ltv_labels(con, next(tables), ltv_cuts, cfg)
+        ltv_table, ltv_cuts, ltv_why = ltv_data(con, cfg)  # LTV has its own cutoffs (horizon ltv.horizon_days)
+        cutoffs = training_cutoffs(con, cfg)
         arms = _arms(con, cutoffs, cfg, ltv_table)
         spilled = Path(spill) / "ltv.parquet"
         if ltv_table is not None:
             capped_table(ltv_table, ltv_cuts, cfg).to_parquet(spilled)  # only the rows LTV will fit on
             ltv_table = None
-        table = next(tables)
-        tables.close()  # the engine's facts go before the pandas work
+        table = training_table(con, cutoffs, cfg)
         lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
         notes = churn_notes(present_families(con), cfg)
         info = {"events_path": str(events_path), "data_window_start": str(lo), "data_window_end": str(hi)}
