@@ -59,7 +59,7 @@ def test_grouped_folds_judge_on_users_the_fit_did_not_see():
 
 
 def test_ltv_rows_are_capped_to_a_seeded_sample_of_the_same_part():
-    from training.ltv_train import _capped
+    from training.fit import capped as _capped
 
     mask = np.arange(20) % 2 == 0
     kept = _capped(mask, 4, seed=3)

@@ -38,6 +38,16 @@ def stacked(parts: Sequence[tuple[pd.DataFrame, np.ndarray | None]], names: Sequ
     return X
 
 
+def capped(mask: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """`mask` with at most `cap` rows left (a seeded sample; 0: all): a 1M-user pool fits on a bounded table."""
+    idx = np.flatnonzero(mask)
+    if not cap or len(idx) <= cap:
+        return mask
+    out = np.zeros_like(mask)
+    out[np.random.default_rng(seed).choice(idx, cap, replace=False)] = True
+    return out
+
+
 def tier_column(df: pd.DataFrame) -> str:
     """The column holding the tier's name (`tier_name` beside an integer `tier` feature, else `tier`)."""
     return "tier_name" if "tier_name" in df.columns else "tier"
@@ -90,9 +100,8 @@ class LabelData:
         )
         frames, X = {}, {}
         for k, m in part.items():
-            rows = np.flatnonzero((pop & m).to_numpy())
-            if k != "validation" and 0 < max_fit_rows < len(rows):
-                rows = np.sort(np.random.default_rng(seed).choice(rows, max_fit_rows, replace=False))
+            rows = (pop & m).to_numpy()
+            rows = np.flatnonzero(rows if k == "validation" else capped(rows, max_fit_rows, seed))
             X[k] = matrix(table, names, rows)
             # Only the columns baselines need stay in pandas: a 1M-user table is large.
             frames[k] = (table if cols is None else table[cols]).iloc[rows].reset_index(drop=True)

@@ -22,7 +22,7 @@ from siyu.config import Config
 from siyu.errors import SiyuError
 from training import ltv_metrics as lm
 from training.bootstrap import interval
-from training.fit import FoldSets
+from training.fit import FoldSets, capped
 from training.ltv_baselines import BASELINES, baseline_predictions
 from training.ltv_model import LTVModel, nonnegative, tweedie_params
 
@@ -113,18 +113,8 @@ def capped_table(table: pd.DataFrame | None, cuts, cfg: Config) -> pd.DataFrame 
     masks = [np.asarray(ts < cuts[-2]), np.asarray(ts == cuts[-2])]
     keep = np.asarray(ts == cuts[-1]).copy()
     for i, m in enumerate(masks):
-        keep |= _capped(m, cfg.ltv.max_fit_rows, cfg.training.seed + i)
+        keep |= capped(m, cfg.ltv.max_fit_rows, cfg.training.seed + i)
     return table if keep.all() else table[keep].reset_index(drop=True)
-
-
-def _capped(mask: np.ndarray, cap: int, seed: int) -> np.ndarray:
-    """`mask` with at most `cap` rows left (a seeded sample; 0: all): a 1M-user pool fits on a bounded table."""
-    idx = np.flatnonzero(mask)
-    if not cap or len(idx) <= cap:
-        return mask
-    out = np.zeros_like(mask)
-    out[np.random.default_rng(seed).choice(idx, cap, replace=False)] = True
-    return out
 
 
 def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, bar, task) -> None:
