@@ -59,13 +59,13 @@ def test_grouped_folds_judge_on_users_the_fit_did_not_see():
 
 
 def test_ltv_rows_are_capped_to_a_seeded_sample_of_the_same_part():
-    from training.fit import capped as _capped
+    from training.fit import capped
 
     mask = np.arange(20) % 2 == 0
-    kept = _capped(mask, 4, seed=3)
+    kept = capped(mask, 4, seed=3)
     assert kept.sum() == 4 and not (kept & ~mask).any()
-    assert (kept == _capped(mask, 4, seed=3)).all()  # the same rows every run
-    assert (_capped(mask, 0, 3) == mask).all() and (_capped(mask, 10, 3) == mask).all()
+    assert (kept == capped(mask, 4, seed=3)).all()  # the same rows every run
+    assert (capped(mask, 0, 3) == mask).all() and (capped(mask, 10, 3) == mask).all()
 
 
 def test_the_spilled_ltv_table_keeps_what_train_ltv_fits_on(cfg):
