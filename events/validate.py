@@ -37,6 +37,9 @@ _RULES: list[tuple[str, str]] = [
 ]
 
 
+# The parsed columns an accepted event is made of (run_validation's `_canonical_select`).
+_CANONICAL_PARSED = ", ".join("rating_num" if c == "rating" else c for c in CANONICAL_COLUMNS)
+
 # The control-group markers: the rows _check_holdouts may quarantine after _classify.
 _MARKERS = f"('{HOLDOUT_START}', '{HOLDOUT_END}')"
 
@@ -46,8 +49,11 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
     # Layered so each trim/cast is computed once per row. The source's own values ride along as
     # `o_*`: their text (quarantine's raw columns) is made only for the rows quarantine may show,
     # and a typed timestamp is never formatted as text (most of a big Parquet log's validation).
+    kinds = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {raw})").fetchall())
     text_cols = [c for c in CANONICAL_COLUMNS if c != "ts"]
-    trimmed = ", ".join(f"nullif(trim({c}), '') AS t_{c}" for c in text_cols)
+    trimmed = ", ".join(
+        f"nullif(trim({c}), '') AS t_{c}" if kinds[c] == "VARCHAR" else f"{c} AS t_{c}" for c in text_cols
+    )
     orig = ", ".join(f"{c} AS o_{c}" for c in CANONICAL_COLUMNS)
     if ts_is_text(ts_kind):
         ts_source, ts_missing = "ts_raw", "ts_raw IS NULL"
@@ -82,8 +88,12 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
     keep = f"(reason IS NOT NULL OR event IN {_MARKERS})"
     origs = [f"o_{c}" for c in CANONICAL_COLUMNS]
     kept = ", ".join(f"CASE WHEN {keep} THEN CAST(o_{c} AS VARCHAR) END AS raw_{c}" for c in CANONICAL_COLUMNS)
+    # The parse's own columns are for the rules only; `_h` (valid rows) lets the de-duplication
+    # look only at rows whose hash repeats (run_validation).
+    unused = ", ".join([*origs, "ts_missing", "event_raw", "amount_raw", "rating_raw", "coupon_raw"])
     checked = (
-        f"SELECT * EXCLUDE ({', '.join(origs)}, ts_missing), {kept} FROM (SELECT *, {reason} AS reason FROM ({parsed}))"
+        f"SELECT * EXCLUDE ({unused}), {kept}, CASE WHEN reason IS NULL THEN hash({_CANONICAL_PARSED}) END AS _h "
+        f"FROM (SELECT *, {reason} AS reason FROM ({parsed}))"
     )
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS {checked}")
@@ -160,6 +170,23 @@ def _canonical_select() -> str:
     )
 
 
+def _accept_distinct(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """TEMP table `table`: the valid rows of `_checked`, each exact duplicate once.
+
+    A DISTINCT over every column of a 100M-row log is a hash table of all of it; rows whose hash
+    `_h` is unique cannot have a duplicate, so only rows sharing a hash go through DISTINCT.
+    """
+    con.execute("CREATE OR REPLACE TEMP TABLE _dup AS SELECT _h FROM _checked WHERE reason IS NULL "
+                "GROUP BY _h HAVING count(*) > 1")  # fmt: skip
+    cols = _canonical_select()
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {table} AS "
+        f"SELECT {cols} FROM _checked WHERE reason IS NULL AND _h NOT IN (SELECT _h FROM _dup) UNION ALL "
+        f"SELECT DISTINCT {cols} FROM _checked WHERE reason IS NULL AND _h IN (SELECT _h FROM _dup)"
+    )
+    con.execute("DROP TABLE _dup")
+
+
 def run_validation(
     con: duckdb.DuckDBPyConnection,
     source: str | Path | pd.DataFrame,
@@ -189,10 +216,7 @@ def run_validation(
     _classify(con, cfg, raw, ts_kind)
     _check_holdouts(con)
     n_malformed = _set_aside_malformed(con, source)
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {table} AS "
-        f"SELECT DISTINCT {_canonical_select()} FROM _checked WHERE reason IS NULL"
-    )
+    _accept_distinct(con, table)
     raw_cols = ", ".join(f"raw_{c} AS {c}" for c in CANONICAL_COLUMNS)
     malformed = (
         ""

@@ -354,3 +354,47 @@ def test_a_cursor_is_a_session_set_up_like_connect(cfg):
     assert cur.execute("SELECT current_setting('TimeZone')").fetchone()[0] in ("UTC", "Etc/UTC")
     cur.execute("CREATE TEMP TABLE mine AS SELECT 1 AS a")
     assert not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'mine'").fetchone()[0]
+
+
+def test_typed_parquet_validates_as_its_text(cfg, tmp_path):
+    """Typed amount / rating / coupon columns (parsed from their type) and a single file's own row
+    numbers give the verdicts, row numbers and duplicates of the same log written as text."""
+    df = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2", " ", "u3", "u3", "u4", "u5"],
+            "ts": pd.to_datetime(["2026-01-01"] * 8),
+            "event": ["purchase", "purchase", "review", "visit", "purchase", "refund", "review", "purchase"],
+            "amount": [5.0, 5.0, None, None, float("nan"), -1.0, None, None],
+            "rating": pd.array([None, None, 4, None, None, None, 7, None], dtype="Int32"),
+            "coupon": pd.array([True, True, None, None, False, None, None, None], dtype="boolean"),
+        }
+    )
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    typed = pa.Table.from_pandas(df, preserve_index=False)
+    null = df["amount"].isna().to_numpy().copy()
+    null[4] = False  # u3's NaN stays a NaN, not a null
+    nan_kept = pa.array(df["amount"].to_numpy(), mask=null)
+    pq.write_table(typed.set_column(3, "amount", nan_kept), tmp_path / "typed.parquet")
+    text = df.astype(object).where(df.notna(), None).astype(str).replace({"None": "", "<NA>": ""})
+    text.loc[4, "amount"] = "nan"
+    text.to_csv(tmp_path / "text.csv", index=False)
+    got = {}
+    for name in ("typed.parquet", "text.csv"):
+        loose = cfg.model_copy(update={"quarantine": cfg.quarantine.model_copy(update={"max_fraction": 1.0})})
+        con = connect()
+        r = run_validation(con, tmp_path / name, loose)
+        q = con.execute("SELECT source_row, reason FROM quarantine ORDER BY source_row").fetchall()
+        ev = con.execute("SELECT user_id, event, amount, rating, coupon FROM events ORDER BY ALL").fetchall()
+        got[name] = (r.rows_read, r.accepted, r.duplicates, q, ev)
+    assert got["typed.parquet"] == got["text.csv"]
+    rows_read, accepted, duplicates, q, _ = got["typed.parquet"]
+    assert (rows_read, accepted, duplicates) == (8, 2, 1)
+    assert q == [
+        (4, "missing user_id"),
+        (5, "amount is not a number"),
+        (6, "negative amount"),
+        (7, "rating outside 1-5"),
+        (8, "missing amount"),
+    ]
