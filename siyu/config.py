@@ -172,6 +172,9 @@ class TrainingConfig(_Strict):
         description="no model beats the baselines: the best baseline serves (false: the model, loudly)"
     )
     bootstrap_resamples: int = Field(ge=10, description="bootstrap resamples behind every confidence interval")
+    bootstrap_max_rows: int = Field(
+        ge=0, description="above this many validation rows, resample a seeded sample this size (0: every row)"
+    )
     ci_level: float = Field(gt=0, lt=1, description="confidence level of the intervals and the gate")
     baseline_max_rows: int = Field(gt=0, description="rows (seeded sample) the logistic and rule fit on")
     rule_tier_feature: str = Field(description="promotion / koc rule baseline: the tier-rank feature")

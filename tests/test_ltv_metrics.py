@@ -46,6 +46,17 @@ def test_paired_bootstrap_of_a_scorer_against_itself_is_exactly_zero():
     assert lo > 0  # a real ranking beats noise on every resample's CI
 
 
+def test_a_capped_gini_bootstrap_gives_the_full_rows_interval():
+    rng = np.random.default_rng(2)
+    y = rng.gamma(0.4, 60, 30_000)
+    p = y * rng.lognormal(0, 1, 30_000)
+    full = lm.gini_resamples(y, {"p": p}, 200, 3)["p"]
+    capped = lm.gini_resamples(y, {"p": p}, 200, 3, max_rows=4_000)["p"]
+    (lo_f, hi_f), (lo_c, hi_c) = interval(full, 0.95), interval(capped, 0.95)
+    assert hi_c - lo_c == pytest.approx(hi_f - lo_f, rel=0.3)
+    assert abs(np.median(capped) - lm.gini(y, p)) < (hi_f - lo_f) / 4
+
+
 def test_value_metrics_top_share_mae_and_total():
     y = np.array([100.0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
     p = np.array([50.0, 1, 1, 1, 1, 1, 1, 1, 1, 1])

@@ -121,6 +121,27 @@ def test_bootstrap_points_match_sklearn_and_intervals_cover_them():
     assert bootstrap.difference(res, "a", "b", "roc_auc", 0.95) == (0.0, 0.0)  # paired: a tie is exactly 0
 
 
+def test_a_capped_bootstrap_gives_the_full_rows_interval():
+    """Resampling a 5,000-row sample of 40,000 rows, spread scaled to all of them, gives the full CI."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 40_000)
+    p, q = y * 0.5 + rng.random(40_000), y * 0.45 + rng.random(40_000)
+    full_ci, full = bootstrap.with_ci(y, {"p": p, "q": q}, 200, 1, 0.95)
+    capped_ci, capped = bootstrap.with_ci(y, {"p": p, "q": q}, 200, 1, 0.95, max_rows=5_000)
+    for m in ("roc_auc", "pr_auc"):
+        assert capped_ci["p"][m] == full_ci["p"][m]  # points are of every row
+        width = full_ci["p"][f"{m}_hi"] - full_ci["p"][f"{m}_lo"]
+        assert capped_ci["p"][f"{m}_hi"] - capped_ci["p"][f"{m}_lo"] == pytest.approx(width, rel=0.25)
+        assert abs(np.median(capped["p"][m]) - full_ci["p"][m]) < width / 4
+    lo_f, hi_f = bootstrap.difference(full, "p", "q", "roc_auc", 0.95)
+    lo_c, hi_c = bootstrap.difference(capped, "p", "q", "roc_auc", 0.95)
+    assert hi_c - lo_c == pytest.approx(hi_f - lo_f, rel=0.3) and lo_c > 0 and lo_f > 0
+    # unscaled, the sample's spread would be sqrt(8) ~ 2.8 times as wide
+    raw = bootstrap.resample(y[:5_000], {"p": p[:5_000]}, 200, 1)["p"]["roc_auc"]
+    full_width = full_ci["p"]["roc_auc_hi"] - full_ci["p"]["roc_auc_lo"]
+    assert np.subtract(*np.quantile(raw, [0.975, 0.025])) > 2 * full_width
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 10_000), st.integers(3, 300), st.sampled_from([None, 0, 1, 2]))
 def test_every_resample_equals_sklearn_on_its_row_weights(seed, n, digits):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.bootstrap import side_by_side
+from training.bootstrap import side_by_side, spread_to_full, subsample
 
 _CHUNK = 8
 
@@ -37,8 +37,19 @@ class _Ranked:
             return ((Aw / A) * (n - before - (Nw - 1) / 2) / n).sum(1) - (n[:, 0] + 1) / (2 * n[:, 0])
 
 
-def gini_resamples(y: np.ndarray, scores: dict[str, np.ndarray], n_boot: int, seed: int) -> dict[str, np.ndarray]:
-    """Normalized Gini of every scorer on the same Poisson-bootstrap resamples (name -> array(n_boot))."""
+def gini_resamples(
+    y: np.ndarray, scores: dict[str, np.ndarray], n_boot: int, seed: int, max_rows: int = 0
+) -> dict[str, np.ndarray]:
+    """Normalized Gini of every scorer on the same Poisson-bootstrap resamples (name -> array(n_boot)).
+
+    Above `max_rows` rows (> 0): a seeded subsample's resamples, spread scaled to every row
+    (training/bootstrap.spread_to_full).
+    """
+    idx = subsample(len(y), max_rows, seed)
+    if idx is not None:
+        y, sub = np.asarray(y, dtype=float), {k: np.asarray(v)[idx] for k, v in scores.items()}
+        res = gini_resamples(y[idx], sub, n_boot, seed)
+        return {k: spread_to_full(res[k], gini(y[idx], sub[k]), gini(y, scores[k]), len(idx), len(y)) for k in res}
     y = np.asarray(y, dtype=float)
     perfect = _Ranked(y)
     ranked = {k: _Ranked(v) for k, v in scores.items()}

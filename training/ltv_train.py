@@ -192,7 +192,7 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     train_rows = pd.DataFrame(Xtr, columns=cols)
     bases = baseline_predictions(train_rows, val[cols], L)
     scores = {"model": pred["ltv"], **bases}
-    boot = lm.gini_resamples(y, scores, t.bootstrap_resamples, t.seed)
+    boot = lm.gini_resamples(y, scores, t.bootstrap_resamples, t.seed, t.bootstrap_max_rows)
     for k, s in scores.items():
         res.metrics[k] = lm.value_metrics(y, s)
         res.metrics[k]["gini_lo"], res.metrics[k]["gini_hi"] = interval(boot[k], t.ci_level)
@@ -205,7 +205,9 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     plot = {**scores}
     if po is not None:
         ok = ~np.isnan(po)
-        ob = lm.gini_resamples(y[ok], {"oracle": po[ok], "model": pred["ltv"][ok]}, t.bootstrap_resamples, t.seed)
+        ob = lm.gini_resamples(
+            y[ok], {"oracle": po[ok], "model": pred["ltv"][ok]}, t.bootstrap_resamples, t.seed, t.bootstrap_max_rows
+        )
         om = lm.value_metrics(y[ok], po[ok])
         lo, hi = interval(ob["oracle"], t.ci_level)
         res.metrics["oracle"] = {**om, "gini_lo": lo, "gini_hi": hi}

@@ -332,7 +332,9 @@ def judge(
         )
     cols = [names.index(f) for f in champ.feature_names]
     p_champ = champ.predict_proba(X_val[:, cols])
-    res = bootstrap.resample(y, {"new": p_new, "champion": p_champ, **baselines}, t.bootstrap_resamples, t.seed)
+    res = bootstrap.resample(
+        y, {"new": p_new, "champion": p_champ, **baselines}, t.bootstrap_resamples, t.seed, t.bootstrap_max_rows
+    )
     champ_score = bootstrap.point(y, p_champ)[metric]
     lo, hi = bootstrap.difference(res, "new", "champion", metric, t.ci_level)
     d = GateDecision(False, "", metric, new_score, champ_score, champ_v, (lo, hi))

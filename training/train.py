@@ -358,7 +358,7 @@ def _train_label(
         )
         res.raw_metrics = evaluate.probability_metrics(y, raw_val)
         scores = {"model": p_val, **bases}
-        ci, boot = bootstrap.with_ci(y, scores, t.bootstrap_resamples, t.seed, t.ci_level)
+        ci, boot = bootstrap.with_ci(y, scores, t.bootstrap_resamples, t.seed, t.ci_level, t.bootstrap_max_rows)
         res.metrics.update({k: v for k, v in ci["model"].items() if k.endswith(("_lo", "_hi"))})
         for b in BASELINES:
             res.baselines[b] = {**ci[b], **evaluate.probability_metrics(y, bases[b])}
@@ -375,7 +375,12 @@ def _train_label(
         if po is not None:
             ok = ~np.isnan(po)
             oc, _ = bootstrap.with_ci(
-                y[ok], {"oracle": po[ok], "model": p_val[ok]}, t.bootstrap_resamples, t.seed, t.ci_level
+                y[ok],
+                {"oracle": po[ok], "model": p_val[ok]},
+                t.bootstrap_resamples,
+                t.seed,
+                t.ci_level,
+                t.bootstrap_max_rows,
             )
             om = evaluate.all_metrics(y[ok], po[ok], ())
             res.oracle = {
