@@ -187,6 +187,7 @@ class TrainingConfig(_Strict):
     )
     refit_max_rows: int = Field(ge=0, description="refit only up to this many fit + holdout rows (0: no limit)")
     max_fit_rows: int = Field(ge=0, description="fit rows and held-back rows per label, each: a seeded sample beyond")
+    early_stopping_max_rows: int = Field(ge=0, description="held-back rows scored each round (seeded sample; 0: all)")
     class_weight: Literal["balanced", "sqrt", "none"] = Field(
         description="positive weight: negatives/positives (balanced), its square root, or none"
     )

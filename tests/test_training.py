@@ -83,6 +83,24 @@ def test_validation_labels_never_touch_the_model(tmp_path):
     np.testing.assert_array_equal(a[3], b[3])
 
 
+def test_early_stopping_reads_only_its_sample_of_the_held_back_rows(tmp_path):
+    """With `early_stopping_max_rows`, held-back labels outside its seeded sample do not move the stopping round."""
+    from training.fit import capped
+
+    table, cutoffs = make_table(300, 4, seed=3)
+    d = _split(table, cutoffs, "churn")
+    cap = len(d.holdout) // 2
+    cfg = small_cfg(f"sqlite:///{tmp_path / 'x.db'}", refit_all_cutoffs=False, early_stopping_max_rows=cap)
+    outside = ~capped(np.ones(len(d.holdout), bool), cap, cfg.training.seed)
+    other = _split(table, cutoffs, "churn")
+    other.holdout.loc[outside, "churn"] = 1 - other.holdout.loc[outside, "churn"]
+    a, b = (fit_label("churn", x, cfg, FEATURES)[0] for x in (d, other))
+    assert a.model_to_string() == b.model_to_string()
+    every = small_cfg(f"sqlite:///{tmp_path / 'x.db'}", refit_all_cutoffs=False, early_stopping_max_rows=0)
+    c, e = (fit_label("churn", x, every, FEATURES)[0] for x in (d, other))
+    assert c.best_iteration != e.best_iteration or c.model_to_string() != e.model_to_string()
+
+
 def test_refit_adds_the_holdout_rows_only_below_the_row_limit(tmp_path):
     """The refit (fit + holdout cutoffs, early-stopped rounds) runs up to `refit_max_rows` rows, not past it."""
     table, cutoffs = make_table(300, 4, seed=3)
