@@ -15,6 +15,7 @@ Period effects stay shared (other users' targets cover the same months): documen
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,13 @@ def user_groups(user_ids: pd.Series, seed: int, k: int = 2) -> np.ndarray:
     return (h % np.uint64(k)).astype(np.int16)
 
 
+class _Job(NamedTuple):
+    """One of the fits `fold_map` runs side by side (largest `n_fit` first)."""
+
+    key: object
+    n_fit: int
+
+
 def fit_parts(
     own_params: dict,
     table: pd.DataFrame,
@@ -39,6 +47,7 @@ def fit_parts(
     cfg: Config,
     referral: bool,
     refit: bool | None = None,
+    side_by_side: bool = True,
 ) -> dict:
     """{"ltv_own", "ltv_referral" (when `referral`)} boosters: fit rows, early stop on holdout rows, refit on both.
 
@@ -54,9 +63,11 @@ def fit_parts(
         referral: fit the referral part too.
         refit: refit on fit + holdout rows (None: `training.fit.refits` of these rows); the cross-fitted
             models pass the served model's choice, so they follow its recipe on their fewer rows.
+        side_by_side: fit the parts side by side on one thread each (training/tuning.fold_map); False
+            inside a caller that already runs fits side by side.
     """
     from training.fit import matrix, refit_booster, refits
-    from training.tuning import rescale
+    from training.tuning import fold_map, rescale
 
     fit_i, hold_i = np.flatnonzero(np.asarray(fit_m)), np.flatnonzero(np.asarray(hold_m))
     n_tuned = int(own_params.get("_n_tuned", 0))
@@ -67,12 +78,20 @@ def fit_parts(
     plan = {"ltv_own": tweedie_params(cfg, own_params)}
     if referral:
         plan["ltv_referral"] = tweedie_params(cfg)
-    boost = {c: fit_part(p, X_fit, tgt(fit_i, c), X_hold, tgt(hold_i, c), names, cats, cfg) for c, p in plan.items()}
-    if refits(cfg, len(X_fit) + len(X_hold)) if refit is None else refit:  # the holdout cutoff is the nearest
-        X_both = np.vstack([X_fit, X_hold])
-        for c, b in boost.items():
-            boost[c] = refit_booster(b, X_both, nonnegative(np.r_[tgt(fit_i, c), tgt(hold_i, c)]), names, cats)
-    return boost
+    both = refits(cfg, len(X_fit) + len(X_hold)) if refit is None else refit  # the holdout cutoff is the nearest
+    X_both = np.vstack([X_fit, X_hold]) if both else None
+
+    def one(job: _Job, threads: int):
+        c = job.key
+        p = {**plan[c], "num_threads": threads} if threads else plan[c]
+        b = fit_part(p, X_fit, tgt(fit_i, c), X_hold, tgt(hold_i, c), names, cats, cfg)
+        if both:
+            b = refit_booster(b, X_both, nonnegative(np.r_[tgt(fit_i, c), tgt(hold_i, c)]), names, cats)
+        return b
+
+    jobs = [_Job(c, len(fit_i)) for c in plan]
+    fits = fold_map(one, jobs) if side_by_side else [one(j, 0) for j in jobs]
+    return {j.key: b for j, b in zip(jobs, fits)}
 
 
 def cross_fitted(
@@ -90,15 +109,21 @@ def cross_fitted(
         referral: with a referral part.
     """
     from training.fit import matrix, refits
+    from training.tuning import fold_map
 
     group = user_groups(table["user_id"], cfg.training.seed, cfg.ltv.cross_fit_groups)
-    served = refits(cfg, int(np.asarray(parts["fit"]).sum() + np.asarray(parts["holdout"]).sum()))
+    fit, hold = np.asarray(parts["fit"]), np.asarray(parts["holdout"])
+    served = refits(cfg, int(fit.sum() + hold.sum()))
     val = np.asarray(parts["validation"])
     out = {p: np.full(int(val.sum()), np.nan) for p in ("own", "referral", "ltv")}
-    for g in range(cfg.ltv.cross_fit_groups):
-        others = group != g
-        boost = fit_parts(own_params, table, np.asarray(parts["fit"]) & others,
-                          np.asarray(parts["holdout"]) & others, names, cats, cfg, referral, served)  # fmt: skip
+
+    def one(job: _Job, threads: int) -> dict:
+        others = group != job.key
+        params = {**own_params, "num_threads": threads} if threads else own_params
+        return fit_parts(params, table, fit & others, hold & others, names, cats, cfg, referral, served, False)
+
+    jobs = [_Job(g, int((fit & (group != g)).sum())) for g in range(cfg.ltv.cross_fit_groups)]
+    for g, boost in zip(range(len(jobs)), fold_map(one, jobs)):  # the groups' fits side by side
         model = LTVModel("ltv", "", 0, list(names), boost["ltv_own"], boost.get("ltv_referral"))
         pred = model.predict_parts(matrix(table, names, np.flatnonzero(val & (group == g))))
         for p in out:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -181,13 +181,23 @@ def load_push_effect(folder: Path, spec: dict, name: str, version: int) -> PushE
     return PushEffectModel(name, version, list(spec["feature_names"]), terms, spec["learner"], spec.get("info", {}))
 
 
-def _fit(X: np.ndarray, y: np.ndarray, objective: str, cfg: Config, names: list[str]):
+def _fit(X: np.ndarray, y: np.ndarray, objective: str, cfg: Config, names: list[str], threads: int = 0):
     import lightgbm as lgb
 
     u = cfg.uplift
-    params = {**u.lgbm_params, "objective": objective, "seed": cfg.training.seed, "verbose": -1, "num_threads": 2}
+    params = {**u.lgbm_params, "objective": objective, "seed": cfg.training.seed, "verbose": -1}
+    if threads:
+        params["num_threads"] = threads
     data = lgb.Dataset(X, y, feature_name=list(names), free_raw_data=True)
     return lgb.train(params, data, num_boost_round=u.num_boost_round)
+
+
+class _ArmFit(NamedTuple):
+    """One arm model of one outcome (a `fold_map` job: largest `n_fit` first)."""
+
+    outcome: str
+    arm: bool  # True: the held arm
+    n_fit: int
 
 
 def fit_push_effect(
@@ -210,14 +220,24 @@ def fit_push_effect(
     held = np.asarray(held, dtype=bool)
     e = float(1.0 - held.mean())  # share pushed: the control groups are drawn at random
     terms: dict[str, list[tuple[Any, float, int | None]]] = {}
-    for outcome, y, objective in (("churn", churn, "binary"), ("spend", spend, "regression")):
-        y = np.asarray(y, dtype=float)
+    outcomes = {
+        "churn": (np.asarray(churn, dtype=float), "binary"),
+        "spend": (np.asarray(spend, dtype=float), "regression"),
+    }
+    arms = {}
+    if cfg.uplift.learner != "s":  # the four arm models are independent: side by side, one thread each
+        from training.tuning import fold_map
+
+        jobs = [_ArmFit(o, arm, int((held == arm).sum())) for o in outcomes for arm in (False, True)]
+        fits = fold_map(lambda j, threads: _fit(X[held == j.arm], outcomes[j.outcome][0][held == j.arm],
+                                                outcomes[j.outcome][1], cfg, names, threads), jobs)  # fmt: skip
+        arms = {(j.outcome, j.arm): m for j, m in zip(jobs, fits)}
+    for outcome, (y, objective) in outcomes.items():
         if cfg.uplift.learner == "s":
             m = _fit(np.c_[X, held.astype(float)], y, objective, cfg, [*names, "held"])
             terms[outcome] = [(m, 1.0, 0), (m, -1.0, 1)]
             continue
-        m_push = _fit(X[~held], y[~held], objective, cfg, names)
-        m_held = _fit(X[held], y[held], objective, cfg, names)
+        m_push, m_held = arms[(outcome, False)], arms[(outcome, True)]
         if cfg.uplift.learner == "t":
             terms[outcome] = [(m_push, 1.0, None), (m_held, -1.0, None)]
             continue
