@@ -52,7 +52,9 @@ def subsample(n: int, max_rows: int, seed: int) -> np.ndarray | None:
     """Seeded sorted row indices when `n` rows exceed `max_rows` (> 0), else None (resample every row)."""
     if not max_rows or n <= max_rows:
         return None
-    return np.sort(np.random.default_rng(seed + 7).choice(n, max_rows, replace=False))
+    from training.fit import capped  # the project's one seeded row cap
+
+    return np.flatnonzero(capped(np.ones(n, dtype=bool), max_rows, seed + 7))
 
 
 def spread_to_full(samples: np.ndarray, sub_point: float, full_point: float, m: int, n: int) -> np.ndarray:

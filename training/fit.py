@@ -255,10 +255,8 @@ def fit_label(label: str, d: LabelData, cfg: Config, features: Sequence[Feature]
     cats = [f.name for f in features if f.kind == "categorical"]
     y_fit, y_hold = d.fit[label].to_numpy(), d.holdout[label].to_numpy()
     params = {**lgbm_params(label, cfg, features, int(y_fit.sum()), int(len(y_fit) - y_fit.sum())), **(overrides or {})}
-    X_es, y_es = d.X_holdout, y_hold
-    if 0 < cfg.training.early_stopping_max_rows < len(y_hold):
-        es = np.flatnonzero(capped(np.ones(len(y_hold), bool), cfg.training.early_stopping_max_rows, cfg.training.seed))
-        X_es, y_es = X_es[es], y_es[es]
+    es = capped(np.ones(len(y_hold), bool), cfg.training.early_stopping_max_rows, cfg.training.seed)
+    X_es, y_es = (d.X_holdout, y_hold) if es.all() else (d.X_holdout[es], y_hold[es])
     booster = train_booster(params, d.X_fit, y_fit, X_es, y_es, names, cats, cfg)
     method = "platt" if cfg.training.calibration == "auto" else cfg.training.calibration  # auto: see select.py
     cal: Calibrator = fit_calibrator(booster.predict(d.X_holdout), y_hold, method, cfg.training.seed)

@@ -15,7 +15,6 @@ Period effects stay shared (other users' targets cover the same months): documen
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -28,13 +27,6 @@ def user_groups(user_ids: pd.Series, seed: int, k: int = 2) -> np.ndarray:
     """0 .. k-1 per row from a seeded hash of the user id: the same user is always in the same group."""
     h = pd.util.hash_pandas_object(user_ids.astype(str) + f"#{seed}", index=False).to_numpy()
     return (h % np.uint64(k)).astype(np.int16)
-
-
-class _Job(NamedTuple):
-    """One of the fits `fold_map` runs side by side (largest `n_fit` first)."""
-
-    key: object
-    n_fit: int
 
 
 def fit_parts(
@@ -67,7 +59,7 @@ def fit_parts(
             inside a caller that already runs fits side by side.
     """
     from training.fit import matrix, refit_booster, refits
-    from training.tuning import fold_map, rescale
+    from training.tuning import Job, fold_map, rescale, threaded
 
     fit_i, hold_i = np.flatnonzero(np.asarray(fit_m)), np.flatnonzero(np.asarray(hold_m))
     n_tuned = int(own_params.get("_n_tuned", 0))
@@ -81,15 +73,14 @@ def fit_parts(
     both = refits(cfg, len(X_fit) + len(X_hold)) if refit is None else refit  # the holdout cutoff is the nearest
     X_both = np.vstack([X_fit, X_hold]) if both else None
 
-    def one(job: _Job, threads: int):
+    def one(job: Job, threads: int):
         c = job.key
-        p = {**plan[c], "num_threads": threads} if threads else plan[c]
-        b = fit_part(p, X_fit, tgt(fit_i, c), X_hold, tgt(hold_i, c), names, cats, cfg)
+        b = fit_part(threaded(plan[c], threads), X_fit, tgt(fit_i, c), X_hold, tgt(hold_i, c), names, cats, cfg)
         if both:
             b = refit_booster(b, X_both, nonnegative(np.r_[tgt(fit_i, c), tgt(hold_i, c)]), names, cats)
         return b
 
-    jobs = [_Job(c, len(fit_i)) for c in plan]
+    jobs = [Job(c, len(fit_i)) for c in plan]
     fits = fold_map(one, jobs) if side_by_side else [one(j, 0) for j in jobs]
     return {j.key: b for j, b in zip(jobs, fits)}
 
@@ -109,7 +100,7 @@ def cross_fitted(
         referral: with a referral part.
     """
     from training.fit import matrix, refits
-    from training.tuning import fold_map
+    from training.tuning import Job, fold_map, threaded
 
     group = user_groups(table["user_id"], cfg.training.seed, cfg.ltv.cross_fit_groups)
     fit, hold = np.asarray(parts["fit"]), np.asarray(parts["holdout"])
@@ -117,13 +108,15 @@ def cross_fitted(
     val = np.asarray(parts["validation"])
     out = {p: np.full(int(val.sum()), np.nan) for p in ("own", "referral", "ltv")}
 
-    def one(job: _Job, threads: int) -> dict:
+    def one(job: Job, threads: int) -> dict:
         others = group != job.key
-        params = {**own_params, "num_threads": threads} if threads else own_params
-        return fit_parts(params, table, fit & others, hold & others, names, cats, cfg, referral, served, False)
+        return fit_parts(
+            threaded(own_params, threads), table, fit & others, hold & others, names, cats, cfg, referral, served, False
+        )
 
-    jobs = [_Job(g, int((fit & (group != g)).sum())) for g in range(cfg.ltv.cross_fit_groups)]
-    for g, boost in zip(range(len(jobs)), fold_map(one, jobs)):  # the groups' fits side by side
+    jobs = [Job(g, int((fit & (group != g)).sum())) for g in range(cfg.ltv.cross_fit_groups)]
+    for job, boost in zip(jobs, fold_map(one, jobs)):  # the groups' fits side by side
+        g = job.key
         model = LTVModel("ltv", "", 0, list(names), boost["ltv_own"], boost.get("ltv_referral"))
         pred = model.predict_parts(matrix(table, names, np.flatnonzero(val & (group == g))))
         for p in out:

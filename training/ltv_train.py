@@ -119,7 +119,7 @@ def capped_table(table: pd.DataFrame | None, cuts, cfg: Config) -> pd.DataFrame 
 
 def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, bar, task) -> None:
     from training.select import Rows, make_folds
-    from training.tuning import fold_map, tune
+    from training.tuning import fold_map, threaded, tune
 
     t, L = cfg.training, cfg.ltv.horizon_days
     names = [f.name for f in features]
@@ -156,7 +156,7 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     base = {**t.lgbm_params, "learning_rate": cfg.ltv.learning_rate}
     ref_fold = {}
     if res.referral:  # side by side, one thread each, as the trials' folds
-        fits = fold_map(lambda f, threads: part({**base, "num_threads": threads} if threads else base, f, F + 1), folds)
+        fits = fold_map(lambda f, threads: part(threaded(base, threads), f, F + 1), folds)
         ref_fold = {id(f): p for f, p in zip(folds, fits)}
 
     def fit_fold(params: dict, f) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -70,6 +71,18 @@ def rescale(params: dict, n_tuned: int, n_final: int) -> dict:
     if "min_data_in_leaf" in out and n_tuned > 0:
         out["min_data_in_leaf"] = max(1, int(round(out["min_data_in_leaf"] * n_final / n_tuned)))
     return out
+
+
+class Job(NamedTuple):
+    """A fit for `fold_map` that is not a fold: its key, and its rows (largest start first)."""
+
+    key: object
+    n_fit: int
+
+
+def threaded(params: dict, threads: int) -> dict:
+    """`params` asking LightGBM for `fold_map`'s `threads` (0: as they are, LightGBM's default)."""
+    return {**params, "num_threads": threads} if threads else params
 
 
 def fold_map(fn: Callable[[object, int], object], folds: list) -> list:

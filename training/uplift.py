@@ -22,7 +22,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -185,19 +185,11 @@ def _fit(X: np.ndarray, y: np.ndarray, objective: str, cfg: Config, names: list[
     import lightgbm as lgb
 
     u = cfg.uplift
-    params = {**u.lgbm_params, "objective": objective, "seed": cfg.training.seed, "verbose": -1}
-    if threads:
-        params["num_threads"] = threads
+    from training.tuning import threaded
+
+    params = threaded({**u.lgbm_params, "objective": objective, "seed": cfg.training.seed, "verbose": -1}, threads)
     data = lgb.Dataset(X, y, feature_name=list(names), free_raw_data=True)
     return lgb.train(params, data, num_boost_round=u.num_boost_round)
-
-
-class _ArmFit(NamedTuple):
-    """One arm model of one outcome (a `fold_map` job: largest `n_fit` first)."""
-
-    outcome: str
-    arm: bool  # True: the held arm
-    n_fit: int
 
 
 def fit_push_effect(
@@ -226,12 +218,15 @@ def fit_push_effect(
     }
     arms = {}
     if cfg.uplift.learner != "s":  # the four arm models are independent: side by side, one thread each
-        from training.tuning import fold_map
+        from training.tuning import Job, fold_map
 
-        jobs = [_ArmFit(o, arm, int((held == arm).sum())) for o in outcomes for arm in (False, True)]
-        fits = fold_map(lambda j, threads: _fit(X[held == j.arm], outcomes[j.outcome][0][held == j.arm],
-                                                outcomes[j.outcome][1], cfg, names, threads), jobs)  # fmt: skip
-        arms = {(j.outcome, j.arm): m for j, m in zip(jobs, fits)}
+        def arm_fit(job: Job, threads: int):
+            outcome, arm = job.key  # arm True: the held arm
+            rows = held == arm
+            return _fit(X[rows], outcomes[outcome][0][rows], outcomes[outcome][1], cfg, names, threads)
+
+        jobs = [Job((o, arm), int((held == arm).sum())) for o in outcomes for arm in (False, True)]
+        arms = {j.key: m for j, m in zip(jobs, fold_map(arm_fit, jobs))}
     for outcome, (y, objective) in outcomes.items():
         if cfg.uplift.learner == "s":
             m = _fit(np.c_[X, held.astype(float)], y, objective, cfg, [*names, "held"])
