@@ -10,6 +10,9 @@ windows with `windows.feature_windows: auto`), simulated with a small oracle, tr
 and which candidate became champion. Writes benchmarks/results/<date>-robustness.json and .md,
 prints one JSON line per (world, label) for benchmarks/run.py.
 
+`bgnbd_retail` is not the built-in world at all: a textbook BG/NBD order log (benchmarks/bgnbd_world.py)
+with an exact oracle from each customer's true rate and state.
+
 The purchases-only world drops every row but purchases and refunds from the simulated log (an
 export filter: what a shop's order table gives), so its oracle still scores the world's labels
 (disconnects included) while siyu sees purchases only: its oracle ratio is a lower bound there.
@@ -69,6 +72,14 @@ WORLDS: dict[str, dict] = {
             },
         },
     },  # fmt: skip
+    # a shop's order export from a textbook BG/NBD + Gamma-Gamma process (CDNOW's estimates), not the built-in
+    # world: three customers for every user of the others (an order log is sparse), P = H = 90
+    "bgnbd_retail": {
+        "seed": 12,
+        "generator": "bgnbd",
+        "users_scale": 3,
+        "cfg": {"windows": {"period_days": 90, "horizon_days": 90}},
+    },  # fmt: skip
 }
 
 
@@ -97,6 +108,11 @@ def simulate(name: str, spec: dict, cfg, users: int, days: int, replicas: int, f
 
     from simulation.simulator import simulate_world
 
+    if spec.get("generator") == "bgnbd":
+        from bgnbd_world import simulate as simulate_bgnbd
+
+        w = cfg.windows
+        return simulate_bgnbd(users, days, spec["seed"], folder, w.horizon_days, w.period_days, cfg.ltv.horizon_days)
     sim_cfg = cfg.model_copy(update={"windows": cfg.windows.model_copy(update={"feature_windows": (7, 30, 90)})})
     simulate_world(sim_cfg, users, days, seed=spec["seed"], out_dir=folder, replicas=replicas)
     path = folder / "events.parquet"
@@ -143,9 +159,31 @@ def rows_of(name: str, res, windows) -> list[dict]:
                 "champion": champion,
                 "promoted": bool(r.gate and r.gate.promoted),
                 "beats_baselines": bool(m["roc_auc"] > best_base),
+                # a baseline that serves scores as that baseline
+                "served_roc_auc": r.baselines[champion]["roc_auc"] if champion in r.baselines else m["roc_auc"],
             }
         )
     return out
+
+
+def ltv_row(name: str, ltv) -> dict:
+    """The LTV label's row: Gini of the model (cross-fitted), of each baseline and of the oracle (#16)."""
+    if ltv is None or not ltv.trained:
+        return {"world": name, "label": "ltv", "skipped": getattr(ltv, "message", "no LTV result")}
+    m, o = ltv.metrics, ltv.oracle or {}
+    bases = {k: v["gini"] for k, v in m.items() if k not in ("model", "model_own", "model_referral", "oracle")}
+    return {
+        "world": name,
+        "label": "ltv",
+        "referral": ltv.referral,
+        "model_gini": m["model"]["gini"],
+        "model_gini_ci": [m["model"]["gini_lo"], m["model"]["gini_hi"]],
+        **{f"{b}_gini": g for b, g in bases.items()},
+        "oracle_gini": o.get("oracle_gini"),
+        "ratio_to_oracle": o.get("gini_ratio_to_oracle"),
+        "champion": ltv.chosen if ltv.beats_baselines else f"{ltv.chosen} (does not beat the baselines)",
+        "margin_over_best_baseline": m["model"]["gini"] - max(bases.values(), default=float("nan")),
+    }
 
 
 def run_world(name: str, spec: dict, users: int, days: int, replicas: int) -> list[dict]:
@@ -157,13 +195,14 @@ def run_world(name: str, spec: dict, users: int, days: int, replicas: int) -> li
     with tempfile.TemporaryDirectory(prefix=f"siyu-rob-{name}-") as d:
         os.environ["SIYU_HOME"] = str(Path(d) / "home")
         t0 = time.perf_counter()
+        users = users * spec.get("users_scale", 1)
         events = simulate(name, spec, cfg, users, days, replicas, Path(d) / "world")
         t1 = time.perf_counter()
         res = train_all(events, cfg, experiment=f"robustness-{name}")
         t2 = time.perf_counter()
     w = cfg.windows
     windows = auto_windows(w.period_days, w.horizon_days, days + 1 - w.horizon_days)
-    rows = rows_of(name, res, windows)
+    rows = [*rows_of(name, res, windows), ltv_row(name, res.ltv)]
     for r in rows:
         r.update(simulate_s=round(t1 - t0, 1), train_s=round(t2 - t1, 1), P=w.period_days, H=w.horizon_days)
     return rows
@@ -180,6 +219,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
             "champion"]  # fmt: skip
     lines = [f"# Robustness suite — {date.today()}", "", ", ".join(f"{k} {v}" for k, v in meta.items()), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    ltv = [r for r in rows if r["label"] == "ltv"]
+    rows = [r for r in rows if r["label"] != "ltv"]
     for r in rows:
         if "skipped" in r:
             lines.append(f"| {r['world']} | | {r['label']} | skipped: {r['skipped'][:80]} |" + " |" * (len(head) - 4))
@@ -191,15 +232,37 @@ def markdown(rows: list[dict], meta: dict) -> str:
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     ratios = sorted(r["ratio_to_oracle"] for r in rows if r.get("ratio_to_oracle") is not None)
     done = [r for r in rows if "skipped" not in r]
+    served_auc = {id(r): r.get("served_roc_auc", r["model_roc_auc"]) for r in done}  # older JSON: no served_roc_auc
     lost = [f"{r['world']}/{r['label']}" for r in done
-            if r["model_roc_auc"] < max(r.get(f"{b}_roc_auc") or 0.0 for b in bases)]  # fmt: skip
+            if served_auc[id(r)] < max(r.get(f"{b}_roc_auc") or 0.0 for b in bases)]  # fmt: skip
     served = [f"{r['world']}/{r['label']} ({r['champion']})" for r in done if not r["beats_baselines"]]
     if ratios:
         med = ratios[len(ratios) // 2] if len(ratios) % 2 else sum(ratios[len(ratios) // 2 - 1 :][:2]) / 2
         lines += ["", f"model/oracle: min {ratios[0]:.3f} (goal >= 0.95), median {med:.3f} (goal >= 0.97); "
                   f"champion below a baseline on ROC AUC: {', '.join(lost) or 'none'}; "
                   f"a baseline serves (no model beat them beyond noise): {', '.join(served) or 'none'}"]  # fmt: skip
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ltv_markdown(ltv)) + "\n"
+
+
+def ltv_markdown(rows: list[dict]) -> list[str]:
+    """The LTV table: Gini against each baseline and the oracle (#16: >= 0.95 x oracle, >= baselines + 0.02)."""
+    if not rows:
+        return []
+    bases = sorted({k[: -len("_gini")] for r in rows for k in r if k.endswith("_gini")} - {"model", "oracle"})
+    head = ["world", "value", "model Gini [95% CI]", *bases, "oracle", "model/oracle", "margin", "champion"]
+    out = ["", "LTV (ltv.horizon_days; model cross-fitted, judged on users it did not see):", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    for r in rows:
+        if "skipped" in r:
+            out.append(f"| {r['world']} | skipped: {r['skipped'][:80]} |" + " |" * (len(head) - 2))
+            continue
+        lo, hi = r["model_gini_ci"]
+        value = "own + referral" if r["referral"] else "own"
+        cells = [r["world"], value, f"{_f(r['model_gini'])} [{_f(lo)}, {_f(hi)}]",
+                 *(_f(r.get(f"{b}_gini")) for b in bases), _f(r["oracle_gini"]), _f(r["ratio_to_oracle"]),
+                 _f(r["margin_over_best_baseline"]), r["champion"]]  # fmt: skip
+        out.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return out
 
 
 def main(argv: list[str]) -> int:
