@@ -112,14 +112,7 @@ def _label_oracle(T: int, H: int, P: int, params: dict, born, user, t) -> pd.Dat
         raise ValueError(f"the BG/NBD world's promotion oracle needs P == H (got P={P}, H={H})")
     known, x, tx, age, _ = _history(float(T), born, user, t)
     k = (params["r"], params["alpha"], params["a"], params["b"])
-    alive = btyd.p_alive(k, x, tx, age)
-    r, alpha, a, b = k
-    ratio = (alpha + age) / (alpha + age + H)
-    quiet = ratio ** (r + x)  # E[exp(-lambda H)], lambda | alive ~ Gamma(r + x, alpha + T)
-    one_or_more = alive * (1.0 - quiet)
-    # Two or more in H: the first purchase, survived (E[1 - p] = (b + x) / (a + b + x)), then a second.
-    lam_quiet = (r + x) / (alpha + age) * ratio ** (r + x + 1)  # E[lambda exp(-lambda H)]
-    two_or_more = alive * (b + x) / (a + b + x) * (1.0 - quiet - H * lam_quiet)
+    one_or_more, two_or_more = (btyd.p_at_least(k, x, tx, age, float(H), n) for n in (1, 2))
     # Purchase days in the period at T: none (a lapsed buyer), one (buyer) or two and more (repeat).
     days = pd.DataFrame({"u": user, "d": np.floor(t).astype(int)})
     days = days[(days["d"] >= T - P) & (days["d"] < T)].drop_duplicates()

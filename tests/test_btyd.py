@@ -66,3 +66,37 @@ def test_candidate_on_a_feature_frame_and_json_round_trip():
     churn = btyd.BTYDCandidate("churn", 30).fit(frame).predict_proba(frame)
     promo = btyd.BTYDCandidate("promotion", 30).fit(frame).predict_proba(frame)
     assert np.corrcoef(churn, promo)[0, 1] < -0.5  # likely buyers are unlikely churners
+
+
+def test_at_least_one_and_two_purchases_match_the_process():
+    r, alpha, a, b = CDNOW
+    rng = np.random.default_rng(3)
+    n, T, t = 40_000, 39.0, 26.0
+    lam, p = rng.gamma(r, 1 / alpha, n), rng.beta(a, b, n)
+    x, tx, later = np.zeros(n), np.zeros(n), np.zeros(n)
+    clock, alive = np.zeros(n), np.ones(n, dtype=bool)
+    while alive.any():  # the process past T: purchases in (T, T + t] are what the closed forms predict
+        clock = np.where(alive, clock + rng.exponential(1 / lam), clock)
+        alive &= clock <= T + t
+        before = alive & (clock <= T)
+        x[before] += 1
+        tx[before] = clock[before]
+        later[alive & (clock > T)] += 1
+        alive &= rng.random(n) >= p
+    Ts = np.full(n, T)
+    for k in (1, 2):
+        want = (later >= k).mean()
+        got = btyd.p_at_least(CDNOW, x, tx, Ts, t, k).mean()
+        assert abs(got - want) < 4 * np.sqrt(want * (1 - want) / n), (k, got, want)
+    assert np.all(btyd.p_at_least(CDNOW, x, tx, Ts, t, 2) <= btyd.p_at_least(CDNOW, x, tx, Ts, t, 1))
+
+
+def test_promotion_reads_the_tier_a_purchase_would_lift():
+    from siyu.contract import TIER_RANK
+
+    names = [*btyd.INPUTS, "tier"]
+    s = btyd.BTYDScorer("promotion", names, 90, (0.5, 20.0, 0.8, 2.5))
+    one = [1.0, 200.0, 60.0, 200.0]  # the same purchase history, three tiers
+    X = np.array([[*one, TIER_RANK["engaged"]], [*one, TIER_RANK["buyer"]], [*one, TIER_RANK["repeat"]]])
+    p = s.predict_proba(X)
+    assert p[0] > p[1] > p[2] and p[2] < 1e-6  # engaged needs one purchase, a buyer two, repeat buyers a referral

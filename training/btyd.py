@@ -20,6 +20,8 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import betaln, gammaln, hyp2f1
 
+from siyu.contract import TIER_RANK
+
 PARAMS = ("r", "alpha", "a", "b")
 INPUTS = ("repeat_purchase_days", "days_since_first_purchase", "purchase_gap_mean", "tenure_days")
 
@@ -66,11 +68,29 @@ def p_alive(params, x, tx, T) -> np.ndarray:
     return 1.0 / (1.0 + _odds_dead(params, x, tx, T))
 
 
+def p_at_least(params, x, tx, T, t: float, k: int) -> np.ndarray:
+    """P(at least k = 1 or 2 purchases in (T, T + t] | x, t_x, T).
+
+    Alive, lambda ~ Gamma(r + x, alpha + T) and p ~ Beta(a, b + x), independent (the alive part of
+    the likelihood factorises): one or more = alive x (1 - E[e^(-lambda t)]); two or more = alive x
+    E[1 - p] x (1 - E[e^(-lambda t)] - t E[lambda e^(-lambda t)]) (a Poisson count of two, surviving
+    the first purchase).
+    """
+    r, alpha, a, b = params
+    log_ratio = np.log(alpha + T) - np.log(alpha + T + t)
+    quiet = np.exp((r + x) * log_ratio)
+    alive = p_alive(params, x, tx, T)
+    if k == 1:
+        return alive * (1.0 - quiet)
+    if k == 2:
+        lam_quiet = (r + x) / (alpha + T) * np.exp((r + x + 1) * log_ratio)
+        return np.maximum(alive * (b + x) / (a + b + x) * (1.0 - quiet - t * lam_quiet), 0.0)
+    raise ValueError(f"p_at_least has closed forms for k = 1 or 2, not {k}")
+
+
 def p_no_purchase(params, x, tx, T, t: float) -> np.ndarray:
-    """P(no purchase in (T, T + t]): dead, or alive with no arrival (lambda | data ~ Gamma(r + x, alpha + T))."""
-    r, alpha, _, _ = params
-    quiet = np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + t)))
-    return 1.0 - p_alive(params, x, tx, T) * (1.0 - quiet)
+    """P(no purchase in (T, T + t]): dead, or alive with no arrival."""
+    return 1.0 - p_at_least(params, x, tx, T, t, 1)
 
 
 def expected_purchases(params, x, tx, T, t: float) -> np.ndarray:
@@ -105,8 +125,11 @@ def fit_params(x, tx, T, max_rows: int = 200_000, seed: int = 0) -> tuple[float,
 class BTYDCandidate:
     """BG/NBD as a model candidate: fit on a feature table, score churn or promotion at horizon H.
 
-    churn: P(no purchase in the next H days); promotion: 1 - exp(-E[purchases in H]), a rank by
-    expected purchases mapped into [0, 1) (not a calibrated probability of a promotion).
+    churn: P(no purchase in the next H days); promotion: P(the purchases the next purchase tier needs
+    happen in H), from the tier rank at T (column `tier`): one purchase up to `engaged` (to `buyer`),
+    two from `buyer` (to `repeat`, on a purchases-only log with P = H exact; otherwise days still in
+    the period count too, so a lower bound), none of the ladder above (KOC needs referrals: 0).
+    Without the tier column, 1 - exp(-E[purchases in H]) (a rank, not a probability).
     """
 
     def __init__(self, label: str, horizon_days: int, params: tuple[float, ...] | None = None):
@@ -124,9 +147,17 @@ class BTYDCandidate:
         if self.params is None:
             raise ValueError("BTYDCandidate.predict_proba before fit")
         x, tx, T = inputs(X)
+        H = self.horizon_days
         if self.label == "churn":
-            return p_no_purchase(self.params, x, tx, T, self.horizon_days)
-        return -np.expm1(-expected_purchases(self.params, x, tx, T, self.horizon_days))
+            return p_no_purchase(self.params, x, tx, T, H)
+        if "tier" not in X:
+            return -np.expm1(-expected_purchases(self.params, x, tx, T, H))
+        rank = np.nan_to_num(_col(X, "tier"), nan=TIER_RANK["engaged"])
+        return np.select(
+            [rank <= TIER_RANK["engaged"], rank == TIER_RANK["buyer"]],
+            [p_at_least(self.params, x, tx, T, H, 1), p_at_least(self.params, x, tx, T, H, 2)],
+            0.0,
+        )
 
     def to_json(self) -> str:
         """Label, horizon and parameters as plain JSON."""
@@ -152,7 +183,7 @@ class BTYDScorer:
 
     def _frame(self, X: np.ndarray) -> dict[str, np.ndarray]:
         # A dict, not a DataFrame: building one costs more than the model on an API-sized request.
-        return {c: X[:, self.names.index(c)] for c in INPUTS}
+        return {c: X[:, self.names.index(c)] for c in (*INPUTS, "tier") if c in self.names}
 
     def fit(self, X: np.ndarray, y=None, names=None) -> BTYDScorer:
         """Fit the four parameters on the rows' purchase history (y is not used)."""
