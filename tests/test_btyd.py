@@ -100,3 +100,6 @@ def test_promotion_reads_the_tier_a_purchase_would_lift():
     X = np.array([[*one, TIER_RANK["engaged"]], [*one, TIER_RANK["buyer"]], [*one, TIER_RANK["repeat"]]])
     p = s.predict_proba(X)
     assert p[0] > p[1] > p[2] and p[2] < 1e-6  # engaged needs one purchase, a buyer two, repeat buyers a referral
+    from training.scorers import scorer_from_json
+
+    np.testing.assert_allclose(scorer_from_json(s.to_json()).predict_proba(X), p)  # what a served model scores
