@@ -11,7 +11,7 @@ and which candidate became champion. Writes benchmarks/results/<date>-robustness
 prints one JSON line per (world, label) for benchmarks/run.py.
 
 `bgnbd_retail` is not the built-in world at all: a textbook BG/NBD order log (benchmarks/bgnbd_world.py)
-with an exact oracle from each customer's true rate and state.
+whose oracle is the BG/NBD posterior of each history under the true parameters.
 
 The purchases-only world drops every row but purchases and refunds from the simulated log (an
 export filter: what a shop's order table gives), so its oracle still scores the world's labels
@@ -170,8 +170,10 @@ def ltv_row(name: str, ltv) -> dict:
     """The LTV label's row: Gini of the model (cross-fitted), of each baseline and of the oracle (#16)."""
     if ltv is None or not ltv.trained:
         return {"world": name, "label": "ltv", "skipped": getattr(ltv, "message", "no LTV result")}
+    from training.ltv_baselines import BASELINES
+
     m, o = ltv.metrics, ltv.oracle or {}
-    bases = {k: v["gini"] for k, v in m.items() if k not in ("model", "model_own", "model_referral", "oracle")}
+    bases = {b: m[b]["gini"] for b in BASELINES if b in m}
     return {
         "world": name,
         "label": "ltv",
@@ -232,9 +234,11 @@ def markdown(rows: list[dict], meta: dict) -> str:
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     ratios = sorted(r["ratio_to_oracle"] for r in rows if r.get("ratio_to_oracle") is not None)
     done = [r for r in rows if "skipped" not in r]
-    served_auc = {id(r): r.get("served_roc_auc", r["model_roc_auc"]) for r in done}  # older JSON: no served_roc_auc
-    lost = [f"{r['world']}/{r['label']}" for r in done
-            if served_auc[id(r)] < max(r.get(f"{b}_roc_auc") or 0.0 for b in bases)]  # fmt: skip
+    lost = [
+        f"{r['world']}/{r['label']}"
+        for r in done  # older JSON has no served_roc_auc
+        if r.get("served_roc_auc", r["model_roc_auc"]) < max(r.get(f"{b}_roc_auc") or 0.0 for b in bases)
+    ]
     served = [f"{r['world']}/{r['label']} ({r['champion']})" for r in done if not r["beats_baselines"]]
     if ratios:
         med = ratios[len(ratios) // 2] if len(ratios) % 2 else sum(ratios[len(ratios) // 2 - 1 :][:2]) / 2

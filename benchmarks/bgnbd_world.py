@@ -96,7 +96,7 @@ def _lives(lam, p, born, days: float, rng) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _history(T: float, born, user, t) -> tuple[np.ndarray, ...]:
-    """Known customers at T and their BG/NBD summary: (index, repeat purchases x, t_x, age T, orders, spend)."""
+    """Known customers at T and their BG/NBD summary: (index, repeat purchases x, t_x, age T, orders)."""
     known = np.flatnonzero(born <= T)
     seen = t <= T
     n = np.bincount(user[seen], minlength=len(born))[known]
@@ -111,7 +111,7 @@ def _label_oracle(T: int, H: int, P: int, params: dict, born, user, t) -> pd.Dat
     if P != H:
         raise ValueError(f"the BG/NBD world's promotion oracle needs P == H (got P={P}, H={H})")
     known, x, tx, age, _ = _history(float(T), born, user, t)
-    k = (params["r"], params["alpha"], params["a"], params["b"])
+    k = tuple(params[name] for name in btyd.PARAMS)
     one_or_more, two_or_more = (btyd.p_at_least(k, x, tx, age, float(H), n) for n in (1, 2))
     # Purchase days in the period at T: none (a lapsed buyer), one (buyer) or two and more (repeat).
     days = pd.DataFrame({"u": user, "d": np.floor(t).astype(int)})
@@ -131,9 +131,9 @@ def _label_oracle(T: int, H: int, P: int, params: dict, born, user, t) -> pd.Dat
 def _ltv_oracle(T: int, L: int, params: dict, born, user, t, amount) -> pd.DataFrame:
     """Expected own spend in (T, T + L] per customer known at T: E[purchases] x E[order value], both posteriors."""
     known, x, tx, age, n = _history(float(T), born, user, t)
-    k = (params["r"], params["alpha"], params["a"], params["b"])
-    purchases = btyd.expected_purchases(k, x, tx, age, float(L))
-    spent = np.bincount(user[t <= T], weights=amount[t <= T], minlength=len(born))[known]
+    purchases = btyd.expected_purchases(tuple(params[name] for name in btyd.PARAMS), x, tx, age, float(L))
+    seen = t <= T
+    spent = np.bincount(user[seen], weights=amount[seen], minlength=len(born))[known]
     p, q, g = params["p"], params["q"], params["gamma"]
     value = p * (g + spent) / (p * n + q - 1)  # Gamma-Gamma: E[order value | n orders worth `spent`]
     own = purchases * value

@@ -93,6 +93,7 @@ def test_at_least_one_and_two_purchases_match_the_process():
 
 def test_promotion_reads_the_tier_a_purchase_would_lift():
     from siyu.contract import TIER_RANK
+    from training.scorers import scorer_from_json
 
     names = [*btyd.INPUTS, "tier"]
     s = btyd.BTYDScorer("promotion", names, 90, (0.5, 20.0, 0.8, 2.5))
@@ -100,6 +101,4 @@ def test_promotion_reads_the_tier_a_purchase_would_lift():
     X = np.array([[*one, TIER_RANK["engaged"]], [*one, TIER_RANK["buyer"]], [*one, TIER_RANK["repeat"]]])
     p = s.predict_proba(X)
     assert p[0] > p[1] > p[2] and p[2] < 1e-6  # engaged needs one purchase, a buyer two, repeat buyers a referral
-    from training.scorers import scorer_from_json
-
     np.testing.assert_allclose(scorer_from_json(s.to_json()).predict_proba(X), p)  # what a served model scores
