@@ -37,10 +37,11 @@ class Snapshot:
 
 
 def snapshot(st: State, t: int, cfg: Config) -> Snapshot:
-    """docs/design.md §3/§4 tiers and populations at cutoff day t (call before day t runs)."""
-    tier = tier_ranks(st, cfg.tiers.koc_min_referrals, cfg.tiers.engaged_min_actions)
+    """docs/design.md §3/§4 tiers and populations at cutoff day t (call before day t runs), as the written log
+    defines them (simulation.export: every event, or orders only)."""
+    tier = _tiers(st, cfg)
     rows = np.flatnonzero(tier > 0)
-    active = st.last_user_day[rows] >= t - cfg.windows.period_days
+    active = _last_day(st, cfg)[rows] >= t - cfg.windows.period_days
     until = st.hold_until[rows]
     arm = np.where(until >= t + cfg.windows.horizon_days, 1, np.where(until <= t, 0, -1)).astype("i1")
     return Snapshot(t, rows, tier[rows], active, tier[rows] < KOC_RANK, st.net_spend[rows].copy(), arm)
@@ -49,11 +50,21 @@ def snapshot(st: State, t: int, cfg: Config) -> Snapshot:
 def outcomes(st: State, rows: np.ndarray | None, t: int, tier0: np.ndarray, cfg: Config) -> dict[str, np.ndarray]:
     """docs/design.md §4 labels (bool) of `rows` (None: all) at T+H, given their tier at T; call before day t+H runs."""
     sel = slice(None) if rows is None else rows
-    tier_end = tier_ranks(st, cfg.tiers.koc_min_referrals, cfg.tiers.engaged_min_actions)[sel]
+    tier_end = _tiers(st, cfg)[sel]
     lost = tier_end == 0
-    quiet = st.last_user_day[sel] < t  # no user-side event in (T, T+H]
+    quiet = _last_day(st, cfg)[sel] < t  # no user-side event in (T, T+H] (of those the log holds)
     churn = {"either": lost | quiet, "disconnect": lost, "inactive": quiet}[cfg.labels.churn_mode]
     return {"churn": churn, "promotion": tier_end > tier0, "koc": tier_end == KOC_RANK}
+
+
+def _tiers(st: State, cfg: Config) -> np.ndarray:
+    t = cfg.tiers
+    return tier_ranks(st, t.koc_min_referrals, t.engaged_min_actions, cfg.simulation.export == "orders")
+
+
+def _last_day(st: State, cfg: Config) -> np.ndarray:
+    """Each row's last day with a user-side event the written log holds."""
+    return st.last_order_day if cfg.simulation.export == "orders" else st.last_user_day
 
 
 def oracle_probs(

@@ -23,7 +23,7 @@ from simulation.dynamics import CONNECT_CODES, Calendar, record_purchase, step
 from simulation.oracle import KOC_RANK, Snapshot, oracle_probs, outcomes, push_contrast, snapshot
 from simulation.report import MONTH, RealismTracker, WorldSummary, realism_figures, roc_auc
 from simulation.state import SEGMENTS, SOURCES, alloc, grow, init_users, tier_ranks, view
-from simulation.writer import MINI, SLOT, DayEvents, E, EventWriter, day_seconds
+from simulation.writer import MINI, ORDER_CODES, SLOT, DayEvents, E, EventWriter, day_seconds
 from siyu.config import Config
 from siyu.contract import EVENTS, LABELS
 from siyu.errors import SiyuError
@@ -189,7 +189,10 @@ def simulate_world(
     pending: dict[int, tuple[Snapshot, dict]] = {}
     results: list[tuple[Snapshot, dict, dict]] = []
     writer = EventWriter(
-        out / "events.parquet", datetime.combine(start, datetime.min.time()), cfg.simulation.chunk_rows
+        out / "events.parquet",
+        datetime.combine(start, datetime.min.time()),
+        cfg.simulation.chunk_rows,
+        ORDER_CODES if cfg.simulation.export == "orders" else None,
     )
     holdouts = _Holdouts(cfg, seed, max(0, days - H))  # never the oracle's cutoffs: the oracle changes nothing
     try:

@@ -44,7 +44,7 @@ _FIELDS: dict[str, tuple[str, object, str]] = {
     **{k: ("i4", -1, "") for k in ("coupon_until", "refund_day", "refund_pday", "ref_day", "hold_until")},
     "net_spend": ("f8", 0.0, ""),  # own purchases minus refunds, ever (the oracle's spend outcomes)
     "refund_order": ("i8", -1, ""),
-    **{k: ("i4", NEVER, "") for k in ("last_user_day", "last_buy_day")},
+    **{k: ("i4", NEVER, "") for k in ("last_user_day", "last_buy_day", "last_order_day")},
     **{k: ("i4", 0, "") for k in ("n_buys", "total_nc", "cnt_p", "cnt_r", "cnt_a")},
     **{k: ("u1", 0, "P") for k in ("buf_p", "buf_r", "buf_a")},
 }
@@ -135,8 +135,16 @@ def init_users(st: State, lo: int, hi: int, source: np.ndarray, p: SimulationCon
     st.joined[s] = True
 
 
-def tier_ranks(st: State, koc_min_referrals: int, engaged_min_actions: int) -> np.ndarray:
-    """docs/design.md §3 tier rank (index into contract.TIERS) of every row, as of the state's instant."""
+def tier_ranks(st: State, koc_min_referrals: int, engaged_min_actions: int, orders_only: bool = False) -> np.ndarray:
+    """docs/design.md §3 tier rank (index into contract.TIERS) of every row, as of the state's instant.
+
+    `orders_only`: the tiers a log of purchases and refunds alone gives (simulation.export: orders): a user is
+    known from the first order and connected implicitly ever after, lapsed buyers are engaged, no KOC.
+    """
+    if orders_only:
+        rank = np.select([st.cnt_p >= 2, st.cnt_p >= 1, st.total_nc - st.cnt_p > 0], [4, 3, 2], 1).astype("i1")
+        rank[st.n_buys == 0] = 0
+        return rank
     conn = st.ch.any(axis=0)
     buyer = st.cnt_p >= 1
     repeat = st.cnt_p >= 2

@@ -26,6 +26,7 @@ CHANNEL_NAMES: tuple[str, ...] = CHANNELS + ("mini_program", "live")
 MINI, LIVE = 3, 4
 _ACTION_CODES = frozenset(E[a] for a in ACTIONS)
 _BRAND_CODES = frozenset(E[b] for b in BRAND_EVENTS)
+ORDER_CODES = frozenset((E["purchase"], E["refund"]))  # what an orders-only export keeps
 # Within a user's day, events keep a plausible order (join, push, open, ..., buy, leave)
 # and distinct timestamps: each event kind has its own 300-second slot.
 _SLOT_ORDER = (
@@ -92,6 +93,8 @@ class DayEvents:
         st = self.st
         if code not in _BRAND_CODES:
             st.last_user_day[idx] = self.day
+        if code in ORDER_CODES:
+            st.last_order_day[idx] = self.day
         if code in _ACTION_CODES:
             st.buf_a[self.slot, idx] += 1
             st.cnt_a[idx] += 1
@@ -171,8 +174,9 @@ class EventWriter:
     at most one row group is in flight, which bounds memory.
     """
 
-    def __init__(self, path: Path, start: datetime, chunk_rows: int):
+    def __init__(self, path: Path, start: datetime, chunk_rows: int, keep: frozenset[int] | None = None):
         self.path, self.start, self.chunk_rows = Path(path), start, chunk_rows
+        self.keep = None if keep is None else np.array(sorted(keep), dtype="i1")  # event codes written; None: all
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.writer = pq.ParquetWriter(self.tmp, SCHEMA, compression="zstd")
         self.ids = {k: IdStrings(k) for k in "uco"}
@@ -184,6 +188,9 @@ class EventWriter:
 
     def add(self, cols: dict[str, np.ndarray]) -> None:
         """Queue one day's columns; write a row group when enough rows are queued."""
+        if cols and self.keep is not None:
+            m = np.isin(cols["event"], self.keep)
+            cols = {c: v[m] for c, v in cols.items()} if m.any() else {}
         if not cols:
             return
         self.buf.append(cols)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from siyu.contract import CHANNELS
@@ -143,6 +145,10 @@ class SimulationConfig(BaseModel):
     oracle_replicas: int = Field(ge=1, description="re-simulations of each user's future behind p_oracle")
     ltv_oracle_replicas: int = Field(ge=1, description="re-simulations behind the expected own / referral spend")
     chunk_rows: int = Field(ge=1000, description="events buffered before a Parquet row group is written")
+    export: Literal["all", "orders"] = Field(
+        description="what events.parquet holds: every event, or orders only (purchases and refunds, a shop's "
+        "order table); the oracle scores the labels as the written log defines them"
+    )
 
     @field_validator("channel_probs", "pushes_per_week")
     @classmethod

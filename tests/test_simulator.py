@@ -298,3 +298,32 @@ def test_default_world_oracle_auc(cfg, tmp_path):
     assert orc[orc["label"] == "koc"]["y"].sum() >= 1.5 * cfg.training.min_class_count
     for lab, auc in s.auc.items():
         assert 0.70 <= auc <= 0.95, (lab, auc)
+
+
+def test_orders_export_is_the_world_filtered_and_its_oracle_scores_that_logs_labels(world, tmp_path):
+    """simulation.export: orders writes the same world's purchases and refunds only, and the oracle's
+    populations and realised labels are the ones siyu derives from that log (no engagement, no disconnects)."""
+    from events.loader import connect
+    from features.labels import label_table
+
+    cfg, _, ev = world
+    cfg = cfg.model_copy(update={"simulation": cfg.simulation.model_copy(update={"export": "orders"})})
+    simulate_world(cfg, 500, 200, START, 7, tmp_path, CUTS, replicas=4)
+    orders = pd.read_parquet(tmp_path / "events.parquet")
+    want = ev[ev["event"].isin(["purchase", "refund"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(orders, want)
+    con = connect(threads=1)
+    con.register("ev_df", orders)
+    con.execute("CREATE TEMP TABLE events AS SELECT * FROM ev_df")
+    orc = pd.read_parquet(tmp_path / "oracle.parquet")
+    for cut in CUTS:
+        T = datetime.combine(cut, datetime.min.time())
+        lab = label_table(con, T, cfg).set_index("user_id")
+        o = orc[orc["cutoff"] == pd.Timestamp(T)]
+        assert set(lab["tier"]) <= {"connected", "engaged", "buyer", "repeat"} and "engaged" in set(lab["tier"])
+        for label, pop in (("churn", "in_churn_pop"), ("promotion", "in_promotion_pop"), ("koc", "in_koc_pop")):
+            y = o[o["label"] == label].set_index("user_id")["y"]
+            w = lab[lab[pop]][label].astype(int)
+            assert set(y.index) == set(w.index), (cut, label)
+            assert (y.sort_index() == w.sort_index()).all(), (cut, label)
+        assert lab["promotion"].sum() > 0 and lab["churn"].sum() > 0 and lab["koc"].sum() == 0
