@@ -1,5 +1,8 @@
 """Lifetime value for serving: the LTV champion's own / referral / total value, percentiles, segment, reasons.
 
+The champion is the LTV model, or BG/NBD + Gamma-Gamma where no model beat the baselines (own value
+only, no reasons; `scorer` in the snapshot's metadata and the API's `scorers` say which).
+
 Shared by batch scoring (snapshot columns `ltv`, `ltv_own`, `ltv_referral`, `pct_ltv*`,
 `segment_ltv`, `reasons_ltv`, `version_ltv`) and the API (the `ltv*` fields of each answer).
 Every user known at the cutoff gets a value (the population is everyone). The segment crosses
@@ -46,6 +49,11 @@ class LtvScorer:
         self.model, self.version = model, int(model.version)
         self.cols = np.array([pos[f] for f in model.feature_names])
         self.has_referral = model.referral is not None
+        # What serves: the LTV model ("ltv"), or the best baseline when no model beat them ("bgnbd_gg").
+        self.scorer = "bgnbd_gg" if model.kind == "ltv_bgnbd_gg" else "ltv"
+        if self.scorer != "ltv":
+            self.ex, self.fast = {}, False
+            return
         self.ex = {k: PathExplainer(b) for k, b in (("own", model.own), ("referral", model.referral)) if b is not None}
         # Tweedie's log link: exp(sum of leaf values) is the prediction; checked on probe rows.
         rng = np.random.default_rng(0)
@@ -59,6 +67,12 @@ class LtvScorer:
     def score(self, X: np.ndarray, reasons: bool = True) -> LtvScored:
         """Own, referral and total value of each row of X, and (reasons) the top contributions."""
         Xm = X[:, self.cols]
+        if self.scorer != "ltv":  # a closed form: values, no per-feature reasons
+            v = self.model.predict_parts(Xm)
+            out = LtvScored(v["ltv"], v["own"], v["referral"])
+            if reasons:
+                out.reason_idx, out.reason_contrib = empty_reasons(len(Xm))
+            return out
         threads = 1 if len(Xm) < 5000 else 0
         vals, contrib = {}, {}
         for k, ex in self.ex.items():
@@ -150,7 +164,7 @@ def snapshot_columns(ltv: LtvScorer | None, X: np.ndarray, names: list[str], cfg
     cols = {"ltv": scored.ltv, "ltv_own": scored.own, "ltv_referral": scored.referral}
     cols = {k: pa.array(v, from_pandas=True) for k, v in {**cols, **where}.items() if k != "segment_ltv"}
     cols["segment_ltv"] = pa.array(where["segment_ltv"], pa.string())
-    cols["reasons_ltv"] = _reasons_column(idx, con, X, np.ones(n, bool), names)
+    cols["reasons_ltv"] = _reasons_column(idx, con, X, idx[:, 0] >= 0, names)  # a closed form has none: null
     cols["version_ltv"] = pa.array(np.full(n, ltv.version), pa.int32())
     return cols
 
@@ -162,7 +176,7 @@ def add_meta(table, ltv: LtvScorer | None):
     from serving.snapshot import META_KEY
 
     meta = json.loads(table.schema.metadata[META_KEY])
-    meta["ltv"] = None if ltv is None else {"version": ltv.version, "referral": ltv.has_referral}
+    meta["ltv"] = None if ltv is None else {"version": ltv.version, "referral": ltv.has_referral, "scorer": ltv.scorer}
     return table.replace_schema_metadata({**table.schema.metadata, META_KEY: json.dumps(meta).encode()})
 
 

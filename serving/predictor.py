@@ -114,7 +114,7 @@ class Predictor:
 
             self.ltv_refs = stored_references(snap.path, ltv.version) or references(ltv.score(snap.X, reasons=False))
             self.versions = {**self.versions, "ltv": ltv.version}
-            self.scorers = {**self.scorers, "ltv": "ltv"}
+            self.scorers = {**self.scorers, "ltv": ltv.scorer}
 
     @classmethod
     def load(cls, cfg: Config, scores: str | None) -> Predictor:

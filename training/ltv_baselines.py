@@ -54,19 +54,22 @@ def gg_expected_value(params, x: np.ndarray, m: np.ndarray) -> np.ndarray:
     return np.where((x >= 1) & (m > 0) & np.isfinite(cond), cond, pop)
 
 
-def _orders(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    n = np.nan_to_num(frame["n_purchase_life"].to_numpy(dtype=float, na_value=np.nan), nan=0.0)
-    amt = np.nan_to_num(frame["purchase_amount_life"].to_numpy(dtype=float, na_value=np.nan), nan=0.0)
+def _orders(frame) -> tuple[np.ndarray, np.ndarray]:
+    n = np.nan_to_num(btyd._col(frame, "n_purchase_life"), nan=0.0)
+    amt = np.nan_to_num(btyd._col(frame, "purchase_amount_life"), nan=0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         m = np.where(n > 0, amt / np.maximum(n, 1), 0.0)
     return n, m
 
 
+INPUTS = (*btyd.INPUTS, *GG_INPUTS)  # the feature columns BG/NBD + Gamma-Gamma reads
+
+
 class BGNBDGammaGamma:
     """Expected own spend over L days: BG/NBD expected purchases x Gamma-Gamma expected order value."""
 
-    def __init__(self, horizon_days: int):
-        self.horizon_days, self.bg, self.gg = int(horizon_days), None, None
+    def __init__(self, horizon_days: int, bg: tuple | None = None, gg: tuple | None = None):
+        self.horizon_days, self.bg, self.gg = int(horizon_days), bg, gg
 
     def fit(self, frame: pd.DataFrame) -> BGNBDGammaGamma:
         """Fit both models' parameters on a feature table (btyd.INPUTS + GG_INPUTS columns)."""
@@ -76,8 +79,8 @@ class BGNBDGammaGamma:
         self.gg = fit_gamma_gamma(*_orders(frame))
         return self
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Expected spend in the next L days per row."""
+    def predict(self, frame) -> np.ndarray:
+        """Expected spend in the next L days per row (a DataFrame or a dict of INPUTS arrays)."""
         x, tx, T = btyd.inputs(frame)
         purchases = btyd.expected_purchases(self.bg, x, tx, T, self.horizon_days)
         return purchases * gg_expected_value(self.gg, *_orders(frame))
@@ -95,9 +98,8 @@ def baseline_predictions(fit: pd.DataFrame, rows: pd.DataFrame, horizon_days: in
         baseline name -> predicted value per row of `rows`.
     """
     L = float(horizon_days)
-    needed = set(btyd.INPUTS) | set(GG_INPUTS)
     out = {}
-    if needed <= set(fit.columns):
+    if set(INPUTS) <= set(fit.columns):
         out["bgnbd_gg"] = BGNBDGammaGamma(horizon_days).fit(fit).predict(rows)
     out["recent"] = rows["spend_last_l"].to_numpy(dtype=float)
     tenure = np.maximum(rows["tenure_days_l"].to_numpy(dtype=float), 1.0)

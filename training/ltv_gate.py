@@ -3,9 +3,11 @@
 The same rule as the classification gate (training/model_registry.judge) with normalized Gini in
 place of ROC AUC: the lower bound of the paired-bootstrap interval of (new - baseline) for every
 baseline, and of (new - current champion) on the same validation rows, must exceed
-`training.gate_margin`. The LTV baselines are not servable scorers, so a losing model stays a
-challenger and the champion (if any) keeps serving (`training.serve_best_baseline: false`: the
-losing model is judged against the champion alone and may serve, loudly, as for the other labels).
+`training.gate_margin`. A model that does not beat every baseline is not registered: BG/NBD +
+Gamma-Gamma (the one baseline computed from features) is, and it replaces the champion unless the
+champion itself beats every baseline beyond noise, loudly, as for the other labels
+(`training.serve_best_baseline: false`: the losing model is judged against the champion alone and may
+serve; a log without purchase features keeps the losing model a challenger).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from training.bootstrap import interval
 from training.model_registry import GateDecision, RegistryUnreachable, load_version, resolve_alias
 
 
-def judge_ltv(cfg: Config, version: int, X_val: np.ndarray, names: list[str], y, p_new, res) -> GateDecision:
+def judge_ltv(
+    cfg: Config, version: int, X_val: np.ndarray, names: list[str], y, p_new, res, baselines: dict
+) -> GateDecision:
     """Whether LTV `version` may become champion (moves no alias: model_registry.apply_gate does).
 
     Args:
@@ -35,11 +39,13 @@ def judge_ltv(cfg: Config, version: int, X_val: np.ndarray, names: list[str], y,
         names: their feature names.
         y: realised ltv of those rows.
         p_new: the new version's predicted ltv.
-        res: the LtvResult (baselines beaten or not, with their intervals).
+        res: the LtvResult (baselines beaten or not, with their intervals; `scorer` bgnbd_gg: a baseline).
+        baselines: baseline name -> predicted ltv of those rows.
     """
     t = cfg.training
     new = lm.gini(y, p_new)
-    if not res.beats_baselines and t.serve_best_baseline:  # false: the losing model serves, loudly (as for labels)
+    fallback = res.scorer != "lightgbm"
+    if not res.beats_baselines and t.serve_best_baseline and not fallback:  # no servable baseline either
         why = "; ".join(f"{b} [{lo:+.4f}, {hi:+.4f}]" for b, (lo, hi) in res.versus.items())
         return GateDecision(False, f"does not beat every baseline beyond noise (model - baseline: {why})", "gini", new)
     try:
@@ -48,7 +54,7 @@ def judge_ltv(cfg: Config, version: int, X_val: np.ndarray, names: list[str], y,
         raise
     except SiyuError:
         why = "beats every baseline" if res.beats_baselines else "LOSES to a baseline (serve_best_baseline off)"
-        return GateDecision(True, f"no champion yet; {why}", "gini", new)
+        return GateDecision(True, f"no champion yet; {f'serving {res.scorer}' if fallback else why}", "gini", new)
     champ = load_version(cfg, "ltv", champ_v)
     missing = [f for f in champ.feature_names if f not in names]
     if missing:
@@ -56,29 +62,41 @@ def judge_ltv(cfg: Config, version: int, X_val: np.ndarray, names: list[str], y,
         return GateDecision(False, why, "gini", new, None, champ_v)
     p_champ = champ.predict_proba(X_val[:, [names.index(f) for f in champ.feature_names]])
     boot = lm.gini_resamples(
-        y, {"new": p_new, "champion": p_champ}, t.bootstrap_resamples, t.seed, t.bootstrap_max_rows
+        y, {"new": p_new, "champion": p_champ, **baselines}, t.bootstrap_resamples, t.seed, t.bootstrap_max_rows
     )
     lo, hi = interval(boot["new"] - boot["champion"], t.ci_level)
     old = lm.gini(y, p_champ)
     d = GateDecision(lo > t.gate_margin, "", "gini", new, old, champ_v, (lo, hi))
+    span = f"gini {new:.4f} vs champion v{champ_v} ({champ.kind}) {old:.4f}, difference CI [{lo:+.4f}, {hi:+.4f}]"
+    if not fallback:
+        d.reason = f"{span} {'>' if d.promoted else 'not >'} margin {t.gate_margin}"
+        return d
+    champ_lo = [interval(boot["champion"] - boot[b], t.ci_level)[0] for b in baselines]
+    d.promoted = not all(v > t.gate_margin for v in champ_lo)
     d.reason = (
-        f"gini {new:.4f} vs champion v{champ_v} {old:.4f}, difference CI [{lo:+.4f}, {hi:+.4f}] "
-        f"{'>' if d.promoted else 'not >'} margin {t.gate_margin}"
+        f"champion v{champ_v} ({champ.kind}) does not beat every baseline beyond noise: {res.scorer} serves ({span})"
+        if d.promoted
+        else f"champion v{champ_v} still beats every baseline ({span}): kept"
     )
     return d
 
 
-def log_and_register(res, model, X_val, y, plot: dict, cfg: Config, tuned: dict) -> None:
+def log_and_register(
+    res, model, X_val, names: list[str], y, plot: dict, cfg: Config, tuned: dict, baselines: dict
+) -> None:
     """Log the LTV run (params, metrics, decile plot and table), register the version, judge it, move aliases.
 
     Args:
         res: the LtvResult (filled in: version, gate, trained, message).
-        model: the fitted training.ltv_model.LTVModel.
-        X_val: validation rows.
+        model: what registers: the fitted training.ltv_model.LTVModel, or the BaselineLTVModel that serves
+            in its place (res.scorer).
+        X_val: validation rows (columns `names`).
+        names: the table's feature names.
         y: their realised ltv.
         plot: scorer -> predictions for the decile plot (None: not plotted).
         cfg: the config.
         tuned: the tuned LightGBM parameters.
+        baselines: baseline name -> predicted ltv of the validation rows.
     """
     from training.model_registry import apply_gate, log_scoring_model
 
@@ -90,6 +108,7 @@ def log_and_register(res, model, X_val, y, plot: dict, cfg: Config, tuned: dict)
             "ltv_referral_part": res.referral,
             "ltv_cross_fit_groups": res.cross_fit_groups,
             "candidate": res.chosen,
+            "scorer": res.scorer,
             "tuning_trials": res.trials,
             **{f"rows_{k}": v for k, v in res.rows.items()},
             **{f"lgbm_{k}": v for k, v in tuned.items()},
@@ -109,9 +128,9 @@ def log_and_register(res, model, X_val, y, plot: dict, cfg: Config, tuned: dict)
                  for k, p in plot.items() if p is not None}  # fmt: skip
         (Path(d) / "ltv_deciles.json").write_text(json.dumps(table, indent=1))
         mlflow.log_artifacts(d, "evaluation")
-    example = pd.DataFrame(X_val[:5], columns=model.feature_names)
-    res.version = log_scoring_model(model, example)
-    res.gate = g = judge_ltv(cfg, res.version, X_val, model.feature_names, y, model.predict_proba(X_val), res)
+    X_own = X_val[:, [names.index(f) for f in model.feature_names]]
+    res.version = log_scoring_model(model, pd.DataFrame(X_own[:5], columns=model.feature_names))
+    res.gate = g = judge_ltv(cfg, res.version, X_val, names, y, model.predict_proba(X_own), res, baselines)
     apply_gate(cfg, "ltv", res.version, g)
     res.trained = True
     m = res.metrics["model"]
@@ -119,14 +138,15 @@ def log_and_register(res, model, X_val, y, plot: dict, cfg: Config, tuned: dict)
         f"{b} gini {res.metrics[b]['gini']:.4f} (model - {b}: CI [{lo:+.4f}, {hi:+.4f}])"
         for b, (lo, hi) in res.versus.items()
     )
-    warn = "" if res.beats_baselines else f"ltv model does not beat the baselines: champion unchanged; {res.message}"
+    kept = f"serving the best baseline ({res.scorer})" if res.scorer != "lightgbm" else "champion unchanged"
+    warn = "" if res.beats_baselines else f"ltv model does not beat the baselines: {kept}; {res.message}"
     mlflow.set_tags(
         {
             "siyu.beats_baselines": str(res.beats_baselines).lower(),
             "siyu.gate": "promoted" if g.promoted else "kept_champion",
             "siyu.gate_reason": g.reason,
             "siyu.model_version": str(res.version),
-            "siyu.scorer": "ltv",
+            "siyu.scorer": "ltv" if res.scorer == "lightgbm" else res.scorer,
             **({"siyu.warning": warn} if warn else {}),
         }
     )

@@ -5,6 +5,7 @@ objective (a compound Poisson-gamma: a point mass at zero plus a continuous tail
 that shape directly. The referral part is its own booster, absent for a log without advocacy
 events (its prediction is then missing, not zero). A model folder holds scorer.json (kind `ltv`)
 plus `own.txt` and, when present, `referral.txt` (LightGBM's text format; nothing is pickled).
+Where no model beats the baselines, BaselineLTVModel (kind `ltv_bgnbd_gg`) serves instead.
 """
 
 from __future__ import annotations
@@ -89,6 +90,60 @@ class LTVModel:
         for p in parts:
             getattr(self, p).save_model(str(folder / f"{p}.txt"))
         return folder
+
+
+@dataclass
+class BaselineLTVModel:
+    """BG/NBD + Gamma-Gamma expected own spend over L days on feature rows: what serves when no LTV model
+    beats the baselines (training.serve_best_baseline). Seven numbers in scorer.json (kind `ltv_bgnbd_gg`);
+    own value only (no CLV model knows referrals), and no reasons: a closed form of five inputs is not a
+    sum over features."""
+
+    label: str
+    name: str
+    version: int
+    feature_names: list[str]
+    bg: tuple[float, ...]  # BG/NBD (r, alpha, a, b)
+    gg: tuple[float, ...]  # Gamma-Gamma (p, q, gamma)
+    horizon_days: int
+    kind: str = "ltv_bgnbd_gg"
+    referral: None = None
+
+    def predict_parts(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """{"own", "referral" (NaN), "ltv"} per row of X."""
+        from training.ltv_baselines import BGNBDGammaGamma
+
+        frame = {c: X[:, i] for i, c in enumerate(self.feature_names)}
+        own = BGNBDGammaGamma(self.horizon_days, self.bg, self.gg).predict(frame)
+        return {"own": own, "referral": np.full(len(own), np.nan), "ltv": own}
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Predicted ltv (currency) per row."""
+        return self.predict_parts(X)["ltv"]
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """n x features+1: the log value in the bias, zeros for the features (no per-feature reasons)."""
+        out = np.zeros((len(X), len(self.feature_names) + 1))
+        out[:, -1] = np.log(np.maximum(self.predict_proba(X), 1e-12))
+        return out
+
+    def save(self, folder: str | Path) -> Path:
+        """Write scorer.json (the seven parameters and L) into `folder`; returns it."""
+        extra = {"bgnbd": list(self.bg), "gamma_gamma": list(self.gg), "horizon_days": self.horizon_days}
+        return write_spec(folder, self.kind, self.label, self.name, self.feature_names, **extra)
+
+
+def baseline_ltv_model(name: str, fitted) -> BaselineLTVModel:
+    """A fitted ltv_baselines.BGNBDGammaGamma as a registrable model over its input features."""
+    from training.ltv_baselines import INPUTS
+
+    return BaselineLTVModel("ltv", name, 0, list(INPUTS), tuple(fitted.bg), tuple(fitted.gg), fitted.horizon_days)
+
+
+def load_baseline_ltv(folder: Path, spec: dict, name: str, version: int) -> BaselineLTVModel:
+    """Loader of kind `ltv_bgnbd_gg` (registered in training.scorer_files.KINDS)."""
+    return BaselineLTVModel(spec["label"], name, version, list(spec["feature_names"]), tuple(spec["bgnbd"]),
+                            tuple(spec["gamma_gamma"]), int(spec["horizon_days"]))  # fmt: skip
 
 
 def load_ltv(folder: Path, spec: dict, name: str, version: int) -> LTVModel:

@@ -23,7 +23,7 @@ from siyu.errors import SiyuError
 from training import ltv_metrics as lm
 from training.bootstrap import interval
 from training.fit import FoldSets, capped
-from training.ltv_baselines import BASELINES, baseline_predictions
+from training.ltv_baselines import BASELINES, INPUTS, BGNBDGammaGamma, baseline_predictions
 from training.ltv_model import LTVModel, nonnegative, tweedie_params
 
 EXTRA = ["ltv_own", "ltv_referral", "spend_last_l", "spend_life", "tenure_days_l"]
@@ -43,6 +43,7 @@ class LtvResult:
     versus: dict[str, tuple[float, float]] = field(default_factory=dict)  # baseline -> CI of model - baseline
     fold_gini: dict[str, list[float]] = field(default_factory=dict)
     chosen: str = ""
+    scorer: str = "lightgbm"  # what the registered version is: the model, or `bgnbd_gg` when no model won
     beats_baselines: bool = False
     oracle: dict[str, float] | None = None
     trials: int = 0
@@ -220,8 +221,13 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
         plot["oracle"] = po if ok.all() else None
     bar.update(task, description="ltv: logging and registering")
     from training.ltv_gate import log_and_register
+    from training.ltv_model import baseline_ltv_model
 
-    log_and_register(res, model, X_val, y, plot, cfg, tuned)
+    # No model beats the baselines: BG/NBD + Gamma-Gamma serves, the one baseline computed from features.
+    if not res.beats_baselines and t.serve_best_baseline and set(INPUTS) <= set(names):
+        res.scorer = "bgnbd_gg"
+        model = baseline_ltv_model(model.name, BGNBDGammaGamma(L).fit(train_rows))
+    log_and_register(res, model, X_val, names, y, plot, cfg, tuned, bases)
 
 
 def oracle_values(oracle: pd.DataFrame | None, cutoff, val: pd.DataFrame, referral: bool) -> np.ndarray | None:

@@ -170,6 +170,13 @@ def _load_ltv(folder: Path, spec: dict, name: str, version: int):
     return load_ltv(folder, spec, name, version)
 
 
+@kind("ltv_bgnbd_gg")
+def _load_baseline_ltv(folder: Path, spec: dict, name: str, version: int):
+    from training.ltv_model import load_baseline_ltv  # BG/NBD + Gamma-Gamma, served when no LTV model wins
+
+    return load_baseline_ltv(folder, spec, name, version)
+
+
 @kind("uplift")
 def _load_uplift(folder: Path, spec: dict, name: str, version: int):
     from training.uplift import load_push_effect  # the push-effect model (weighted boosters)

@@ -51,7 +51,9 @@ class TrainResult:
         """Loud messages: labels that lost to a baseline, labels skipped."""
         out = [f"{r.label}: {r.message}" for r in self.labels.values() if not r.trained]
         if self.ltv is not None and self.ltv.trained and not self.ltv.beats_baselines:
-            out.append(f"ltv: MODEL DOES NOT BEAT THE BASELINES: champion unchanged ({self.ltv.message})")
+            s = self.ltv.scorer
+            kept = "champion unchanged" if s == "lightgbm" else f"serving the best baseline '{s}'"
+            out.append(f"ltv: MODEL DOES NOT BEAT THE BASELINES: {kept} ({self.ltv.message})")
         out += [
             f"{r.label}: MODEL DOES NOT BEAT THE BASELINES: "
             + (f"serving the best baseline '{r.scorer}'" if r.scorer in BASELINES else "serving it anyway")
