@@ -134,7 +134,8 @@ def log_and_register(
     apply_gate(cfg, "ltv", res.version, g)
     res.trained = True
     m = res.metrics["model"]
-    res.message = f"{res.chosen} gini {m['gini']:.4f}; " + "; ".join(
+    chose = "" if res.chosen == "lightgbm" else f" (the folds chose {res.chosen})"
+    res.message = f"lightgbm gini {m['gini']:.4f}{chose}; " + "; ".join(
         f"{b} gini {res.metrics[b]['gini']:.4f} (model - {b}: CI [{lo:+.4f}, {hi:+.4f}])"
         for b, (lo, hi) in res.versus.items()
     )
