@@ -109,7 +109,10 @@ class LabelScore(BaseModel):
     """A score with its place in the pool and its reasons."""
 
     probability: float = Field(description="calibrated probability within the horizon")
-    percentile: float = Field(description="share of the snapshot's population scoring at most this (0-100)")
+    percentile: float = Field(
+        description="percentile rank in the snapshot's population (0-100): the share scoring lower plus half "
+        "the share scoring the same"
+    )
     bucket: str = Field(description="risk bucket from config scoring.buckets")
     reasons: list[Reason] = Field(description="top 3 reasons, strongest first")
 

@@ -221,7 +221,12 @@ def reference(proba: np.ndarray) -> np.ndarray:
 
 
 def percentiles(proba: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Percentile (0-100) of each score in the reference: the share of the pool scoring at most as high.
+    """Percentile rank (0-100) of each score in the reference: the share of the pool scoring lower plus half
+    the share scoring the same.
+
+    Ties sit at the middle of their group, so a score the whole pool shares (a rule's 0 for a label the log
+    cannot show) is at 50, not 100 ("high" for everyone), and a group tied at the bottom is not lifted to
+    the top of its span.
 
     Args:
         proba: scores (NaN stays NaN).
@@ -230,8 +235,8 @@ def percentiles(proba: np.ndarray, ref: np.ndarray) -> np.ndarray:
     p = np.asarray(proba, dtype=float)
     if len(ref) == 0:
         return np.full(p.shape, np.nan)
-    pct = np.searchsorted(ref, p, side="right") * (100.0 / len(ref))
-    return np.where(np.isnan(p), np.nan, pct)
+    ranks = np.searchsorted(ref, p, side="left") + np.searchsorted(ref, p, side="right")
+    return np.where(np.isnan(p), np.nan, ranks * (50.0 / len(ref)))
 
 
 def buckets(pct: np.ndarray, bounds: dict[str, float]) -> np.ndarray:

@@ -40,7 +40,9 @@ def test_percentiles_and_buckets():
     ref = reference(np.array([0.1, 0.2, np.nan, 0.3, 0.4]))
     assert ref.tolist() == [0.1, 0.2, 0.3, 0.4]
     pct = percentiles(np.array([0.05, 0.2, 0.4, 0.9, np.nan]), ref)
-    assert pct[:4].tolist() == [0.0, 50.0, 100.0, 100.0] and np.isnan(pct[4])
+    assert pct[:4].tolist() == [0.0, 37.5, 87.5, 100.0] and np.isnan(pct[4])  # a tie counts half
+    # a score the whole pool shares (a rule's 0 for a label the log cannot show) is in the middle, not "high"
+    assert percentiles(np.zeros(3), reference(np.zeros(10))).tolist() == [50.0, 50.0, 50.0]
     b = buckets(np.array([0.0, 49.9, 50.0, 79.99, 80.0, 100.0, np.nan]), {"low": 0.0, "medium": 0.5, "high": 0.8})
     assert b.tolist() == ["low", "low", "medium", "medium", "high", "high", None]
 
