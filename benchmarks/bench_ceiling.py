@@ -14,12 +14,14 @@ All three are judged on the realised labels of the half they were not fitted on 
 for LTV). ceiling / oracle is the share of the oracle's ranking the features can give. If
 `realised` is near `ceiling` while both are well below `oracle`, more data or tuning will not
 close the gap; only signals the log does not yet carry will.
-Prints the Markdown table (and writes it with --out).
+Prints the Markdown table (and writes it and the rows' JSON with --out); `--beside` a bench_robustness JSON
+adds what `siyu train` reached on the same worlds and its share of the ceiling fit.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -126,14 +128,30 @@ def ceiling_rows(name: str, users: int, days: int, replicas: int) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
-    """The table, one line per (world, label)."""
-    head = "| world | label | rows | realised fit | ceiling fit | oracle | realised / oracle | ceiling / oracle |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+def beside(rows: list[dict], robustness: dict) -> list[dict]:
+    """The rows with what `siyu train` reached on the same world (bench_robustness JSON), its share of the ceiling."""
+    trained = {(r["world"], r["label"]): r.get("model_gini", r.get("model_roc_auc")) for r in robustness["rows"]}
+    out = []
     for r in rows:
-        nums = (r[k] for k in ("realised", "ceiling", "oracle", "realised_over_oracle", "ceiling_over_oracle"))
-        lines.append(f"| {r['world']} | {r['label']} | {r['rows']:,} | " + " | ".join(f"{x:.3f}" for x in nums) + " |")
+        t = trained.get((r["world"], r["label"]))
+        out.append({**r, "trained": t, "trained_over_ceiling": None if t is None else t / r["ceiling"]})
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    """The table, one line per (world, label); with `trained` columns when the rows were put `beside` a run."""
+    keys = ["realised", "ceiling", "oracle", "realised_over_oracle", "ceiling_over_oracle"]
+    head = ["world", "label", "rows", "realised fit", "ceiling fit", "oracle", "realised / oracle", "ceiling / oracle"]
+    if any("trained" in r for r in rows):
+        keys += ["trained", "trained_over_ceiling"]
+        head += ["siyu train", "siyu train / ceiling fit"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        nums = ("-" if r.get(k) is None else f"{r[k]:.3f}" for k in keys)
+        lines.append(f"| {r['world']} | {r['label']} | {r['rows']:,} | " + " | ".join(nums) + " |")
     note = "ROC AUC for churn / promotion / koc, normalized Gini for ltv; judged on realised outcomes."
+    if len(keys) > 5:
+        note += " `siyu train`: the validation figure of the trained model (bench_robustness, all cutoffs and users)."
     return "\n".join(lines) + f"\n\n{note}\n"
 
 
@@ -145,16 +163,21 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=20000)
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--replicas", type=int, default=32, help="oracle re-simulations per user")
-    ap.add_argument("--out", type=Path, help="write the Markdown here")
+    ap.add_argument("--out", type=Path, help="write the Markdown here (and the rows as JSON beside it)")
+    ap.add_argument("--beside", type=Path, help="a bench_robustness JSON of the same worlds: add what training reached")
+    ap.add_argument("--from-json", type=Path, help="only tabulate the rows of an earlier run's JSON")
     a = ap.parse_args()
-    rows = []
-    for name in a.worlds or ["seed42"]:
+    rows = json.loads(a.from_json.read_text())["rows"] if a.from_json else []
+    for name in [] if a.from_json else a.worlds or ["seed42"]:
         rows.extend(ceiling_rows(name, a.users, a.days, a.replicas))
         print(markdown(rows), file=sys.stderr, flush=True)
+    if a.beside:
+        rows = beside(rows, json.loads(a.beside.read_text()))
     md = markdown(rows)
     print(md)
     if a.out:
         a.out.write_text(md)
+        a.out.with_suffix(".json").write_text(json.dumps({"users": a.users, "days": a.days, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
