@@ -19,7 +19,8 @@ def table_rows(res: LtvResult) -> list[tuple[str, ...]]:
         elif name == "model":
             note = f"chosen on the folds: {res.chosen}; {res.trials} trials"
             if res.gate is not None:
-                note += f"; v{res.version} {'champion' if res.gate.promoted else 'challenger'}"
+                what = "" if res.scorer == "lightgbm" else f" = {res.scorer}, serving in its place,"
+                note += f"; v{res.version}{what} {'champion' if res.gate.promoted else 'challenger'}"
         elif name == "oracle" and res.oracle:
             note = f"model / oracle Gini {res.oracle['gini_ratio_to_oracle']:.3f} on {res.oracle['oracle_users']} users"
         elif name.startswith("model_"):
