@@ -94,10 +94,11 @@ class LTVModel:
 
 @dataclass
 class BaselineLTVModel:
-    """BG/NBD + Gamma-Gamma expected own spend over L days on feature rows: what serves when no LTV model
-    beats the baselines (training.serve_best_baseline). Seven numbers in scorer.json (kind `ltv_bgnbd_gg`);
-    own value only (no CLV model knows referrals), and no reasons: a closed form of five inputs is not a
-    sum over features."""
+    """BG/NBD + Gamma-Gamma expected own spend over L days: the LTV scorer when no model beats the baselines.
+
+    Seven numbers in scorer.json (kind `ltv_bgnbd_gg`); own value only (no CLV model knows referrals), and
+    no reasons: a closed form of six features is not a sum over them (training.serve_best_baseline).
+    """
 
     label: str
     name: str
