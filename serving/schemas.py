@@ -120,7 +120,7 @@ class LabelScore(BaseModel):
 class LifetimeValue(BaseModel):
     """Where a user's predicted lifetime value sits in the pool, their segment, and why."""
 
-    percentile: float | None = Field(description="share of the snapshot's users with at most this ltv (0-100)")
+    percentile: float | None = Field(description="percentile rank of this ltv among the snapshot's users (0-100)")
     percentile_own: float | None = Field(description="the same for ltv_own")
     percentile_referral: float | None = Field(description="the same for ltv_referral; null without advocacy events")
     segment: str | None = Field(
