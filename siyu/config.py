@@ -255,6 +255,9 @@ class LtvConfig(_Strict):
     learning_rate: float = Field(gt=0, le=1, description="the LTV boosters' starting learning rate")
     fold_max_rows: int = Field(gt=0, description="fit / early-stopping / evaluation rows per LTV fold")
     cross_fit_groups: int = Field(ge=2, description="user groups of the cross-fitted validation predictions")
+    fold_user_groups: int = Field(
+        ge=2, description="user groups per walk-forward fold: each judged by a fit on the others (LTV selection)"
+    )
     max_fit_rows: int = Field(ge=0, description="fit rows and held-back rows, each: a seeded sample beyond (0: all)")
     segments: LtvSegments
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from training import ltv_metrics as lm
 from training.ltv_fit import cross_fitted, fit_parts, user_groups
@@ -48,14 +49,19 @@ def test_user_groups_are_stable_and_balanced():
     assert user_groups(pd.Series(["u7", "u7"]), 1)[0] == user_groups(pd.Series(["u7"]), 1)[0]
 
 
-def test_grouped_folds_judge_on_users_the_fit_did_not_see():
+@pytest.mark.parametrize("k", [2, 4])
+def test_grouped_folds_judge_on_users_the_fit_did_not_see(k):
     t, _ = _memorisable(400)
-    groups = user_groups(t["user_id"], 0)
+    groups = user_groups(t["user_id"], 0, k)
     rows = Rows([np.c_[t["x"].to_numpy(), groups]], (t["ltv_own"] > 100).to_numpy(int), t["cutoff"].to_numpy())
     folds = make_folds(rows, 2, 30, 10_000, 0, groups)
-    assert len(folds) == 2
+    assert len(folds) == 2 * k  # each of the 2 fold cutoffs once per group
     for f in folds:
-        assert (f.X_fit[:, 1] == 0).all() and (f.X_es[:, 1] == 1).all() and (f.X_eval[:, 1] == 1).all()
+        g = f.X_eval[0, 1]
+        assert (f.X_fit[:, 1] != g).all() and (f.X_es[:, 1] == g).all() and (f.X_eval[:, 1] == g).all()
+    for c in {f.cutoff for f in folds}:  # every user of a fold cutoff is judged exactly once
+        judged = np.concatenate([f.y_eval for f in folds if f.cutoff == c])
+        assert len(judged) == int((t["cutoff"] == c).sum())
 
 
 def test_ltv_rows_are_capped_to_a_seeded_sample_of_the_same_part():

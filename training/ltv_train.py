@@ -141,8 +141,8 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     from training.ltv_fit import user_groups
 
     # Users unseen by each fold's fit are its judges: a target spans months of its neighbours' (ltv_fit.py).
-    halves = user_groups(table.loc[np.asarray(train_m), "user_id"], t.seed)
-    folds = make_folds(rows, t.folds, cfg.windows.cutoff_spacing_days, cap, t.seed, halves)
+    groups = user_groups(table.loc[np.asarray(train_m), "user_id"], t.seed, cfg.ltv.fold_user_groups)
+    folds = make_folds(rows, t.folds, cfg.windows.cutoff_spacing_days, cap, t.seed, groups)
     if not folds:
         raise SiyuError("ltv: no walk-forward fold (too few training cutoffs with value)")
 

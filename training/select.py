@@ -73,8 +73,10 @@ def make_folds(
     A fold with a single earlier cutoff early-stops on a seeded 20% of its rows; a fold whose
     evaluation rows lack a class is dropped. Fit, early-stopping and evaluation rows are each
     capped at `max_rows` (a seeded sample), so tuning costs the same at 20k and 1M users.
-    `groups` (0 / 1 per row, by user): fit rows from group 0, early-stopping and evaluation rows
-    from group 1, for targets longer than the embargo (LTV: a user's neighbouring rows share months).
+    `groups` (0 .. k-1 per row, by user), for targets longer than the embargo (LTV: a user's
+    neighbouring rows share months): each cutoff gives k folds, fold g fitting on the users of the
+    other groups and early-stopping and evaluating on group g's, so no user is judged by a fit that
+    saw them and every user of the cutoff is judged once.
     """
     rng = np.random.default_rng(seed)
     cuts = sorted(pd.unique(rows.cutoff))
@@ -91,15 +93,18 @@ def make_folds(
             cand = np.flatnonzero(rows.cutoff == before[0])
             mask = rng.random(len(cand)) < 0.2
             fit, es = cand[~mask], cand[mask]
+        splits = [(fit, es, ev)]
         if groups is not None:
-            fit, es, ev = fit[groups[fit] == 0], es[groups[es] == 1], ev[groups[ev] == 1]
+            k = int(groups.max()) + 1
+            splits = [(fit[groups[fit] != g], es[groups[es] == g], ev[groups[ev] == g]) for g in range(k)]
+        for fit, es, ev in splits:
             if not (0 < rows.y[ev].sum() < len(ev)):
                 continue
-        fit, es, ev = (_cap(i, max_rows, rng) for i in (fit, es, ev))
-        if min(rows.y[fit].sum(), len(fit) - rows.y[fit].sum(), rows.y[es].sum(), len(es) - rows.y[es].sum()) < 1:
-            continue
-        parts = [(rows.take(i), rows.y[i]) for i in (fit, es, ev)]
-        folds.append(Fold(pd.Timestamp(c), [pd.Timestamp(d) for d in before], *[a for p in parts for a in p]))
+            fit, es, ev = (_cap(i, max_rows, rng) for i in (fit, es, ev))
+            if min(rows.y[fit].sum(), len(fit) - rows.y[fit].sum(), rows.y[es].sum(), len(es) - rows.y[es].sum()) < 1:
+                continue
+            parts = [(rows.take(i), rows.y[i]) for i in (fit, es, ev)]
+            folds.append(Fold(pd.Timestamp(c), [pd.Timestamp(d) for d in before], *[a for p in parts for a in p]))
     return folds
 
 
