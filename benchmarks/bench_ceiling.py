@@ -51,8 +51,7 @@ def two_fold(X, target, objective: dict, groups: np.ndarray) -> np.ndarray:
 
 def judge(kind: str, y: np.ndarray, scores: dict[str, np.ndarray]) -> dict[str, float]:
     """ROC AUC (labels) or normalized Gini (LTV) of each score against the realised y."""
-    from sklearn.metrics import roc_auc_score as roc_auc
-
+    from simulation.report import roc_auc
     from training import ltv_metrics as lm
 
     f = (lambda s: lm.gini(y, s)) if kind == "ltv" else (lambda s: roc_auc(y, s))

@@ -86,21 +86,24 @@ class BGNBDGammaGamma:
         return purchases * gg_expected_value(self.gg, *_orders(frame))
 
 
-def baseline_predictions(fit: pd.DataFrame, rows: pd.DataFrame, horizon_days: int) -> dict[str, np.ndarray]:
+def baseline_predictions(
+    fit: pd.DataFrame, rows: pd.DataFrame, horizon_days: int, bgnbd_gg: BGNBDGammaGamma | None = None
+) -> dict[str, np.ndarray]:
     """Every baseline's predicted own spend for `rows`, BG/NBD + Gamma-Gamma fitted on `fit`.
 
     Args:
         fit: training rows (features + the LTV table's inputs).
         rows: the rows to predict (same columns).
         horizon_days: L.
+        bgnbd_gg: BG/NBD + Gamma-Gamma already fitted on `fit` (None: fitted here).
 
     Returns:
         baseline name -> predicted value per row of `rows`.
     """
     L = float(horizon_days)
     out = {}
-    if set(INPUTS) <= set(fit.columns):
-        out["bgnbd_gg"] = BGNBDGammaGamma(horizon_days).fit(fit).predict(rows)
+    if bgnbd_gg is not None or set(INPUTS) <= set(fit.columns):
+        out["bgnbd_gg"] = (bgnbd_gg or BGNBDGammaGamma(horizon_days).fit(fit)).predict(rows)
     out["recent"] = rows["spend_last_l"].to_numpy(dtype=float)
     tenure = np.maximum(rows["tenure_days_l"].to_numpy(dtype=float), 1.0)
     out["rate"] = rows["spend_life"].to_numpy(dtype=float) / tenure * L

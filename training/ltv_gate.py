@@ -61,9 +61,9 @@ def judge_ltv(
         why = f"champion v{champ_v} needs features not in this table ({missing[:3]}...); compare by hand"
         return GateDecision(False, why, "gini", new, None, champ_v)
     p_champ = champ.predict_proba(X_val[:, [names.index(f) for f in champ.feature_names]])
-    boot = lm.gini_resamples(
-        y, {"new": p_new, "champion": p_champ, **baselines}, t.bootstrap_resamples, t.seed, t.bootstrap_max_rows
-    )
+    # The baselines' resamples are needed only to judge a champion that a baseline would replace.
+    scores = {"new": p_new, "champion": p_champ, **(baselines if fallback else {})}
+    boot = lm.gini_resamples(y, scores, t.bootstrap_resamples, t.seed, t.bootstrap_max_rows)
     lo, hi = interval(boot["new"] - boot["champion"], t.ci_level)
     old = lm.gini(y, p_champ)
     d = GateDecision(lo > t.gate_margin, "", "gini", new, old, champ_v, (lo, hi))

@@ -194,7 +194,9 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     res.cross_fit_groups = cfg.ltv.cross_fit_groups
     y = val["ltv_own"].to_numpy(dtype=float) + np.nan_to_num(val["ltv_referral"].to_numpy(dtype=float))
     train_rows = pd.DataFrame(Xtr, columns=cols)
-    bases = baseline_predictions(train_rows, val[cols], L)
+    # fitted once: it predicts the validation rows and, when no model wins, serves
+    bgnbd_gg = BGNBDGammaGamma(L).fit(train_rows) if set(INPUTS) <= set(train_rows.columns) else None
+    bases = baseline_predictions(train_rows, val[cols], L, bgnbd_gg)
     scores = {"model": pred["ltv"], **bases}
     boot = lm.gini_resamples(y, scores, t.bootstrap_resamples, t.seed, t.bootstrap_max_rows)
     for k, s in scores.items():
@@ -224,9 +226,9 @@ def _fit_and_judge(res: LtvResult, table, cuts, cfg: Config, features, oracle, b
     from training.ltv_model import baseline_ltv_model
 
     # No model beats the baselines: BG/NBD + Gamma-Gamma serves, the one baseline computed from features.
-    if not res.beats_baselines and t.serve_best_baseline and set(INPUTS) <= set(names):
+    if not res.beats_baselines and t.serve_best_baseline and bgnbd_gg is not None and set(INPUTS) <= set(names):
         res.scorer = "bgnbd_gg"
-        model = baseline_ltv_model(model.name, BGNBDGammaGamma(L).fit(train_rows))
+        model = baseline_ltv_model(model.name, bgnbd_gg)
     log_and_register(res, model, X_val, names, y, plot, cfg, tuned, bases)
 
 
