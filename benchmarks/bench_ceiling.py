@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -72,8 +71,8 @@ def world_rows(name: str, users: int, days: int, replicas: int, folder: Path) ->
     from training.table import training_cutoffs, training_table
 
     spec = WORLDS[name]
-    cfg = world_config(spec)
-    events = simulate(name, spec, cfg, users * spec.get("users_scale", 1), days, replicas, folder)
+    cfg = world_config(spec, folder / "home")
+    events, _ = simulate(name, spec, cfg, users * spec.get("users_scale", 1), days, replicas, folder)
     con = connect(cfg=cfg)
     load_valid_events(con, events, cfg)
     cfg = resolve(cfg, con)
@@ -108,7 +107,6 @@ def ceiling_rows(name: str, users: int, days: int, replicas: int) -> list[dict]:
     from training.ltv_fit import user_groups
 
     with tempfile.TemporaryDirectory(prefix=f"siyu-ceiling-{name}-") as d:
-        os.environ["SIYU_HOME"] = str(Path(d) / "home")
         data = world_rows(name, users, days, replicas, Path(d))
     rows = []
     for lab, (F, y, target, uid) in data.items():

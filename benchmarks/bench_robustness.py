@@ -94,13 +94,15 @@ def merged(base: dict, over: dict) -> dict:
     return out
 
 
-def world_config(spec: dict):
-    """The project config with the world's overlay (and auto windows)."""
+def world_config(spec: dict, home: Path | None = None):
+    """The project config with the world's overlay (and auto windows); `home`: its local state (MLflow store)."""
     from siyu.config import Config, load_config
 
     cfg = load_config()
     data = merged(merged(cfg.model_dump(mode="json"), AUTO), spec.get("cfg", {}))
     data["serving"]["api_token"] = None  # a secret: never dumped, only read from the environment
+    if home is not None:  # the world's own store: SIYU_HOME is read when the config loads, not later
+        data["runtime"]["home"] = str(home)
     return Config.model_validate(data).model_copy(update={"source": cfg.source})
 
 
@@ -197,9 +199,8 @@ def run_world(name: str, spec: dict, users: int, days: int, replicas: int) -> li
     from features.windows import auto_windows
     from training.train import train_all
 
-    cfg = world_config(spec)
     with tempfile.TemporaryDirectory(prefix=f"siyu-rob-{name}-") as d:
-        os.environ["SIYU_HOME"] = str(Path(d) / "home")
+        cfg = world_config(spec, Path(d) / "home")
         t0 = time.perf_counter()
         users = users * spec.get("users_scale", 1)
         events, days = simulate(name, spec, cfg, users, days, replicas, Path(d) / "world")
