@@ -57,10 +57,10 @@ def judge(kind: str, y: np.ndarray, scores: dict[str, np.ndarray]) -> dict[str, 
     return {k: float(f(s)) for k, s in scores.items()}
 
 
-def world_rows(name: str, users: int, days: int, replicas: int, folder: Path) -> dict:
+def world_rows(name: str, users: int, days: int, replicas: int, folder: Path, windows=None) -> dict:
     """Per label: (X, y, oracle target) on the validation cutoff's rows with an oracle value."""
     import pandas as pd
-    from bench_robustness import WORLDS, simulate, world_config
+    from bench_robustness import WORLDS, merged, simulate, world_config
 
     from events.loader import connect
     from events.validate import load_valid_events
@@ -71,6 +71,8 @@ def world_rows(name: str, users: int, days: int, replicas: int, folder: Path) ->
     from training.table import training_cutoffs, training_table
 
     spec = WORLDS[name]
+    if windows:  # the features' windows instead of `auto`: does a finer grid raise the ceiling?
+        spec = {**spec, "cfg": merged(spec.get("cfg", {}), {"windows": {"feature_windows": list(windows)}})}
     cfg = world_config(spec, folder / "home")
     events, _ = simulate(name, spec, cfg, users * spec.get("users_scale", 1), days, replicas, folder)
     con = connect(cfg=cfg)
@@ -101,13 +103,13 @@ def world_rows(name: str, users: int, days: int, replicas: int, folder: Path) ->
     return out
 
 
-def ceiling_rows(name: str, users: int, days: int, replicas: int) -> list[dict]:
+def ceiling_rows(name: str, users: int, days: int, replicas: int, windows=None) -> list[dict]:
     """One row per label of world `name`: realised-target fit, oracle-target fit and the oracle, judged alike."""
     from training.fit import matrix
     from training.ltv_fit import user_groups
 
     with tempfile.TemporaryDirectory(prefix=f"siyu-ceiling-{name}-") as d:
-        data = world_rows(name, users, days, replicas, Path(d))
+        data = world_rows(name, users, days, replicas, Path(d), windows)
     rows = []
     for lab, (F, y, target, uid) in data.items():
         X = matrix(F.reset_index(drop=True), list(F.columns), np.arange(len(F)))
@@ -163,10 +165,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the Markdown here (and the rows as JSON beside it)")
     ap.add_argument("--beside", type=Path, help="a bench_robustness JSON of the same worlds: add what training reached")
     ap.add_argument("--from-json", type=Path, help="only tabulate the rows of an earlier run's JSON")
+    ap.add_argument("--feature-windows", nargs="*", type=int, help="feature windows in days (default: auto)")
     a = ap.parse_args()
     rows = json.loads(a.from_json.read_text())["rows"] if a.from_json else []
     for name in [] if a.from_json else a.worlds or ["seed42"]:
-        rows.extend(ceiling_rows(name, a.users, a.days, a.replicas))
+        rows.extend(ceiling_rows(name, a.users, a.days, a.replicas, a.feature_windows))
         print(markdown(rows), file=sys.stderr, flush=True)
     if a.beside:
         rows = beside(rows, json.loads(a.beside.read_text()))

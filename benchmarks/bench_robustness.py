@@ -248,11 +248,12 @@ def markdown(rows: list[dict], meta: dict) -> str:
         if r.get("served_roc_auc", r["model_roc_auc"]) < max(r.get(f"{b}_roc_auc") or 0.0 for b in bases)
     ]
     served = [f"{r['world']}/{r['label']} ({r['champion']})" for r in done if not r["beats_baselines"]]
+    verdict = (f"champion below a baseline on ROC AUC: {', '.join(lost) or 'none'}; "
+               f"a baseline serves (no model beat them beyond noise): {', '.join(served) or 'none'}")  # fmt: skip
     if ratios:
         med = ratios[len(ratios) // 2] if len(ratios) % 2 else sum(ratios[len(ratios) // 2 - 1 :][:2]) / 2
-        lines += ["", f"model/oracle: min {ratios[0]:.3f} (goal >= 0.95), median {med:.3f} (goal >= 0.97); "
-                  f"champion below a baseline on ROC AUC: {', '.join(lost) or 'none'}; "
-                  f"a baseline serves (no model beat them beyond noise): {', '.join(served) or 'none'}"]  # fmt: skip
+        verdict = f"model/oracle: min {ratios[0]:.3f} (goal >= 0.95), median {med:.3f} (goal >= 0.97); " + verdict
+    lines += ["", verdict] if done else []
     return "\n".join(lines + ltv_markdown(ltv)) + "\n"
 
 
