@@ -30,6 +30,7 @@ class ScoreSummary:
     engine: str = "duckdb"
     seconds: float = 0.0
     contact: dict[str, int] = field(default_factory=dict)  # the advice: push / hold counts (empty: no model)
+    families: list[str] | None = None  # event families of the scored log
 
 
 def score_pool(
@@ -154,6 +155,7 @@ def summarize(table: pa.Table, out: Path, asof: datetime, engine: str, seconds: 
             if col in table.column_names
         },
         tiers={d["values"]: d["counts"] for d in tiers},
+        families=meta.get("families"),
         contact={
             d["values"]: d["counts"]
             for d in (table.column("contact").value_counts().to_pylist() if "contact" in table.column_names else [])
@@ -168,16 +170,19 @@ def print_summary(s: ScoreSummary, console) -> None:
         f"scored {s.users:,} users at {s.asof:%Y-%m-%d %H:%M} ({s.engine}) in {s.seconds:.1f} s -> {s.out}",
         highlight=False,
     )
-    console.print(
-        "  models: "
-        + ", ".join(
-            f"{k} v{v}"
-            if v
-            else (f"{k} RULE (no champion: operator rule)" if s.scorers.get(k) == "operator_rule" else f"{k} -")
-            for k, v in s.versions.items()
-        ),
-        highlight=False,
-    )
+    from serving.rules import UNSCORABLE
+
+    def model(k: str, v: int | None) -> str:
+        if v:
+            return f"{k} v{v}"
+        if s.scorers.get(k) == "operator_rule":
+            return f"{k} RULE (no champion: operator rule)"
+        need = UNSCORABLE.get(k, (None,))[0]
+        if need and s.families is not None and need not in s.families:
+            return f"{k} - (no {need} events in the log: not predicted)"
+        return f"{k} -"
+
+    console.print("  models: " + ", ".join(model(k, v) for k, v in s.versions.items()), highlight=False)
     console.print("  in population: " + ", ".join(f"{k} {v:,}" for k, v in s.scored.items()), highlight=False)
     console.print("  tiers: " + ", ".join(f"{k} {v:,}" for k, v in sorted(s.tiers.items())), highlight=False)
     if s.contact:

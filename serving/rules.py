@@ -81,6 +81,21 @@ class RuleModel:
         return cls(**meta)
 
 
+UNSCORABLE = {"koc": ("advocacy", "the log has no advocacy events (share, referral, review): no KOC can be seen")}
+
+
+def unscorable(con, labels: list[str]) -> dict[str, str]:
+    """The labels among `labels` that no rule can score on this log, with why (the API answers null for them).
+
+    A rule measured where the label cannot occur would give every user 0, and a percentile and a bucket
+    that mean nothing: a KOC is known by shares, referrals and reviews, so an order log has none.
+    """
+    from features.compute import present_families
+
+    families = present_families(con) if any(lab in UNSCORABLE for lab in labels) else frozenset()
+    return {lab: UNSCORABLE[lab][1] for lab in labels if lab in UNSCORABLE and UNSCORABLE[lab][0] not in families}
+
+
 def _rate(y: np.ndarray, default: float) -> float:
     return float(y.mean()) if len(y) else default
 
@@ -95,13 +110,16 @@ def fit_rules(con, asof: datetime, cfg: Config, labels: list[str]) -> dict[str, 
         labels: the labels that need a rule.
 
     Returns:
-        label -> RuleModel.
+        label -> RuleModel; `koc` is left out on a log without advocacy events (`unscorable`).
 
     Raises:
         SiyuError: no user is known one horizon before asof (nothing to measure the rule on).
     """
     from training.table import training_table
 
+    labels = [lab for lab in labels if lab not in unscorable(con, labels)]
+    if not labels:
+        return {}
     past = asof - timedelta(days=cfg.windows.horizon_days)
     if not con.execute("SELECT count(*) FROM events WHERE ts <= ?", [past]).fetchone()[0]:
         raise SiyuError(

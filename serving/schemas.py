@@ -177,7 +177,8 @@ class PredictResponse(BaseModel):
         None,
         description=(
             "scorer kind per label: lightgbm, blend, btyd, a baseline (logistic, rule), or operator_rule "
-            "(no champion: the thin-data rule, serving/rules.py); null: none"
+            "(no champion: the thin-data rule, serving/rules.py); null: none (koc on a log without advocacy events: "
+            "no KOC can be seen there, so none is predicted)"
         ),
     )
     snapshot_date: datetime = Field(description="cutoff of the served snapshot")

@@ -70,3 +70,40 @@ def test_no_champion_scores_by_rule_in_batch_and_api(tmp_path):
 def _rates(rule: dict) -> list[float]:
     r = rule["rates"]
     return [*(r.values() if isinstance(r, dict) else r), rule["overall"]]
+
+
+def test_koc_is_not_predicted_on_a_log_without_advocacy_events(tmp_path):
+    """An order log cannot show a KOC: no rule gives everyone 0 (a percentile and bucket that mean nothing);
+    p_koc is null in the snapshot and the API, the scorer is null, and `siyu score` says why."""
+    from rich.console import Console
+
+    from serving.batch import print_summary, score_pool
+    from serving.predictor import Predictor
+    from serving.snapshot import load_snapshot
+    from simulation.simulator import simulate_world
+
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    raw["simulation"]["export"] = "orders"
+    path = tmp_path / "mlproject.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path)
+    simulate_world(cfg, users=300, days=200, seed=5, out_dir=tmp_path / "w", oracle_cutoffs=[])
+    log = tmp_path / "w" / "events.parquet"
+    asof = datetime(2025, 7, 1)
+    out = tmp_path / "scores.parquet"
+    summary = score_pool(log, asof, out, cfg, record=False, show_progress=False)  # no champion at all
+    assert summary.scorers == {"churn": "operator_rule", "promotion": "operator_rule", "koc": None}
+    assert summary.scored["koc"] == 0 and summary.scored["churn"] > 0
+    snap = load_snapshot(out)
+    assert set(snap.rules) == {"churn", "promotion"} and snap.pops["koc"].any()
+    assert np.isnan(snap.proba["koc"]).all()
+    console = Console(record=True, width=300)
+    print_summary(summary, console)
+    assert "koc - (no advocacy events in the log: not predicted)" in console.export_text()
+
+    pred = Predictor.load(cfg, str(out))
+    assert pred.scorers["koc"] is None
+    uid = snap.user_ids[np.flatnonzero(snap.pops["koc"] & snap.pops["promotion"])[0]]
+    (item,) = pred.predict_ids([uid])
+    assert item["p_koc"] is None and item["koc"] is None and item["p_promotion"] is not None
