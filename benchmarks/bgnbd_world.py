@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from real_logs import purchases
 
 from training import btyd
 
@@ -57,22 +58,8 @@ def simulate(users: int, days: int, seed: int, out_dir: Path | str, horizon_days
     out.mkdir(parents=True, exist_ok=True)
     order = np.argsort(t, kind="stable")
     user, t, amount = user[order], t[order], amount[order]
-    n = len(t)
-    ids = np.char.add("u", user.astype(str))
-    pd.DataFrame(
-        {
-            "user_id": ids,
-            "ts": pd.Timestamp(START) + pd.to_timedelta(np.round(t * 86400), unit="s"),
-            "event": "purchase",
-            "amount": np.round(amount, 2),
-            "channel": "mini_program",
-            "ref_user_id": pd.Series([None] * n, dtype=object),
-            "rating": np.nan,
-            "coupon": False,
-            "content_id": pd.Series([None] * n, dtype=object),
-            "order_id": np.char.add("o", np.arange(n).astype(str)),
-        }
-    ).to_parquet(out / "events.parquet", index=False)
+    ts = pd.Timestamp(START) + pd.to_timedelta(np.round(t * 86400), unit="s")
+    purchases(np.char.add("u", user.astype(str)), ts, amount).to_parquet(out / "events.parquet", index=False)
     _label_oracle(days - horizon_days, horizon_days, period_days, k, born, user, t).to_parquet(
         out / "oracle.parquet", index=False
     )

@@ -50,6 +50,26 @@ def _wheel() -> Path:
     return path
 
 
+def purchases(user_id, ts, amount) -> pd.DataFrame:
+    """An order log as siyu events: one `purchase` row per (user, time, amount), order ids in row order."""
+    n = len(ts)
+    none = pd.Series([None] * n, dtype=object)
+    return pd.DataFrame(
+        {
+            "user_id": np.asarray(user_id),
+            "ts": np.asarray(ts),
+            "event": "purchase",
+            "amount": np.round(np.asarray(amount, dtype=float), 2),
+            "channel": "mini_program",
+            "ref_user_id": none,
+            "rating": np.nan,
+            "coupon": False,
+            "content_id": none,
+            "order_id": np.char.add("o", np.arange(n).astype(str)),
+        }
+    )
+
+
 def cdnow_orders() -> pd.DataFrame:
     """CDNOW's rows as a frame: customer_id (str), day (Timestamp), cds (int), dollars (float)."""
     with zipfile.ZipFile(_wheel()) as z:
@@ -70,22 +90,10 @@ def write_cdnow(out_dir: Path | str) -> tuple[Path, int]:
         (events path, length of the log in days).
     """
     df = cdnow_orders()
-    n = len(df)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(
-        {
-            "user_id": "c" + df["customer_id"],
-            "ts": df["day"] + pd.Timedelta(hours=12),
-            "event": "purchase",
-            "amount": df["dollars"].round(2),
-            "channel": "mini_program",
-            "ref_user_id": pd.Series([None] * n, dtype=object),
-            "rating": np.nan,
-            "coupon": False,
-            "content_id": pd.Series([None] * n, dtype=object),
-            "order_id": np.char.add("o", np.arange(n).astype(str)),
-        }
-    ).to_parquet(out / "events.parquet", index=False)
+    purchases("c" + df["customer_id"], df["day"] + pd.Timedelta(hours=12), df["dollars"]).to_parquet(
+        out / "events.parquet", index=False
+    )
     days = (df["day"].max() - df["day"].min()).days + 1
     return out / "events.parquet", days
