@@ -179,11 +179,20 @@ def ts_sql(col: str, kind: str, zone: str = "UTC") -> str:
     z = _q(zone)
 
     def epoch(x: str) -> str:
-        # A plain number is epoch seconds, or milliseconds when too large to be seconds (1e11 s is the
+        # A whole number of 8 or 14 digits from 1900 to 2100 is a compact date (20240315) or date-time
+        # (20240315143000), brand-local as written: as epoch seconds / milliseconds it would be 1970 or
+        # past 2500, no brand's log. One that is no calendar day (20241345) is NULL: quarantined.
+        digits = f"CAST(CAST({x} AS BIGINT) AS VARCHAR)"
+        compact = (
+            f"WHEN {x} = floor({x}) AND {x} BETWEEN 19000101 AND 21001231 THEN try_strptime({digits}, '%Y%m%d') "
+            f"WHEN {x} = floor({x}) AND {x} BETWEEN 19000101000000 AND 21001231235959 "
+            f"THEN try_strptime({digits}, '%Y%m%d%H%M%S') "
+        )
+        # Any other number is epoch seconds, or milliseconds when too large to be seconds (1e11 s is the
         # year 5138); beyond 1e14 or not finite: NULL, quarantined as unparseable, not a failed log.
         return (
-            f"(CASE WHEN isfinite({x}) AND abs({x}) < 1e14 THEN (to_timestamp(CASE WHEN abs({x}) >= 1e11 "
-            f"THEN {x} / 1000 ELSE {x} END) AT TIME ZONE {z}) END)"
+            f"(CASE WHEN NOT isfinite({x}) THEN NULL {compact}WHEN abs({x}) < 1e14 THEN (to_timestamp("
+            f"CASE WHEN abs({x}) >= 1e11 THEN {x} / 1000 ELSE {x} END) AT TIME ZONE {z}) END)"
         )
 
     if kind.startswith("TIMESTAMP WITH TIME ZONE"):

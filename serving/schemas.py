@@ -61,7 +61,11 @@ class Event(_Request):
     """One raw event in the docs/design.md §2 contract; the batch validator's rules apply."""
 
     user_id: UserId = Field(..., description="the brand's id for the person")
-    ts: str | int | float = Field(..., description="ISO 8601 (naive = brand-local, events.time_zone) or epoch s / ms")
+    ts: str | int | float = Field(
+        ...,
+        description="ISO 8601 (naive = brand-local, events.time_zone), a compact brand-local 20260315 or "
+        "20260315143000, or epoch s / ms",
+    )
     event: Text = Field(..., description="canonical event name (follow, purchase, ...) or a name mapped in config")
     amount: float | None = Field(None, description="money, >= 0; required for purchase, refund, referral_purchase")
     channel: Text | None = Field(None, description="official_account, wecom, group, mini_program, live, store, ...")

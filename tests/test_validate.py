@@ -117,6 +117,28 @@ def test_typed_parquet_timestamps_and_epochs(cfg, tmp_path):
     assert con.execute("SELECT CAST(ts AS VARCHAR) FROM events").fetchall() == [("2026-01-01 00:00:00",)]
 
 
+def test_compact_dates_are_dates_not_epoch_seconds(cfg, tmp_path):
+    """20260101 is 1 January 2026 (as epoch seconds it would be August 1970), as text, CSV or typed integer;
+    20260101083000 is a date-time; a compact date that is no calendar day is quarantined, never 1970."""
+    rows = [{"user_id": f"u{i}", "ts": ts, "event": "visit"} for i, ts in
+            enumerate(["20260101", "20260101083000", "2026-01-01", "20261345"])]  # fmt: skip
+    accepted, quarantine = validate_frame(frame(rows), cfg)
+    assert accepted.sort_values("user_id").ts.astype(str).tolist() == [
+        "2026-01-01 00:00:00", "2026-01-01 08:30:00", "2026-01-01 00:00:00"]  # fmt: skip
+    assert quarantine.reason.tolist() == ["unparseable ts"] and quarantine.ts.tolist() == ["20261345"]
+    p = tmp_path / "orders.csv"  # what a shop's export looks like: the reader types the column as integers
+    p.write_text("user_id,ts,event,amount\nc1,19970101,purchase,11.77\nc1,19970112,purchase,12.00\n")
+    con = connect()
+    load_valid_events(con, p, cfg)
+    assert [str(t) for (t,) in con.execute("SELECT ts FROM events ORDER BY ts").fetchall()] == [
+        "1997-01-01 00:00:00", "1997-01-12 00:00:00"]  # fmt: skip
+    pd.DataFrame({"user_id": ["a", "b"], "event": ["visit"] * 2, "ts": [20260101, 1767225600]}).to_parquet(
+        tmp_path / "int.parquet"
+    )
+    load_valid_events(con, tmp_path / "int.parquet", cfg)
+    assert {str(t) for (t,) in con.execute("SELECT ts FROM events").fetchall()} == {"2026-01-01 00:00:00"}
+
+
 def test_messy_sample_writes_quarantine_and_events(cfg, tmp_path):
     from conftest import DATA
 
