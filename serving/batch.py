@@ -170,14 +170,14 @@ def print_summary(s: ScoreSummary, console) -> None:
         f"scored {s.users:,} users at {s.asof:%Y-%m-%d %H:%M} ({s.engine}) in {s.seconds:.1f} s -> {s.out}",
         highlight=False,
     )
-    from serving.rules import UNSCORABLE
+    from siyu.contract import NEEDS_FAMILY
 
     def model(k: str, v: int | None) -> str:
         if v:
             return f"{k} v{v}"
         if s.scorers.get(k) == "operator_rule":
             return f"{k} RULE (no champion: operator rule)"
-        need = UNSCORABLE.get(k, (None,))[0]
+        need = NEEDS_FAMILY.get(k, (None,))[0]
         if need and s.families is not None and need not in s.families:
             return f"{k} - (no {need} events in the log: not predicted)"
         return f"{k} -"

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from siyu.config import Config
+from siyu.contract import NEEDS_FAMILY
 from siyu.errors import SiyuError
 
 
@@ -81,19 +82,17 @@ class RuleModel:
         return cls(**meta)
 
 
-UNSCORABLE = {"koc": ("advocacy", "the log has no advocacy events (share, referral, review): no KOC can be seen")}
-
-
 def unscorable(con, labels: list[str]) -> dict[str, str]:
     """The labels among `labels` that no rule can score on this log, with why (the API answers null for them).
 
-    A rule measured where the label cannot occur would give every user 0, and a percentile and a bucket
-    that mean nothing: a KOC is known by shares, referrals and reviews, so an order log has none.
+    A rule measured where the label cannot occur (siyu.contract.NEEDS_FAMILY) would give every user 0,
+    and a percentile and a bucket that mean nothing.
     """
     from features.compute import present_families
 
-    families = present_families(con) if any(lab in UNSCORABLE for lab in labels) else frozenset()
-    return {lab: UNSCORABLE[lab][1] for lab in labels if lab in UNSCORABLE and UNSCORABLE[lab][0] not in families}
+    need = {lab: NEEDS_FAMILY[lab] for lab in labels if lab in NEEDS_FAMILY}
+    families = present_families(con) if need else frozenset()
+    return {lab: why for lab, (family, why) in need.items() if family not in families}
 
 
 def _rate(y: np.ndarray, default: float) -> float:

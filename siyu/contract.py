@@ -92,3 +92,8 @@ TIERS: tuple[str, ...] = ("lost", "connected", "engaged", "buyer", "repeat", "ko
 """The ladder, lowest first; `lost` means not connected at the date."""
 TIER_RANK: dict[str, int] = {t: i for i, t in enumerate(TIERS)}
 LABELS: tuple[str, ...] = ("churn", "promotion", "koc")
+# A label that only an event family can show: on a log without it the label is neither trained nor
+# predicted (a KOC is known by shares, referrals and reviews, so an order log has none).
+NEEDS_FAMILY: dict[str, tuple[str, str]] = {
+    "koc": ("advocacy", "the log has no advocacy events (share, referral, review): no KOC can be seen"),
+}

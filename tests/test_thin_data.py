@@ -81,15 +81,22 @@ def test_koc_is_not_predicted_on_a_log_without_advocacy_events(tmp_path):
     from serving.predictor import Predictor
     from serving.snapshot import load_snapshot
     from simulation.simulator import simulate_world
+    from siyu.contract import NEEDS_FAMILY
+    from training.train import train_all
 
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     raw["simulation"]["export"] = "orders"
+    raw["training"]["min_class_count"] = 1_000_000  # no champion for any label
     path = tmp_path / "mlproject.yaml"
     path.write_text(yaml.safe_dump(raw))
     cfg = load_config(path)
     simulate_world(cfg, users=300, days=200, seed=5, out_dir=tmp_path / "w", oracle_cutoffs=[])
     log = tmp_path / "w" / "events.parquet"
+    trained = train_all(log, cfg)  # training says why koc is not trained: not "too little data"
+    assert trained.labels["koc"].message == f"not trained: {NEEDS_FAMILY['koc'][1]}"
+    assert trained.labels["churn"].message.startswith("skipped, too little data")
+    assert f"koc: not trained: {NEEDS_FAMILY['koc'][1]}" in trained.warnings()
     asof = datetime(2025, 7, 1)
     out = tmp_path / "scores.parquet"
     summary = score_pool(log, asof, out, cfg, record=False, show_progress=False)  # no champion at all

@@ -20,7 +20,7 @@ import pandas as pd
 
 from features.catalog import Feature
 from siyu.config import Config
-from siyu.contract import LABELS
+from siyu.contract import LABELS, NEEDS_FAMILY
 from siyu.errors import SiyuError
 from training import baselines, bootstrap, evaluate, model_registry
 from training.fit import LabelData, tier_column
@@ -56,7 +56,13 @@ class TrainResult:
             out.append(f"ltv: MODEL DOES NOT BEAT THE BASELINES: {kept} ({self.ltv.message})")
         out += [
             f"{r.label}: MODEL DOES NOT BEAT THE BASELINES: "
-            + (f"serving the best baseline '{r.scorer}'" if r.scorer in BASELINES else "serving it anyway")
+            + (
+                f"the folds chose the baseline '{r.scorer}', which serves"
+                if r.selection is not None and r.selection.chosen == r.scorer
+                else f"serving the best baseline '{r.scorer}'"
+                if r.scorer in BASELINES
+                else "serving it anyway"
+            )
             + f" ({r.message})"
             for r in self.labels.values()
             if r.trained and not r.beats_baselines
@@ -135,7 +141,8 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
             ltv_table = None
         table = training_table(con, cutoffs, cfg)
         lo, hi = con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
-        notes = churn_notes(present_families(con), cfg)
+        families = present_families(con)
+        notes = churn_notes(families, cfg)
         info = {"events_path": str(events_path), "data_window_start": str(lo), "data_window_end": str(hi)}
         info.update(lineage(con, cfg, events_path))
         con.close()  # DuckDB's memory goes back before LightGBM needs it
@@ -146,6 +153,10 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
         )
         del table, arms
         _give_back_memory()
+        for label, (family, why) in NEEDS_FAMILY.items():
+            r = result.labels.get(label)
+            if r is not None and not r.trained and family not in families:  # say why, not "too little data"
+                r.message = f"not trained: {why}"
         lap("labels_s")
         if spilled.exists():
             import pyarrow.parquet as pq
@@ -367,10 +378,11 @@ def _train_label(
             res.versus[b] = bootstrap.difference(boot, "model", b, t.gate_metric, t.ci_level)
         is_model = sel.chosen not in BASELINES
         res.beats_baselines = is_model and all(lo > t.gate_margin for lo, _ in res.versus.values())
-        res.message = "; ".join(
-            f"{b} {t.gate_metric} {v[t.gate_metric]:.4f} (model - {b}: CI [{res.versus[b][0]:+.4f}, "
+        res.message = "; ".join(  # a baseline the folds chose is not compared with itself
+            f"{b} {t.gate_metric} {v[t.gate_metric]:.4f} ({sel.chosen} - {b}: CI [{res.versus[b][0]:+.4f}, "
             f"{res.versus[b][1]:+.4f}])"
             for b, v in res.baselines.items()
+            if b != sel.chosen
         )
         res.message = f"{sel.chosen} {t.gate_metric} {res.metrics[t.gate_metric]:.4f}; {res.message}"
         po = baselines.oracle_scores(oracle, label, val_cutoff, d.val)
