@@ -88,6 +88,13 @@ def test_exact_duplicates_count_once_but_near_duplicates_stay(cfg):
     con = connect()
     r = run_validation(con, frame([a, a, same_instant_other_format, other_amount]), cfg)
     assert (r.rows_read, r.accepted, r.duplicates, r.quarantined) == (4, 2, 2, 0)
+    from rich.console import Console
+
+    from events.report import print_report
+
+    console = Console(record=True, width=400)
+    print_report(r, console)
+    assert "map the log's order id (events.columns.order_id) to keep both" in console.export_text()
 
 
 def test_parquet_folder_of_parts(cfg, tmp_path):
