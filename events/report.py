@@ -131,12 +131,13 @@ def print_report(report: ValidationReport, console: Console) -> None:
         ("last event", report.ts_max),
     ]:
         t.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
-    if report.duplicates:
-        t.caption = (
-            "duplicates: rows equal in every column, kept once; two orders alike on one day (a log of dates, "
-            "no order ids) look the same: map the log's order id (events.columns.order_id) to keep both"
-        )
     console.print(t)
+    if report.duplicates:
+        console.print(
+            "duplicates: rows equal in every column, kept once; two orders alike on one day (a log of dates, "
+            "no order ids) look the same: map the log's order id (events.columns.order_id) to keep both",
+            highlight=False,
+        )
     if report.by_reason:
         r = Table(title="quarantined by reason")
         r.add_column("reason")
