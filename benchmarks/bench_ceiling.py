@@ -173,6 +173,8 @@ def main() -> None:
         print(markdown(rows), file=sys.stderr, flush=True)
     if a.beside:
         rows = beside(rows, json.loads(a.beside.read_text()))
+    for r in rows:  # one JSON line per (world, label) for benchmarks/run.py
+        print(json.dumps({"benchmark": "ceiling", **r}, default=str), flush=True)
     md = markdown(rows)
     print(md)
     if a.out:

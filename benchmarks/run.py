@@ -66,6 +66,15 @@ SUITE: dict[str, dict[str, list[str]]] = {
         "small": ["bench_robustness.py", "--users", "4000", "--replicas", "8"],
         "large": ["bench_robustness.py", "--users", "8000", "--replicas", "16"],
     },
+    # also writes its own table: results/<date>-btyd-features.md
+    "btyd_features": {
+        "small": ["bench_btyd_features.py", "--users", "8000"],
+        "large": ["bench_btyd_features.py", "--users", "20000"],
+    },
+    "ceiling": {
+        "small": ["bench_ceiling.py", "--worlds", "seed42", "--users", "8000", "--replicas", "8"],
+        "large": ["bench_ceiling.py", "--worlds", "seed42", "purchases_only_90", "--users", "20000"],
+    },
 }
 VERSIONS = ["duckdb", "lightgbm", "mlflow", "bentoml", "pyspark", "pandas", "numpy", "pyarrow", "scikit-learn"]
 
