@@ -164,7 +164,7 @@ def ts_is_text(kind: str) -> bool:
     return not (kind.startswith("TIMESTAMP") or kind == "DATE" or kind in numeric or kind.startswith("DECIMAL"))
 
 
-def ts_sql(col: str, kind: str, zone: str = "UTC") -> str:
+def ts_sql(col: str, kind: str, zone: str = "UTC", formats: tuple[str, ...] | list[str] = ()) -> str:
     """SQL parsing a timestamp column to the canonical naive TIMESTAMP: brand-local wall time (NULL if unparseable).
 
     Naive values (text without offset, Parquet TIMESTAMP) are brand-local already and kept as
@@ -175,8 +175,13 @@ def ts_sql(col: str, kind: str, zone: str = "UTC") -> str:
         col: the column (text columns arrive trimmed); `ts_num` must hold its numeric value for text.
         kind: DuckDB type of the source column.
         zone: the brand's IANA zone (`events.time_zone`).
+        formats: strptime formats tried first on text and numbers (`events.ts_formats`), read brand-local.
     """
     z = _q(zone)
+    if formats and not (kind.startswith("TIMESTAMP") or kind == "DATE"):
+        # The brand's formats first: '15032024' under %d%m%Y is a day, not a number of seconds.
+        listed = "[" + ", ".join(_q(f) for f in formats) + "]"
+        return f"coalesce(try_strptime(CAST({col} AS VARCHAR), {listed}), {ts_sql(col, kind, zone)})"
 
     def epoch(x: str) -> str:
         # A whole number of 8 or 14 digits from 1900 to 2100 is a compact date (20240315) or date-time

@@ -66,7 +66,7 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
         SELECT _row,
             t_user_id AS user_id,
             {ts_missing} AS ts_missing,
-            {ts_sql(ts_source, ts_kind, cfg.events.time_zone)} AS ts,
+            {ts_sql(ts_source, ts_kind, cfg.events.time_zone, cfg.events.ts_formats)} AS ts,
             t_event AS event_raw,
             {event_sql(cfg.events, "t_event")} AS event,
             t_amount AS amount_raw,

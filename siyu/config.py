@@ -67,6 +67,10 @@ class EventsConfig(_Strict):
     time_zone: str = Field(
         description="brand zone: naive times are brand-local; days, tiers, cutoffs count in this zone"
     )
+    ts_formats: list[str] = Field(
+        description="strptime formats tried first on `ts` (brand-local), e.g. ['%d/%m/%Y %H:%M'] for a day-first "
+        "export; a value none of them reads is parsed as usual (ISO 8601, compact dates, epoch)"
+    )
 
     @field_validator("columns")
     @classmethod
@@ -103,6 +107,22 @@ class EventsConfig(_Strict):
     def _default_is_canonical(cls, v: str | None) -> str | None:
         if v is not None and v not in EVENTS:
             raise ValueError(f"'{v}' is not a canonical event")
+        return v
+
+    @field_validator("ts_formats")
+    @classmethod
+    def _strptime_formats(cls, v: list[str]) -> list[str]:
+        import duckdb  # the engine that reads them: a format it cannot read fails here, not per row
+
+        for f in v:
+            if not isinstance(f, str) or "%" not in f:
+                raise ValueError(f"'{f}' is not a strptime format (e.g. '%d/%m/%Y %H:%M')")
+            if "%z" in f or "%Z" in f:
+                raise ValueError(f"'{f}': a zone in the format is not read; times with an offset parse as ISO 8601")
+            try:
+                duckdb.execute("SELECT try_strptime('', ?)", [f])
+            except duckdb.Error as e:
+                raise ValueError(f"'{f}' is not a strptime format: {str(e).splitlines()[0]}") from None
         return v
 
     @field_validator("time_zone")

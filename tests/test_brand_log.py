@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from events.loader import connect
-from events.validate import load_valid_events, validate_file
+from events.validate import load_valid_events, validate_file, validate_frame
 from siyu.config import DEFAULT_CONFIG, load_config
 from siyu.contract import EVENTS
 from siyu.errors import SiyuError
@@ -92,6 +92,9 @@ def canonical_rows(con) -> pd.DataFrame:
         ({"time_zone": "Asia/Shanghia"}, r"events.time_zone.*unknown time zone 'Asia/Shanghia'"),
         ({"mapping": {"Paid": "purchase", " paid": "purchase"}}, r"events.mapping.*same after trimming"),
         ({"default_event": "order"}, r"events.default_event.*'order' is not a canonical event"),
+        ({"ts_formats": ["%d/%m/%Y %Q"]}, r"events.ts_formats.*'%d/%m/%Y %Q' is not a strptime format"),
+        ({"ts_formats": ["dd/mm/yyyy"]}, r"events.ts_formats.*'dd/mm/yyyy' is not a strptime format"),
+        ({"ts_formats": ["%Y-%m-%d %H:%M %z"]}, r"events.ts_formats.*a zone in the format is not read"),
     ],
 )
 def test_bad_adapter_config_is_one_line(tmp_path, events, match):
@@ -201,6 +204,27 @@ def test_api_rows_keep_the_contract_names_but_get_the_brand_values_and_zone(tmp_
     )
     ok, bad = validate_frame(posted, cfg)
     assert bad.empty and ok.event.tolist() == ["purchase"] and str(ok.ts[0]) == "2025-03-10 07:30:00"
+
+
+# --- times in the brand's own format ----------------------------------------------------------------
+
+
+def test_ts_formats_read_day_first_month_first_and_chinese_dates(tmp_path):
+    """03/04/2025 is ambiguous, so the brand says which it is; values the formats do not read parse as usual."""
+    ts = ["03/04/2025 08:30", "2025年4月3日 08:30", "2025-04-03T08:30:00", "04/03/2025", "31/31/2025 08:30"]
+    rows = pd.DataFrame({"user_id": [f"u{i}" for i in range(len(ts))], "ts": ts, "event": "visit"})
+    cfg = _cfg(tmp_path, {"ts_formats": ["%d/%m/%Y %H:%M", "%m/%d/%Y", "%Y年%m月%d日 %H:%M"]})
+    ok, bad = validate_frame(rows, cfg)
+    assert ok.sort_values("user_id").ts.astype(str).tolist() == ["2025-04-03 08:30:00"] * 3 + ["2025-04-03 00:00:00"]
+    assert bad.ts.tolist() == ["31/31/2025 08:30"] and bad.reason.tolist() == ["unparseable ts"]
+    ok, bad = validate_frame(rows.iloc[:1], _cfg(tmp_path, {}))  # without the formats: no guess, quarantined
+    assert ok.empty and bad.reason.tolist() == ["unparseable ts"]
+    # A day-first compact date in a CSV (typed as integers) is a day, not epoch seconds.
+    log = tmp_path / "orders.csv"
+    log.write_text("user_id,ts,event,amount\na,15032025,purchase,5\n")
+    con = connect()
+    load_valid_events(con, log, _cfg(tmp_path, {"ts_formats": ["%d%m%Y"]}))
+    assert [str(t) for (t,) in con.execute("SELECT ts FROM events").fetchall()] == ["2025-03-15 00:00:00"]
 
 
 # --- an orders-only export -------------------------------------------------------------------------
