@@ -64,7 +64,7 @@ class Event(_Request):
     ts: str | int | float = Field(
         ...,
         description="ISO 8601 (naive = brand-local, events.time_zone), a compact brand-local 20260315 or "
-        "20260315143000, or epoch s / ms",
+        "20260315143000, or epoch s / ms; the config's events.ts_formats are tried first",
     )
     event: Text = Field(..., description="canonical event name (follow, purchase, ...) or a name mapped in config")
     amount: float | None = Field(None, description="money, >= 0; required for purchase, refund, referral_purchase")
