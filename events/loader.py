@@ -158,6 +158,26 @@ def event_sql(events: EventsConfig, col: str) -> str:
 _AWARE_RE = r"[0-9]:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?\s*(z|utc|gmt|[+-][0-9]{1,2}(:?[0-9]{2})?)$"
 
 
+# Money as exports write it: a currency sign or code, thousands separated by commas (1,234.50), 元 after.
+# A comma decimal (1.234,50) is not read: ambiguous with the thousands form, it stays "not a number".
+_MONEY_RE = r"^(-\s*)?(¥|￥|\$|€|£|RMB|CNY|USD|EUR|GBP)?\s*(-\s*)?([0-9]{1,3}(,[0-9]{3})+|[0-9]+)(\.[0-9]+)?\s*(元)?$"
+
+
+def amount_sql(col: str, kind: str) -> str:
+    """SQL reading an amount: a number, or money text (`¥1,234.50`, `$12`, `88元`) as its number (NULL if neither).
+
+    Args:
+        col: the (trimmed) column.
+        kind: DuckDB type of the source column (typed numbers are read as they are).
+    """
+    if kind != "VARCHAR":
+        return f"try_cast({col} AS DOUBLE)"
+    digits = f"regexp_replace({col}, '[^0-9.]', '', 'g')"
+    sign = f"(CASE WHEN contains({col}, '-') THEN -1 ELSE 1 END)"
+    money = f"CASE WHEN regexp_full_match({col}, '{_MONEY_RE}') THEN {sign} * try_cast({digits} AS DOUBLE) END"
+    return f"coalesce(try_cast({col} AS DOUBLE), {money})"
+
+
 def ts_is_text(kind: str) -> bool:
     """Whether ts_sql parses a `ts` column of this DuckDB type as text (else from its type: a time or a number)."""
     numeric = {"BIGINT", "INTEGER", "DOUBLE", "FLOAT", "HUGEINT", "UBIGINT", "DECIMAL"}

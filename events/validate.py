@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from events.loader import connect, event_sql, refuse_bare_carriage_return, stage_raw, ts_is_text, ts_sql
+from events.loader import amount_sql, connect, event_sql, refuse_bare_carriage_return, stage_raw, ts_is_text, ts_sql
 from events.report import ValidationReport, print_report, write_outputs
 from siyu.config import Config
 from siyu.contract import AMOUNT_REQUIRED, CANONICAL_COLUMNS, EVENTS, HOLDOUT_END, HOLDOUT_START, REQUIRED_COLUMNS
@@ -70,7 +70,7 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
             t_event AS event_raw,
             {event_sql(cfg.events, "t_event")} AS event,
             t_amount AS amount_raw,
-            try_cast(t_amount AS DOUBLE) AS amount,
+            {amount_sql("t_amount", kinds["amount"])} AS amount,
             t_channel AS channel,
             t_ref_user_id AS ref_user_id,
             t_rating AS rating_raw,

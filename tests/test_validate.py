@@ -124,6 +124,18 @@ def test_typed_parquet_timestamps_and_epochs(cfg, tmp_path):
     assert con.execute("SELECT CAST(ts AS VARCHAR) FROM events").fetchall() == [("2026-01-01 00:00:00",)]
 
 
+def test_money_text_is_read_as_its_amount(cfg):
+    """Exports write money with a sign and thousands commas: read as the number; a comma decimal is ambiguous."""
+    written = {"¥1,234.50": 1234.5, "$12": 12.0, "88元": 88.0, "RMB 99.9": 99.9, "1,234": 1234.0, " 7 ": 7.0}
+    bad = {"1.234,50": "amount is not a number", "12,34": "amount is not a number", "¥": "amount is not a number",
+           "-¥5": "negative amount", "¥-5": "negative amount"}  # fmt: skip
+    rows = [{"user_id": f"u{i:02d}", "ts": "2026-01-01", "event": "purchase", "amount": a, "order_id": f"o{i}"}
+            for i, a in enumerate([*written, *bad])]  # fmt: skip
+    accepted, quarantine = validate_frame(frame(rows), cfg)
+    assert accepted.sort_values("user_id").amount.tolist() == list(written.values())
+    assert dict(zip(quarantine.amount, quarantine.reason)) == bad  # quarantine keeps the text as written
+
+
 def test_compact_dates_are_dates_not_epoch_seconds(cfg, tmp_path):
     """20260101 is 1 January 2026 (as epoch seconds it would be August 1970), as text, CSV or typed integer;
     20260101083000 is a date-time; a compact date that is no calendar day is quarantined, never 1970."""
