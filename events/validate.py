@@ -82,6 +82,12 @@ def _classify(con: duckdb.DuckDBPyConnection, cfg: Config, raw: str, ts_kind: st
             {", ".join(f"o_{c}" for c in CANONICAL_COLUMNS)}
         FROM ({layer2})
     """
+    if cfg.events.negative_purchases == "refund":  # an export that books returns as negative orders
+        neg = "event = 'purchase' AND amount < 0"
+        parsed = (
+            f"SELECT * REPLACE (CASE WHEN {neg} THEN 'refund' ELSE event END AS event, "
+            f"CASE WHEN {neg} THEN -amount ELSE amount END AS amount) FROM ({parsed})"
+        )
     reason = "CASE " + " ".join(f"WHEN {cond} THEN '{name}'" for name, cond in _RULES) + " END"
     # The raw text is kept only where quarantine may show it (bad rows; markers, checked next): a
     # copy of every column of every good row was most of the table's size.

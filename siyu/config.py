@@ -67,6 +67,10 @@ class EventsConfig(_Strict):
     time_zone: str = Field(
         description="brand zone: naive times are brand-local; days, tiers, cutoffs count in this zone"
     )
+    negative_purchases: Literal["quarantine", "refund"] = Field(
+        description="a purchase with a negative amount: quarantined (negative amount), or a refund of that much "
+        "(an export that books returns as negative orders)"
+    )
     ts_formats: list[str] = Field(
         description="strptime formats tried first on `ts` (brand-local), e.g. ['%d/%m/%Y %H:%M'] for a day-first "
         "export; a value none of them reads is parsed as usual (ISO 8601, compact dates, epoch)"

@@ -95,6 +95,7 @@ def canonical_rows(con) -> pd.DataFrame:
         ({"ts_formats": ["%d/%m/%Y %Q"]}, r"events.ts_formats.*'%d/%m/%Y %Q' is not a strptime format"),
         ({"ts_formats": ["dd/mm/yyyy"]}, r"events.ts_formats.*'dd/mm/yyyy' is not a strptime format"),
         ({"ts_formats": ["%Y-%m-%d %H:%M %z"]}, r"events.ts_formats.*a zone in the format is not read"),
+        ({"negative_purchases": "return"}, r"events.negative_purchases.*'quarantine' or 'refund'"),
     ],
 )
 def test_bad_adapter_config_is_one_line(tmp_path, events, match):
@@ -225,6 +226,18 @@ def test_ts_formats_read_day_first_month_first_and_chinese_dates(tmp_path):
     con = connect()
     load_valid_events(con, log, _cfg(tmp_path, {"ts_formats": ["%d%m%Y"]}))
     assert [str(t) for (t,) in con.execute("SELECT ts FROM events").fetchall()] == ["2025-03-15 00:00:00"]
+
+
+def test_negative_orders_can_be_refunds(tmp_path):
+    """An export that books a return as a negative order: quarantined by default, a refund when the brand says so."""
+    rows = pd.DataFrame({"user_id": ["a", "a"], "ts": ["2025-01-02", "2025-01-09"], "amount": ["30", "-¥12.50"],
+                         "order_id": ["1", "C1"]})  # fmt: skip
+    events = {"default_event": "purchase"}
+    ok, bad = validate_frame(rows, _cfg(tmp_path, events), adapt_columns=True)
+    assert ok.event.tolist() == ["purchase"] and bad.reason.tolist() == ["negative amount"]
+    ok, bad = validate_frame(rows, _cfg(tmp_path, {**events, "negative_purchases": "refund"}), adapt_columns=True)
+    assert bad.empty and ok.sort_values("ts")[["event", "amount"]].values.tolist() == [["purchase", 30.0],
+                                                                                      ["refund", 12.5]]  # fmt: skip
 
 
 # --- an orders-only export -------------------------------------------------------------------------
