@@ -33,6 +33,7 @@ class ValidationReport:
     by_family: dict[str, int]
     max_fraction: float
     outputs: dict[str, str] = field(default_factory=dict)
+    ts_hint: str | None = None  # the events.ts_formats that would read the unparseable times (events/ts_hint.py)
 
     @classmethod
     def collect(
@@ -51,6 +52,8 @@ class ValidationReport:
         by_reason = dict(
             con.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY 2 DESC, 1").fetchall()
         )
+        from events.ts_hint import ts_hint
+
         per_event = dict(con.execute(f"SELECT event, count(*) FROM {table} GROUP BY event").fetchall())
         by_family = {f: sum(per_event.get(e, 0) for e in evs) for f, evs in FAMILIES.items()}
         return cls(
@@ -65,6 +68,7 @@ class ValidationReport:
             ts_max=ts_max,
             by_family=by_family,
             max_fraction=max_fraction,
+            ts_hint=ts_hint(con) if "unparseable ts" in by_reason else None,
         )
 
     @property
@@ -88,6 +92,7 @@ class ValidationReport:
         raise SiyuError(
             f"{self.quarantined} of {self.rows_read} rows ({self.bad_fraction:.1%}) broke the event contract, "
             f"over quarantine.max_fraction {self.max_fraction:.1%} ({top}){where}"
+            + (f"; {self.ts_hint}" if self.ts_hint else "")
         )
 
 
@@ -138,6 +143,8 @@ def print_report(report: ValidationReport, console: Console) -> None:
             "no order ids) look the same: map the log's order id (events.columns.order_id) to keep both",
             highlight=False,
         )
+    if report.ts_hint:
+        console.print(f"hint: {report.ts_hint}", highlight=False)
     if report.by_reason:
         r = Table(title="quarantined by reason")
         r.add_column("reason")

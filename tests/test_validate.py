@@ -124,6 +124,21 @@ def test_typed_parquet_timestamps_and_epochs(cfg, tmp_path):
     assert con.execute("SELECT CAST(ts AS VARCHAR) FROM events").fetchall() == [("2026-01-01 00:00:00",)]
 
 
+def test_unparseable_times_get_the_ts_formats_that_would_read_them(cfg, tmp_path):
+    """A month-first export is refused (never guessed), and the error names the declaration that reads it;
+    where day-first and month-first both fit, it says the brand must choose."""
+    p = tmp_path / "retail.csv"
+    p.write_text("user_id,ts,event\n" + "".join(f"u{i},12/{i + 1}/2010 8:26,visit\n" for i in range(20)))
+    with pytest.raises(SiyuError, match=r"times like '12/1/2010 8:26' read as events.ts_formats: \['%m/%d/%Y %H:%M'\]"):
+        load_valid_events(connect(), p, cfg)
+    p.write_text("user_id,ts,event\n" + "".join(f"u{i},0{i % 9 + 1}/04/2025,visit\n" for i in range(20)))
+    r = run_validation(connect(), p, cfg)
+    assert r.by_reason == {"unparseable ts": 20} and "'%d/%m/%Y' and '%m/%d/%Y': say which one" in r.ts_hint
+    ok = run_validation(connect(), p, cfg.model_copy(update={"events": cfg.events.model_copy(
+        update={"ts_formats": ["%d/%m/%Y"]})}))  # fmt: skip
+    assert (ok.accepted, ok.quarantined, ok.ts_hint) == (20, 0, None)
+
+
 def test_money_text_is_read_as_its_amount(cfg):
     """Exports write money with a sign and thousands commas: read as the number; a comma decimal is ambiguous."""
     written = {"¥1,234.50": 1234.5, "$12": 12.0, "88元": 88.0, "RMB 99.9": 99.9, "1,234": 1234.0, " 7 ": 7.0}
