@@ -298,6 +298,7 @@ def stage_raw(
     if isinstance(source, (pd.DataFrame, pa.Table)):
         con.register("_raw_src", source)
         from_sql = "_raw_src"
+        source = "<posted rows>"  # errors name it, not a printout of every row
     else:
         from_sql = _source_sql(source)
     try:
