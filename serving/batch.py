@@ -105,16 +105,16 @@ def _snapshot_table(events_path, asof: datetime, out: Path, cfg: Config, engine:
                 f"{'reading the event store' if is_store(events_path) else 'validating and loading events'}", total=None
             )
             load_valid_events(con, events_path, cfg)
+            families = sorted(present_families(con))
             missing = [lab for lab in LABELS if lab not in models]
             if missing:  # thin data: those labels get the operator rule, marked `rule` (serving/rules.py)
                 progress.update(step, description=f"measuring the operator rule for {', '.join(missing)}")
-                models.update(fit_rules(con, asof, cfg, missing))
+                models.update(fit_rules(con, asof, cfg, missing, families))
             scorer = Scorer(models, feature_names(cfg), cfg.scoring.reasons)
             from serving.ltv_scores import load_ltv_scorer
 
             ltv = load_ltv_scorer(cfg, scorer.feature_names)  # None: no LTV champion, columns stay null
             progress.update(step, description="computing features and tiers")
-            families = sorted(present_families(con))
             origin = lineage(con, cfg, events_path)
             feats, tiers = features_and_tiers(con, asof, cfg)  # one build of the facts for both
             pop = populations_from_tiers(tiers)
@@ -170,16 +170,17 @@ def print_summary(s: ScoreSummary, console) -> None:
         f"scored {s.users:,} users at {s.asof:%Y-%m-%d %H:%M} ({s.engine}) in {s.seconds:.1f} s -> {s.out}",
         highlight=False,
     )
-    from siyu.contract import NEEDS_FAMILY
+    from siyu.contract import NEEDS_FAMILY, unseen_labels
+
+    unseen = unseen_labels(s.families) if s.families is not None else {}
 
     def model(k: str, v: int | None) -> str:
         if v:
             return f"{k} v{v}"
         if s.scorers.get(k) == "operator_rule":
             return f"{k} RULE (no champion: operator rule)"
-        need = NEEDS_FAMILY.get(k, (None,))[0]
-        if need and s.families is not None and need not in s.families:
-            return f"{k} - (no {need} events in the log: not predicted)"
+        if k in unseen:
+            return f"{k} - (no {NEEDS_FAMILY[k][0]} events in the log: not predicted)"
         return f"{k} -"
 
     console.print("  models: " + ", ".join(model(k, v) for k, v in s.versions.items()), highlight=False)

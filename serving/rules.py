@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from siyu.config import Config
-from siyu.contract import NEEDS_FAMILY
+from siyu.contract import unseen_labels
 from siyu.errors import SiyuError
 
 
@@ -82,24 +82,11 @@ class RuleModel:
         return cls(**meta)
 
 
-def unscorable(con, labels: list[str]) -> dict[str, str]:
-    """The labels among `labels` that no rule can score on this log, with why (the API answers null for them).
-
-    A rule measured where the label cannot occur (siyu.contract.NEEDS_FAMILY) would give every user 0,
-    and a percentile and a bucket that mean nothing.
-    """
-    from features.compute import present_families
-
-    need = {lab: NEEDS_FAMILY[lab] for lab in labels if lab in NEEDS_FAMILY}
-    families = present_families(con) if need else frozenset()
-    return {lab: why for lab, (family, why) in need.items() if family not in families}
-
-
 def _rate(y: np.ndarray, default: float) -> float:
     return float(y.mean()) if len(y) else default
 
 
-def fit_rules(con, asof: datetime, cfg: Config, labels: list[str]) -> dict[str, RuleModel]:
+def fit_rules(con, asof: datetime, cfg: Config, labels: list[str], families) -> dict[str, RuleModel]:
     """Measure the operator rule of each label on the log one horizon before `asof`.
 
     Args:
@@ -107,16 +94,19 @@ def fit_rules(con, asof: datetime, cfg: Config, labels: list[str]) -> dict[str, 
         asof: the scoring cutoff (brand-local); the rates come from asof - H, whose labels end at asof.
         cfg: config (horizon, feature windows, the churn rule's recency feature).
         labels: the labels that need a rule.
+        families: event families present in the log (features.compute.present_families).
 
     Returns:
-        label -> RuleModel; `koc` is left out on a log without advocacy events (`unscorable`).
+        label -> RuleModel; a label the log cannot show is left out (siyu.contract.unseen_labels: koc on a
+        log without advocacy events, where a rule would give every user 0 and a percentile that means nothing).
 
     Raises:
         SiyuError: no user is known one horizon before asof (nothing to measure the rule on).
     """
     from training.table import training_table
 
-    labels = [lab for lab in labels if lab not in unscorable(con, labels)]
+    unseen = unseen_labels(families)
+    labels = [lab for lab in labels if lab not in unseen]
     if not labels:
         return {}
     past = asof - timedelta(days=cfg.windows.horizon_days)

@@ -163,13 +163,13 @@ def score_pool_spark(
     cfg = for_models(cfg, models)  # `auto` windows: the ones the champions were trained with
     con = connect(cfg=cfg)
     load_valid_events(con, events_path, cfg)
+    families = sorted(present_families(con))
     missing = [lab for lab in LABELS if lab not in models]
     if missing:  # thin data: the operator rule, as in the DuckDB engine
-        models.update(fit_rules(con, asof, cfg, missing))
+        models.update(fit_rules(con, asof, cfg, missing, families))
     scorer = Scorer(models, feature_names(cfg), cfg.scoring.reasons)
     if con.execute("SELECT count(*) FROM events WHERE ts <= ?", [asof]).fetchone()[0] == 0:
         raise SiyuError(f"no events at or before {asof:%Y-%m-%d %H:%M}: nothing to score")
-    families = sorted(present_families(con))
     origin = lineage(con, cfg, events_path)
     ltv = load_ltv_scorer(cfg, scorer.feature_names)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -97,3 +97,8 @@ LABELS: tuple[str, ...] = ("churn", "promotion", "koc")
 NEEDS_FAMILY: dict[str, tuple[str, str]] = {
     "koc": ("advocacy", "the log has no advocacy events (share, referral, review): no KOC can be seen"),
 }
+
+
+def unseen_labels(families) -> dict[str, str]:
+    """The labels a log with these event families cannot show (NEEDS_FAMILY), each with why."""
+    return {lab: why for lab, (family, why) in NEEDS_FAMILY.items() if family not in families}

@@ -20,7 +20,7 @@ import pandas as pd
 
 from features.catalog import Feature
 from siyu.config import Config
-from siyu.contract import LABELS, NEEDS_FAMILY
+from siyu.contract import LABELS, unseen_labels
 from siyu.errors import SiyuError
 from training import baselines, bootstrap, evaluate, model_registry
 from training.fit import LabelData, tier_column
@@ -153,9 +153,9 @@ def train_all(events_path: str | Path, cfg: Config, experiment: str | None = Non
         )
         del table, arms
         _give_back_memory()
-        for label, (family, why) in NEEDS_FAMILY.items():
+        for label, why in unseen_labels(families).items():
             r = result.labels.get(label)
-            if r is not None and not r.trained and family not in families:  # say why, not "too little data"
+            if r is not None and not r.trained:  # say why, not "too little data"
                 r.message = f"not trained: {why}"
         lap("labels_s")
         if spilled.exists():
