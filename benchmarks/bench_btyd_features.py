@@ -28,8 +28,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-COLUMNS = ("btyd_purchases_h", "btyd_p_ge1_h", "btyd_p_ge2_h")
-
 
 def btyd_columns(frame, params, horizon: float) -> np.ndarray:
     """The three BG/NBD columns of a feature table's rows (n x 3)."""

@@ -13,6 +13,7 @@ import duckdb
 from rich.console import Console
 from rich.table import Table
 
+from events.ts_hint import ts_hint
 from siyu.contract import FAMILIES
 from siyu.errors import SiyuError
 
@@ -52,8 +53,6 @@ class ValidationReport:
         by_reason = dict(
             con.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY 2 DESC, 1").fetchall()
         )
-        from events.ts_hint import ts_hint
-
         per_event = dict(con.execute(f"SELECT event, count(*) FROM {table} GROUP BY event").fetchall())
         by_family = {f: sum(per_event.get(e, 0) for e in evs) for f, evs in FAMILIES.items()}
         return cls(

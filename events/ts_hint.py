@@ -38,10 +38,9 @@ def ts_hint(con: duckdb.DuckDBPyConnection, table: str = "quarantine", column: s
     if not values:
         return None
     formats = [d + t for d in DATES for t in TIMES]
-    con.execute("CREATE OR REPLACE TEMP TABLE _ts_sample AS SELECT unnest(?) AS v", [values])
     share = "avg((try_strptime(trim(v), ?) IS NOT NULL)::INT)"
-    shares = con.execute(f"SELECT {', '.join([share] * len(formats))} FROM _ts_sample", formats).fetchone()
-    con.execute("DROP TABLE _ts_sample")
+    sql = f"SELECT {', '.join([share] * len(formats))} FROM (SELECT unnest(?::VARCHAR[]) AS v)"
+    (shares,) = con.execute(sql, [*formats, values]).fetchall()
     fit = [f for f, s in zip(formats, shares) if s >= READS]
     if not fit:
         return None
